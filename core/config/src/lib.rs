@@ -1,0 +1,1 @@
+//! The nestform language: loads *.nf.hcl files, evaluates them, and reports problems with source locations

@@ -1,0 +1,211 @@
+//! The provider trait: how the engine drives a hypervisor without knowing which one it is.
+//!
+//! ```text
+//!   nestform-engine ──uses──▶ dyn Provider ──connect(uri)──▶ dyn Hypervisor
+//!                                 ▲                               ▲
+//!            nestform-provider-libvirt (virt crate)      nestform-provider-memory (fake)
+//! ```
+//!
+//! A [`Provider`] opens [`Hypervisor`] connections. A hypervisor is one libvirt host at any nesting level:
+//! level 0 is opened by URI; a promoted guest's libvirt is reached through the agents (a later issue adds
+//! [`Provider::connect_promoted`]'s real implementation). Every method is blocking: libvirt's API is, and
+//! the engine calls them from `spawn_blocking`, so implementations need no async runtime.
+//!
+//! The requests carry fully resolved values (libvirt names, sizes in bytes); the responses carry what the
+//! hypervisor reports now, which the planner compares with the configuration to find drift.
+//!
+//! [`conformance`] is the suite every implementation must pass, written once.
+
+pub mod conformance;
+
+use std::sync::Arc;
+
+use nestform_types::{DiskBus, DiskCache, DiskFormat, Owner, Preallocation};
+use serde::{Deserialize, Serialize};
+
+/// Opens connections to hypervisors.
+pub trait Provider: Send + Sync {
+    /// Opens the hypervisor at a libvirt URI (`qemu:///system`, `test+unix:///default`, ...).
+    fn connect(&self, uri: &str) -> Result<Arc<dyn Hypervisor>, ProviderError>;
+}
+
+/// One hypervisor: a libvirt connection at some nesting level.
+///
+/// Objects are looked up by the provider's id (the libvirt UUID) that `create_*` returned and the
+/// engine stored in state. Every object created carries the given [`Owner`] in its metadata.
+pub trait Hypervisor: Send + Sync {
+    /// The URI this connection was opened with.
+    fn uri(&self) -> &str;
+
+    /// What the host is: size, CPU vendor, nesting support, versions.
+    fn facts(&self) -> Result<HostFacts, ProviderError>;
+
+    /// Every network and domain on this host whose metadata names nestform as owner.
+    fn list_owned(&self) -> Result<Vec<OwnedObject>, ProviderError>;
+
+    fn read_network(&self, id: &str) -> Result<Option<NetworkStatus>, ProviderError>;
+    /// Defines the network, starts it and marks it autostart.
+    fn create_network(&self, req: &NetworkRequest, owner: &Owner) -> Result<NetworkStatus, ProviderError>;
+    /// Stops and undefines the network. Deleting a network that does not exist is not an error.
+    fn delete_network(&self, id: &str) -> Result<(), ProviderError>;
+
+    fn read_guest(&self, id: &str) -> Result<Option<GuestStatus>, ProviderError>;
+    /// Creates the guest's volumes (in nestform's storage pool, created on first use), defines the domain
+    /// and starts it when `req.running`.
+    fn create_guest(&self, req: &GuestRequest, owner: &Owner) -> Result<GuestStatus, ProviderError>;
+    /// Redefines the domain with `req` (same UUID). Changes to a running domain's definition take effect
+    /// at its next start; the engine restarts it when the plan says so. Volumes that `req` adds are
+    /// created; volumes it no longer names are deleted; a grown disk is resized.
+    fn update_guest(&self, id: &str, req: &GuestRequest, owner: &Owner) -> Result<GuestStatus, ProviderError>;
+    /// Starts a defined guest; starting a running guest is not an error.
+    fn start_guest(&self, id: &str) -> Result<(), ProviderError>;
+    /// Asks the guest to shut down and waits up to `timeout`, then powers it off. Stopping a stopped
+    /// guest is not an error.
+    fn stop_guest(&self, id: &str, timeout: std::time::Duration) -> Result<(), ProviderError>;
+    /// Powers the guest off, undefines it and deletes its volumes; removes nestform's storage pool when
+    /// it is left empty. Deleting a guest that does not exist is not an error.
+    fn delete_guest(&self, id: &str) -> Result<(), ProviderError>;
+
+    /// The definition `create_guest` would write for `req` (libvirt domain XML), so a plan can show a
+    /// diff of it. Pure: touches nothing on the host.
+    fn guest_definition(&self, req: &GuestRequest, owner: &Owner) -> String;
+}
+
+/// What a provider call failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("cannot connect to `{uri}`: {message}")]
+    Connect { uri: String, message: String },
+    #[error("{operation} `{object}` failed: {message}")]
+    Operation { operation: &'static str, object: String, message: String },
+    #[error("`{0}` is not supported by this hypervisor")]
+    Unsupported(String),
+}
+
+impl ProviderError {
+    pub fn op(operation: &'static str, object: impl Into<String>, message: impl ToString) -> Self {
+        ProviderError::Operation { operation, object: object.into(), message: message.to_string() }
+    }
+}
+
+/// What a host reports about itself. Fields a backend cannot tell are `None`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HostFacts {
+    pub hostname: String,
+    /// Logical CPUs the host can give to guests.
+    pub cpus: u32,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// `GenuineIntel`, `AuthenticAMD`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_vendor: Option<String>,
+    /// libvirt's version, such as `11.3.0`.
+    pub libvirt_version: String,
+    /// The hypervisor driver and its version, such as `QEMU 10.0.2` or `Test 0.0.2`.
+    pub hypervisor: String,
+    /// Whether guests on this host can run hypervisors themselves (vmx/svm exposed with nesting on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nesting: Option<bool>,
+}
+
+/// A network the engine wants to exist.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRequest {
+    pub name: String,
+    /// The host side's address (the first of the CIDR).
+    pub address: std::net::Ipv4Addr,
+    pub prefix_len: u8,
+    pub dhcp_start: Option<std::net::Ipv4Addr>,
+    pub dhcp_end: Option<std::net::Ipv4Addr>,
+    pub domain: Option<String>,
+}
+
+/// A network as the host reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    pub id: String,
+    pub name: String,
+    pub active: bool,
+    pub bridge: Option<String>,
+    pub owner: Option<Owner>,
+}
+
+/// A guest the engine wants to exist, with every reference resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestRequest {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    pub cpu: CpuRequest,
+    pub disks: Vec<DiskRequest>,
+    pub interfaces: Vec<InterfaceRequest>,
+    pub boot: BootRequest,
+    pub running: bool,
+}
+
+/// The CPU the guest sees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CpuRequest {
+    HostPassthrough,
+    HostModel,
+    /// A named model, with features that must be present (`svm`, `vmx`) so the guest can nest.
+    Model { name: String, require: Vec<String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRequest {
+    /// The disk's label; the volume is `<guest>-<name>.<format>`.
+    pub name: String,
+    pub size_bytes: u64,
+    pub format: DiskFormat,
+    pub preallocation: Preallocation,
+    pub cache: DiskCache,
+    pub bus: DiskBus,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceRequest {
+    /// The libvirt network name.
+    pub network: String,
+    pub mac: Option<String>,
+}
+
+/// How the guest boots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BootRequest {
+    /// Boot from the first disk (or nothing, for an empty guest).
+    Disk,
+    /// Boot a kernel directly with an initramfs and command line, sharing `root_share` (a directory on
+    /// the host) read-only with the guest under the 9p tag `nestform-root`.
+    Kernel { kernel: String, initrd: String, cmdline: String, root_share: Option<String> },
+}
+
+/// A guest as the host reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestStatus {
+    pub id: String,
+    pub name: String,
+    pub running: bool,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    /// Names of the disks whose volumes exist, with their capacity in bytes.
+    pub disks: Vec<(String, u64)>,
+    /// The libvirt network of each interface, in order.
+    pub interfaces: Vec<String>,
+    pub owner: Option<Owner>,
+}
+
+/// Something on a host that nestform's metadata claims.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedObject {
+    pub kind: ObjectKind,
+    pub id: String,
+    pub name: String,
+    pub owner: Owner,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectKind {
+    Network,
+    Guest,
+}

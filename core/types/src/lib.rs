@@ -1,0 +1,30 @@
+//! The vocabulary every nestform crate shares.
+//!
+//! This crate sits at the bottom of the workspace and depends on no other nestform crate:
+//!
+//! ```text
+//!                      nestform (core/cli)
+//!                     /        |          \
+//!        nestform-engine   nestform-provider-libvirt   nestform-provider-memory
+//!        /    |     \   \            |                       |
+//!  config   state   dag  \----- nestform-provider -----------/
+//!        \    |          /
+//!         nestform-types
+//! ```
+//!
+//! - [`addr`]: `ResourceAddr` (`nested_guest.web["a"]`), the name of one resource instance everywhere.
+//! - [`spec`]: the resolved, typed form of each block (`kvm_host`, `nat_network`, `nested_guest`,
+//!   `benchmark`) after the configuration has been evaluated. The JSON Schemas in `schemas/` are generated
+//!   from these types.
+//! - [`size`]: `ByteSize`, the `"4GiB"` / `"512MiB"` sizes the language accepts.
+//! - [`owner`]: the metadata nestform writes into every libvirt object it creates.
+
+pub mod addr;
+pub mod owner;
+pub mod size;
+pub mod spec;
+
+pub use addr::{AddrParseError, InstanceKey, ResourceAddr, ResourceType};
+pub use owner::Owner;
+pub use size::{ByteSize, ByteSizeError};
+pub use spec::*;

@@ -1,0 +1,1 @@
+//! The libvirt provider: domains, networks, a storage pool and volumes on any libvirt URI

@@ -1,0 +1,1 @@
+//! An in-memory provider: a fake hypervisor for tests and benchmarks
