@@ -1,1 +1,11 @@
-//! The nestform engine: the graph across nesting levels, the planner, the plan file and the executor
+//! The nestform engine: configuration -> graph -> plan -> apply -> state.
+//!
+//! - [`plan`]: the `Plan` type (what a plan file holds and `show -json` prints).
+//! - `graph`: one dependency graph across every nesting level, with the implicit nesting edges.
+//! - `planner`: compares configuration, refreshed state and host facts, classifies each changed
+//!   attribute, and expands cascades across levels.
+//! - `render`: the human plan (attribute changes, domain XML diffs, summary) and Terraform-shaped JSON.
+//! - `refresh` and `apply`: talk to hosts through `nestform_provider`, never naming a backend.
+
+pub mod plan;
+pub mod request;
