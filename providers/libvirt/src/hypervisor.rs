@@ -1,0 +1,394 @@
+//! [`LibvirtHypervisor`]: the [`Hypervisor`] trait over one libvirt connection.
+
+use std::mem::ManuallyDrop;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nestform_provider::{
+    GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest, NetworkStatus, ObjectKind, OwnedObject,
+    ProviderError,
+};
+use nestform_types::Owner;
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::ErrorNumber;
+use virt::network::Network;
+use virt::storage_vol::StorageVol;
+
+use crate::domain::{domain_xml, parse_domain, volume_name, DomainFacts};
+use crate::error::{is, op};
+use crate::network::{network_xml, parse_network};
+use crate::storage::{self, Resized};
+
+/// How often `stop_guest` looks whether a guest has shut down.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// One open libvirt connection, with what nestform learned about the host when it connected.
+pub struct LibvirtHypervisor {
+    uri: String,
+    /// Closed by hand in `Drop`: virt's own `Drop` panics when libvirt reports an error on close.
+    conn: ManuallyDrop<Connect>,
+    pool_dir: PathBuf,
+    domain_type: String,
+}
+
+impl Drop for LibvirtHypervisor {
+    fn drop(&mut self) {
+        // SAFETY: the pointer is this wrapper's own reference, released exactly once here; the
+        // `ManuallyDrop` keeps virt from releasing it a second time. A failed close (the daemon
+        // went away) leaves nothing to clean up on this side, so its result is ignored.
+        unsafe {
+            virt::sys::virConnectClose(self.conn.as_ptr());
+        }
+    }
+}
+
+impl LibvirtHypervisor {
+    pub(crate) fn open(uri: &str, pool_dir: PathBuf) -> Result<Self, ProviderError> {
+        let conn = Connect::open(Some(uri))
+            .map_err(|e| ProviderError::Connect { uri: uri.to_string(), message: e.message().to_string() })?;
+        // Own the connection from here on so an error below still closes it.
+        let mut h = LibvirtHypervisor {
+            uri: uri.to_string(),
+            conn: ManuallyDrop::new(conn),
+            pool_dir,
+            domain_type: String::new(),
+        };
+        h.domain_type = crate::facts::domain_type(&h.conn, uri)?;
+        Ok(h)
+    }
+
+    /// The `<domain type>` this host's guests get: `kvm`, `qemu` (TCG) or `test`.
+    pub fn domain_type(&self) -> &str {
+        &self.domain_type
+    }
+
+    /// The underlying connection, for what the trait does not cover (channels to agents).
+    pub fn connection(&self) -> &Connect {
+        &self.conn
+    }
+
+    fn lookup_domain(&self, id: &str) -> Result<Option<Domain>, ProviderError> {
+        match self.conn.lookup_domain_by_uuid_string(id) {
+            Ok(d) => Ok(Some(d)),
+            // A string that is not a UUID names no domain either.
+            Err(e) if is(&e, ErrorNumber::NoDomain) || is(&e, ErrorNumber::InvalidArg) => Ok(None),
+            Err(e) => Err(op("look up domain", id)(e)),
+        }
+    }
+
+    fn lookup_network(&self, id: &str) -> Result<Option<Network>, ProviderError> {
+        match self.conn.lookup_network_by_uuid_string(id) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if is(&e, ErrorNumber::NoNetwork) || is(&e, ErrorNumber::InvalidArg) => Ok(None),
+            Err(e) => Err(op("look up network", id)(e)),
+        }
+    }
+
+    /// The persistent definition: what the guest will be at its next start, which is what nestform
+    /// compares with the configuration.
+    fn domain_facts(&self, dom: &Domain, id: &str) -> Result<DomainFacts, ProviderError> {
+        let xml = dom.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE).map_err(op("read domain", id))?;
+        parse_domain(&xml).map_err(|e| ProviderError::op("parse domain", id, e))
+    }
+
+    fn guest_status(&self, dom: &Domain, id: &str) -> Result<GuestStatus, ProviderError> {
+        let facts = self.domain_facts(dom, id)?;
+        let running = dom.is_active().map_err(op("read domain", &facts.name))?;
+        let mut disks = Vec::new();
+        if let Some(pool) = storage::lookup_pool(&self.conn)? {
+            for (disk, volume) in &facts.volumes {
+                if let Some(capacity) = storage::capacity(&pool, volume)? {
+                    disks.push((disk.clone(), capacity));
+                }
+            }
+        }
+        Ok(GuestStatus {
+            id: id.to_string(),
+            name: facts.name,
+            running,
+            vcpus: facts.vcpus,
+            memory_bytes: facts.memory_bytes,
+            disks,
+            interfaces: facts.networks,
+            owner: facts.owner,
+        })
+    }
+
+    fn network_status(&self, net: &Network, id: &str) -> Result<NetworkStatus, ProviderError> {
+        let xml = net.xml_desc(0).map_err(op("read network", id))?;
+        let facts = parse_network(&xml).map_err(|e| ProviderError::op("parse network", id, e))?;
+        let active = net.is_active().map_err(op("read network", &facts.name))?;
+        Ok(NetworkStatus {
+            id: id.to_string(),
+            name: facts.name,
+            active,
+            bridge: facts.bridge,
+            owner: facts.owner,
+        })
+    }
+
+    /// Deletes the named volumes, then the pool if that emptied it.
+    fn delete_volumes(&self, volumes: &[String]) -> Result<(), ProviderError> {
+        if let Some(pool) = storage::lookup_pool(&self.conn)? {
+            for v in volumes {
+                storage::delete_volume(&pool, v)?;
+            }
+        }
+        storage::remove_pool_if_empty(&self.conn)
+    }
+}
+
+/// Grows a guest's volume to `size` bytes. A running guest holds its image open, so QEMU must grow
+/// it (block resize); otherwise the storage driver does.
+fn grow(
+    dom: &Domain,
+    in_use: bool,
+    vol: &StorageVol,
+    name: &str,
+    size: u64,
+) -> Result<Resized, ProviderError> {
+    let current = vol.info().map_err(op("read volume", name))?.capacity;
+    if !in_use || size <= current {
+        // Also refuses a shrink, and does nothing for an unchanged size.
+        return storage::grow_volume(vol, name, size);
+    }
+    let path = vol.path().map_err(op("read volume", name))?;
+    match dom.block_resize(&path, size, virt::sys::VIR_DOMAIN_BLOCK_RESIZE_BYTES) {
+        Ok(()) => Ok(Resized::Done),
+        Err(e) if is(&e, ErrorNumber::NoSupport) => Ok(Resized::Unsupported),
+        Err(e) => Err(op("resize volume", name)(e)),
+    }
+}
+
+impl Hypervisor for LibvirtHypervisor {
+    fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn facts(&self) -> Result<HostFacts, ProviderError> {
+        crate::facts::host_facts(&self.conn, &self.uri)
+    }
+
+    fn list_owned(&self) -> Result<Vec<OwnedObject>, ProviderError> {
+        let mut owned = Vec::new();
+        for net in self.conn.list_all_networks(0).map_err(op("list networks of", &self.uri))? {
+            let id = net.uuid_string().map_err(op("read network of", &self.uri))?;
+            let status = self.network_status(&net, &id)?;
+            if let Some(owner) = status.owner {
+                owned.push(OwnedObject { kind: ObjectKind::Network, id, name: status.name, owner });
+            }
+        }
+        for dom in self.conn.list_all_domains(0).map_err(op("list domains of", &self.uri))? {
+            let id = dom.uuid_string().map_err(op("read domain of", &self.uri))?;
+            let facts = self.domain_facts(&dom, &id)?;
+            if let Some(owner) = facts.owner {
+                owned.push(OwnedObject { kind: ObjectKind::Guest, id, name: facts.name, owner });
+            }
+        }
+        Ok(owned)
+    }
+
+    fn read_network(&self, id: &str) -> Result<Option<NetworkStatus>, ProviderError> {
+        match self.lookup_network(id)? {
+            Some(net) => self.network_status(&net, id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn create_network(&self, req: &NetworkRequest, owner: &Owner) -> Result<NetworkStatus, ProviderError> {
+        let net = self
+            .conn
+            .define_network_xml(&network_xml(req, owner))
+            .map_err(op("define network", &req.name))?;
+        let started = net.create().map_err(op("start network", &req.name)).and_then(|_| {
+            net.set_autostart(true).map(|_| ()).map_err(op("set autostart of network", &req.name))
+        });
+        if let Err(e) = started {
+            // Leave nothing half-made behind: the engine records no id for a failed create.
+            let _ = net.destroy();
+            let _ = net.undefine();
+            return Err(e);
+        }
+        let id = net.uuid_string().map_err(op("read network", &req.name))?;
+        self.network_status(&net, &id)
+    }
+
+    fn delete_network(&self, id: &str) -> Result<(), ProviderError> {
+        let Some(net) = self.lookup_network(id)? else { return Ok(()) };
+        if net.is_active().map_err(op("read network", id))? {
+            net.destroy().map_err(op("stop network", id))?;
+        }
+        net.undefine().map_err(op("undefine network", id))
+    }
+
+    fn read_guest(&self, id: &str) -> Result<Option<GuestStatus>, ProviderError> {
+        match self.lookup_domain(id)? {
+            Some(dom) => self.guest_status(&dom, id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn create_guest(&self, req: &GuestRequest, owner: &Owner) -> Result<GuestStatus, ProviderError> {
+        // Refuse a taken name before touching volumes, which may be that guest's.
+        if self.conn.lookup_domain_by_name(&req.name).is_ok() {
+            return Err(ProviderError::op(
+                "define domain",
+                &req.name,
+                "a domain of this name already exists",
+            ));
+        }
+        let mut created = Vec::new();
+        // A guest without disks needs no pool; making one would leave it empty.
+        let volumes = if req.disks.is_empty() {
+            Ok(())
+        } else {
+            storage::with_pool(&self.conn, &self.pool_dir, |pool| {
+                for disk in &req.disks {
+                    let name = volume_name(&req.name, disk);
+                    storage::create_volume(pool, &name, disk)?;
+                    created.push(name);
+                }
+                Ok(())
+            })
+        };
+        let undo = |created: &[String]| {
+            let _ = self.delete_volumes(created);
+        };
+        if let Err(e) = volumes {
+            undo(&created);
+            return Err(e);
+        }
+        let xml = domain_xml(req, owner, &self.domain_type, None);
+        let dom = match self.conn.define_domain_xml(&xml) {
+            Ok(dom) => dom,
+            Err(e) => {
+                undo(&created);
+                return Err(op("define domain", &req.name)(e));
+            }
+        };
+        if req.running {
+            if let Err(e) = dom.create() {
+                let _ = dom.undefine();
+                undo(&created);
+                return Err(op("start domain", &req.name)(e));
+            }
+        }
+        let id = dom.uuid_string().map_err(op("read domain", &req.name))?;
+        self.guest_status(&dom, &id)
+    }
+
+    fn update_guest(
+        &self,
+        id: &str,
+        req: &GuestRequest,
+        owner: &Owner,
+    ) -> Result<GuestStatus, ProviderError> {
+        let dom = self
+            .lookup_domain(id)?
+            .ok_or_else(|| ProviderError::op("update domain", id, "no such domain"))?;
+        let old = self.domain_facts(&dom, id)?;
+        if old.name != req.name {
+            return Err(ProviderError::op(
+                "update domain",
+                &req.name,
+                format!("domain `{id}` is named `{}`; renaming is a replacement", old.name),
+            ));
+        }
+        let active = dom.is_active().map_err(op("read domain", &req.name))?;
+        let mut not_resized = Vec::new();
+        if !req.disks.is_empty() {
+            storage::with_pool(&self.conn, &self.pool_dir, |pool| {
+                for disk in &req.disks {
+                    let name = volume_name(&req.name, disk);
+                    let vol = match storage::lookup_volume(pool, &name)? {
+                        Some(vol) => vol,
+                        None => {
+                            storage::create_volume(pool, &name, disk)?;
+                            continue;
+                        }
+                    };
+                    let in_use = active && old.volumes.iter().any(|(_, v)| *v == name);
+                    if grow(&dom, in_use, &vol, &name, disk.size_bytes)? == Resized::Unsupported {
+                        not_resized.push(name);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        let xml = domain_xml(req, owner, &self.domain_type, Some(id));
+        self.conn.define_domain_xml(&xml).map_err(op("define domain", &req.name))?;
+        let wanted: Vec<_> = req.disks.iter().map(|d| volume_name(&req.name, d)).collect();
+        let removed: Vec<_> =
+            old.volumes.into_iter().map(|(_, v)| v).filter(|v| !wanted.contains(v)).collect();
+        self.delete_volumes(&removed)?;
+        if !not_resized.is_empty() {
+            return Err(ProviderError::Unsupported(format!(
+                "resizing volumes `{}`",
+                not_resized.join("`, `")
+            )));
+        }
+        self.guest_status(&dom, id)
+    }
+
+    fn start_guest(&self, id: &str) -> Result<(), ProviderError> {
+        let dom =
+            self.lookup_domain(id)?.ok_or_else(|| ProviderError::op("start domain", id, "no such domain"))?;
+        if !dom.is_active().map_err(op("read domain", id))? {
+            dom.create().map_err(op("start domain", id))?;
+        }
+        Ok(())
+    }
+
+    fn stop_guest(&self, id: &str, timeout: Duration) -> Result<(), ProviderError> {
+        let dom =
+            self.lookup_domain(id)?.ok_or_else(|| ProviderError::op("stop domain", id, "no such domain"))?;
+        let active = || dom.is_active().map_err(op("read domain", id));
+        if !active()? {
+            return Ok(());
+        }
+        // The guest may have stopped between the check and the request; only a guest still running
+        // after a failed request is an error, and the destroy below handles that.
+        let _ = dom.shutdown();
+        let deadline = Instant::now() + timeout;
+        while active()? {
+            if Instant::now() >= deadline {
+                match dom.destroy() {
+                    Ok(()) => return Ok(()),
+                    Err(e) if !active()? => drop(e),
+                    Err(e) => return Err(op("power off domain", id)(e)),
+                }
+                break;
+            }
+            std::thread::sleep(STOP_POLL.min(deadline.saturating_duration_since(Instant::now())));
+        }
+        Ok(())
+    }
+
+    fn delete_guest(&self, id: &str) -> Result<(), ProviderError> {
+        let Some(dom) = self.lookup_domain(id)? else { return Ok(()) };
+        let facts = self.domain_facts(&dom, id)?;
+        if dom.is_active().map_err(op("read domain", &facts.name))? {
+            dom.destroy().map_err(op("power off domain", &facts.name))?;
+        }
+        // Managed save, snapshot and checkpoint metadata and NVRAM would otherwise make libvirt refuse
+        // or leave files behind; a driver that knows none of these flags gets a plain undefine.
+        let flags = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | virt::sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+            | virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+        match dom.undefine_flags(flags) {
+            Ok(()) => {}
+            Err(e) if is(&e, ErrorNumber::InvalidArg) || is(&e, ErrorNumber::NoSupport) => {
+                dom.undefine().map_err(op("undefine domain", &facts.name))?
+            }
+            Err(e) => return Err(op("undefine domain", &facts.name)(e)),
+        }
+        let volumes: Vec<_> = facts.volumes.into_iter().map(|(_, v)| v).collect();
+        self.delete_volumes(&volumes)
+    }
+
+    fn guest_definition(&self, req: &GuestRequest, owner: &Owner) -> String {
+        domain_xml(req, owner, &self.domain_type, None)
+    }
+}
