@@ -1,0 +1,177 @@
+# "Inception": the nested-KVM article's setup as configuration. guest0 is the physical hypervisor;
+# guest1 runs on it, guest2 inside guest1, guest3 inside guest2. Every guest is promoted to a
+# hypervisor with nesting enabled, has a NAT network of its own, and the article's benchmarks run
+# on every level.
+
+variable "uri" {
+  description = "The level-0 hypervisor (the article's guest0)"
+  default     = "qemu:///system"
+}
+
+variable "base_cidr" {
+  description = "Each level's NAT network is one /24 of this range"
+  default     = "192.168.0.0/16"
+}
+
+variable "disk_gib" {
+  type        = number
+  description = "Size of each guest's disk in GiB; the article used 36"
+  default     = 36
+}
+
+locals {
+  # The article's kvm-intel options (/etc/modprobe.d/kvm_intel.conf).
+  kvm_options = {
+    nested             = 1
+    enable_shadow_vmcs = 1
+    enable_apicv       = 1
+    ept                = 1
+  }
+  disk_size   = "${var.disk_gib}G"
+}
+
+kvm_host "guest0" {
+  uri                = var.uri
+  nested             = true
+  kvm_module_options = local.kvm_options
+}
+
+nat_network "level0" {
+  host = kvm_host.guest0
+  cidr = cidrsubnet(var.base_cidr, 8, 122)
+}
+
+nested_guest "guest1" {
+  host   = kvm_host.guest0
+  vcpus  = 2
+  memory = "12GiB"
+
+  disk "root" {
+    size          = local.disk_size
+    format        = "qcow2"
+    preallocation = "metadata"
+    cache         = "unsafe"
+    bus           = "virtio"
+  }
+
+  network "eth0" {
+    nat_network = nat_network.level0
+  }
+
+  lab {}
+}
+
+kvm_host "guest1" {
+  guest              = nested_guest.guest1
+  nested             = true
+  kvm_module_options = local.kvm_options
+}
+
+nat_network "level1" {
+  host = kvm_host.guest1
+  cidr = cidrsubnet(var.base_cidr, 8, 1)
+}
+
+nested_guest "guest2" {
+  host   = kvm_host.guest1
+  vcpus  = 2
+  memory = "8GiB"
+
+  disk "root" {
+    size          = local.disk_size
+    format        = "qcow2"
+    preallocation = "metadata"
+    cache         = "unsafe"
+    bus           = "virtio"
+  }
+
+  network "eth0" {
+    nat_network = nat_network.level1
+  }
+
+  lab {}
+}
+
+kvm_host "guest2" {
+  guest              = nested_guest.guest2
+  nested             = true
+  kvm_module_options = local.kvm_options
+}
+
+nat_network "level2" {
+  host = kvm_host.guest2
+  cidr = cidrsubnet(var.base_cidr, 8, 2)
+}
+
+nested_guest "guest3" {
+  host   = kvm_host.guest2
+  vcpus  = 2
+  memory = "4GiB"
+
+  disk "root" {
+    size          = local.disk_size
+    format        = "qcow2"
+    preallocation = "metadata"
+    cache         = "unsafe"
+    bus           = "virtio"
+  }
+
+  network "eth0" {
+    nat_network = nat_network.level2
+  }
+
+  lab {}
+}
+
+locals {
+  every_level = [kvm_host.guest0, nested_guest.guest1, nested_guest.guest2, nested_guest.guest3]
+}
+
+benchmark "boot" {
+  kind    = "boot"
+  targets = [nested_guest.guest1, nested_guest.guest2, nested_guest.guest3]
+}
+
+# Cold cache first, then the same data read again with warm caches, three times.
+benchmark "block_read" {
+  kind    = "block_read"
+  targets = local.every_level
+  size    = "1GiB"
+  repeat  = 3
+}
+
+# sha256 of a 2GB file, served from the page cache.
+benchmark "sha256" {
+  kind    = "sha256"
+  targets = local.every_level
+  size    = "2GiB"
+  repeat  = 3
+}
+
+# The "big bash shell loop".
+benchmark "shell_loop" {
+  kind       = "shell_loop"
+  targets    = local.every_level
+  iterations = 100000
+}
+
+benchmark "network" {
+  kind    = "network"
+  targets = [nested_guest.guest1, nested_guest.guest2, nested_guest.guest3]
+  size    = "512MiB"
+}
+
+output "results" {
+  description = "Every benchmark's results, by benchmark"
+  value       = {
+    boot       = benchmark.boot.results
+    block_read = benchmark.block_read.results
+    sha256     = benchmark.sha256.results
+    shell_loop = benchmark.shell_loop.results
+    network    = benchmark.network.results
+  }
+}
+
+output "networks" {
+  value = { for n in [nat_network.level0, nat_network.level1, nat_network.level2] : n.name => n.cidr }
+}
