@@ -1,1 +1,29 @@
-fn main() {}
+//! `nestform`: the command-line interface. Thin by design: each `commands/<verb>.rs` parses its flags,
+//! calls the engine, and renders. Errors become miette reports here and nowhere else.
+
+mod args;
+mod commands;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let argv = args::normalize(std::env::args());
+    let cli = match args::Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
+    ui::init(cli.no_color);
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -4,7 +4,31 @@
 //!   connected components), topological order, and DOT output.
 //! - [`walk`]: runs one async task per node as soon as that node's own dependencies have finished, at
 //!   most `parallelism` at once; a failed node skips everything that depends on it while independent work
-//!   goes on; a cancel signal stops new starts and lets running ones finish.
+//!   goes on; a cancel signal (a `tokio::sync::watch::Receiver<bool>`) stops new starts and lets running
+//!   ones finish.
+//!
+//! ```
+//! use nestform_dag::graph::Dag;
+//! use nestform_dag::walk::{walk, NodeOutcome};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let mut dag = Dag::new();
+//! let host = dag.add_node("kvm_host.l0");
+//! let net = dag.add_node("nat_network.lan");
+//! let guest = dag.add_node("nested_guest.g1");
+//! dag.add_dependency(net, host);
+//! dag.add_dependency(guest, net);
+//! assert_eq!(dag.topological_order().unwrap(), vec![host, net, guest]);
+//!
+//! let (_cancel, cancel_rx) = tokio::sync::watch::channel(false);
+//! let report = walk(&dag, 4, cancel_rx, move |id| async move {
+//!     if id == net { Err("network `lan` overlaps `default`".to_string()) } else { Ok(()) }
+//! })
+//! .await;
+//! assert_eq!(report.outcomes[&host], NodeOutcome::Succeeded);
+//! assert_eq!(report.outcomes[&guest], NodeOutcome::Skipped { because: net });
+//! # }
+//! ```
 
 pub mod graph;
 pub mod walk;

@@ -9,3 +9,10 @@
 
 pub mod plan;
 pub mod request;
+pub mod planner;
+pub mod hosts;
+pub mod refresh;
+pub mod apply;
+pub mod render;
+pub mod graph;
+pub mod workdir;

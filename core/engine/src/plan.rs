@@ -61,7 +61,7 @@ impl Action {
 }
 
 /// How a changed attribute reaches the running resource.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     /// Applied to the running resource.
@@ -88,7 +88,7 @@ pub struct AttributeChange {
 }
 
 /// Why a resource is changed beyond its own attribute differences.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum ChangeReason {
     /// The resource lives inside `guest`, which is replaced, restarted or destroyed.

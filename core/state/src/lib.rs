@@ -1,9 +1,19 @@
 //! The nestform state: what exists, as nestform last saw it.
 //!
 //! - [`State`] is the in-memory form the engine reads and updates.
-//! - `file` (the versioned on-disk format with upgraders, a normalising sort, atomic writes and the
-//!   backup of the previous serial) and `lock` (the lock held while a command runs) are separate
-//!   modules, so the engine never sees the file format.
+//! - [`file`] (the versioned on-disk format with its upgrader and normalising sort), [`StateStore`]
+//!   (atomic saves and the backup of the previous serial) and [`lock`] (the lock held while a command
+//!   runs) are separate modules, so the engine never sees the file format.
+
+pub mod error;
+pub mod file;
+pub mod lock;
+pub mod store;
+
+pub use error::StateError;
+pub use file::{StateFileV1, CURRENT_FORMAT};
+pub use lock::{LockInfo, StateLock};
+pub use store::StateStore;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,6 +55,7 @@ pub struct ResourceState {
     pub tainted: bool,
 }
 
+/// One `output` value, as last applied.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OutputState {
     pub value: serde_json::Value,

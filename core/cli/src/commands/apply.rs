@@ -1,0 +1,178 @@
+//! `nestform apply [PLANFILE]` and `nestform destroy`: plan (or read a saved plan), ask, then converge
+//! every level while showing progress per resource and saving state after each one.
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use miette::{IntoDiagnostic, Report};
+use nestform_engine::apply::{ApplyEvent, ApplyOptions, OpKind, Phase, StateSink};
+use nestform_engine::hosts::Hosts;
+use nestform_engine::plan::Plan;
+use nestform_engine::render::render_plan;
+use nestform_engine::workdir::{read_plan_file, Workdir};
+use nestform_state::{State, StateStore};
+
+use super::{plan_options, print_warnings, provider, report, var_inputs};
+use crate::args::{ApplyArgs, DestroyArgs, PlanFlags};
+use crate::ui;
+
+pub fn run(workdir: &Workdir, args: ApplyArgs) -> Result<ExitCode, Report> {
+    let _lock = workdir.lock("apply").map_err(report)?;
+    if let Some(path) = &args.plan_file {
+        // A saved plan is applied exactly as it was shown, without planning or asking again.
+        let plan = read_plan_file(path).map_err(report)?;
+        let state = workdir.check_current(&plan, path).map_err(report)?;
+        return execute(workdir, &plan, state, &Hosts::new(provider()), args.parallelism);
+    }
+    plan_confirm_execute(workdir, &args.flags, false, args.auto_approve, args.parallelism)
+}
+
+pub fn destroy(workdir: &Workdir, args: DestroyArgs) -> Result<ExitCode, Report> {
+    let _lock = workdir.lock("destroy").map_err(report)?;
+    plan_confirm_execute(workdir, &args.flags, true, args.auto_approve, args.parallelism)
+}
+
+fn plan_confirm_execute(
+    workdir: &Workdir,
+    flags: &PlanFlags,
+    destroy: bool,
+    auto_approve: bool,
+    parallelism: usize,
+) -> Result<ExitCode, Report> {
+    let vars = var_inputs(&flags.vars)?;
+    let config = workdir.config(&vars).map_err(report)?;
+    let planned = workdir.plan(&config, provider(), plan_options(flags, destroy)?, flags.refresh).map_err(report)?;
+    print_warnings(&planned.warnings);
+    print!("{}", render_plan(&planned.plan));
+    if planned.plan.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !auto_approve {
+        let (question, detail) = if destroy {
+            (
+                "Do you really want to destroy all resources?",
+                "nestform will destroy everything shown above, deepest nesting level first. There is no undo.",
+            )
+        } else {
+            ("Do you want to perform these actions?", "nestform will perform the actions described above.")
+        };
+        if !ui::confirm(question, detail) {
+            println!("\n{} cancelled.", if destroy { "Destroy" } else { "Apply" });
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let state = workdir.state().map_err(report)?;
+    execute(workdir, &planned.plan, state, &planned.hosts, parallelism)
+}
+
+/// Writes the state file after every finished resource. `serial` follows the file, since the engine
+/// hands over snapshots of its state.
+struct FileSink {
+    store: StateStore,
+    serial: Mutex<u64>,
+}
+
+impl StateSink for FileSink {
+    fn persist(&self, state: &State) -> Result<(), String> {
+        let mut serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
+        let mut copy = state.clone();
+        copy.serial = *serial;
+        self.store.save(&mut copy).map_err(|e| e.to_string())?;
+        *serial = copy.serial;
+        Ok(())
+    }
+}
+
+fn execute(
+    workdir: &Workdir,
+    plan: &Plan,
+    state: State,
+    hosts: &Hosts,
+    parallelism: usize,
+) -> Result<ExitCode, Report> {
+    let state = Workdir::prune_to_plan(plan, state);
+    let sink = Arc::new(FileSink { store: workdir.store().clone(), serial: Mutex::new(state.serial) });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().into_diagnostic()?;
+    let outcome = runtime.block_on(async {
+        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<ApplyEvent>();
+        // Ctrl-C: let running operations finish, save state, exit non-zero.
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nInterrupt received. Waiting for running operations to finish; no new ones start.");
+                let _ = cancel_tx.send(true);
+            }
+        });
+        let printer = tokio::spawn(async move {
+            while let Some(event) = events_rx.recv().await {
+                print_event(&event);
+            }
+        });
+        let mut opts = ApplyOptions::new(cancel_rx, events_tx);
+        opts.parallelism = parallelism.max(1);
+        let outcome = nestform_engine::apply::apply(plan, state, hosts, opts, sink.clone()).await;
+        let _ = printer.await;
+        outcome
+    });
+
+    let mut state = outcome.state;
+    if outcome.errors.is_empty() && !outcome.cancelled {
+        Workdir::record_outputs(plan, &mut state).map_err(report)?;
+    }
+    sink.persist(&state).map_err(|e| miette::miette!("cannot save the state: {e}"))?;
+
+    for (addr, error) in &outcome.errors {
+        eprintln!("{:?}", miette::miette!("`{addr}`: {error}"));
+    }
+    if outcome.cancelled {
+        eprintln!("Apply interrupted: the state holds everything that finished. Run `nestform plan` to see what is left.");
+        return Ok(ExitCode::from(1));
+    }
+    if !outcome.errors.is_empty() {
+        eprintln!("Apply failed: the state holds everything that finished.");
+        return Ok(ExitCode::from(1));
+    }
+    let (add, change, replace, destroy) = plan.counts();
+    if plan.destroy {
+        println!("\nDestroy complete! Resources: {} destroyed.", destroy + replace);
+    } else {
+        println!(
+            "\nApply complete! Resources: {} added, {} changed, {} replaced, {} destroyed.",
+            add, change, replace, destroy
+        );
+        if !state.outputs.is_empty() {
+            println!("\nOutputs:\n");
+            print!("{}", super::output::render_outputs(&state.outputs));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_event(e: &ApplyEvent) {
+    let (doing, done) = match e.op {
+        OpKind::Create => ("Creating...", "Creation complete"),
+        OpKind::Update => ("Modifying...", "Modifications complete"),
+        OpKind::Delete => ("Destroying...", "Destruction complete"),
+        OpKind::Stop => ("Stopping...", "Stopped"),
+        OpKind::Start => ("Starting...", "Started"),
+        #[allow(unreachable_patterns)]
+        _ => ("Working...", "Done"),
+    };
+    match &e.phase {
+        Phase::Started => println!("{}: {doing}", e.addr),
+        Phase::Finished { elapsed } => println!("{}: {done} after {}", e.addr, human(*elapsed)),
+        Phase::Failed { error } => println!("{}: failed: {error}", e.addr),
+        Phase::Skipped => println!("{}: {} skipped", e.addr, e.op.as_str()),
+    }
+}
+
+fn human(d: Duration) -> String {
+    if d.as_secs() >= 60 {
+        format!("{}m{}s", d.as_secs() / 60, d.as_secs() % 60)
+    } else if d.as_millis() >= 1000 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

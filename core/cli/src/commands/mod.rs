@@ -1,0 +1,94 @@
+//! One module per verb. Each parses its flags into the engine's types, calls the engine, and renders.
+
+mod apply;
+mod fmt;
+mod graph;
+mod output;
+mod plan;
+mod show;
+mod state;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use miette::{IntoDiagnostic, Report};
+use nestform_config::VarInputs;
+use nestform_engine::planner::PlanOptions;
+use nestform_engine::workdir::{EngineError, Workdir};
+use nestform_provider::Provider;
+use nestform_types::ResourceAddr;
+
+use crate::args::{Cli, Command, PlanFlags, StateCommand, VarArgs};
+
+pub fn run(cli: Cli) -> Result<ExitCode, Report> {
+    if let Some(dir) = &cli.chdir {
+        std::env::set_current_dir(dir)
+            .map_err(|e| miette::miette!(help = "check the path given to `-chdir`", "cannot change to `{}`: {e}", dir.display()))?;
+    }
+    let workdir = Workdir::new(PathBuf::from("."), cli.state.clone());
+    match cli.command {
+        Command::Validate(a) => validate::run(&workdir, a),
+        Command::Fmt(a) => fmt::run(&workdir, a),
+        Command::Plan(a) => plan::run(&workdir, a),
+        Command::Apply(a) => apply::run(&workdir, a),
+        Command::Destroy(a) => apply::destroy(&workdir, a),
+        Command::Show(a) => show::run(&workdir, a),
+        Command::Output(a) => output::run(&workdir, a),
+        Command::Graph(a) => graph::run(&workdir, a),
+        Command::State(StateCommand::List { addresses }) => state::list(&workdir, addresses),
+        Command::State(StateCommand::Show { address }) => state::show(&workdir, address),
+    }
+}
+
+/// The provider for every URI nestform is given: libvirt, which speaks all of them.
+pub fn provider() -> Arc<dyn Provider> {
+    Arc::new(nestform_provider_libvirt::LibvirtProvider::new())
+}
+
+pub fn var_inputs(v: &VarArgs) -> Result<VarInputs, Report> {
+    let mut cli = Vec::new();
+    for kv in &v.vars {
+        let (k, val) = kv.split_once('=').ok_or_else(|| {
+            miette::miette!(help = "write it as `-var 'name=value'`", "`-var {kv}` has no `=`")
+        })?;
+        cli.push((k.trim().to_string(), val.to_string()));
+    }
+    Ok(VarInputs { cli, files: v.var_files.clone() })
+}
+
+pub fn addrs(flag: &str, raw: &[String]) -> Result<Vec<ResourceAddr>, Report> {
+    raw.iter()
+        .map(|s| {
+            s.parse::<ResourceAddr>().map_err(|e| {
+                miette::miette!(help = "an address looks like `nested_guest.guest1` or `nested_guest.web[0]`", "`-{flag}`: {e}")
+            })
+        })
+        .collect()
+}
+
+pub fn plan_options(flags: &PlanFlags, destroy: bool) -> Result<PlanOptions, Report> {
+    Ok(PlanOptions { destroy, targets: addrs("target", &flags.targets)?, replace: addrs("replace", &flags.replace)? })
+}
+
+/// Turns engine errors into one report; diagnostics keep their source snippets.
+pub fn report(e: EngineError) -> Report {
+    match e {
+        EngineError::Diagnostics(d) => Report::new(d),
+        other => Report::msg(other.to_string()),
+    }
+}
+
+/// Prints warnings (diagnostics that do not stop the command) to stderr.
+pub fn print_warnings(w: &nestform_config::Diagnostics) {
+    if !w.is_empty() {
+        eprintln!("{:?}", Report::new(w.clone()));
+    }
+}
+
+pub fn write_json(value: &impl serde::Serialize) -> Result<(), Report> {
+    let text = serde_json::to_string_pretty(value).into_diagnostic()?;
+    println!("{text}");
+    Ok(())
+}

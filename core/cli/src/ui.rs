@@ -1,0 +1,29 @@
+//! How nestform talks to people: reports, confirmation prompts, progress per resource.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static COLOR: AtomicBool = AtomicBool::new(true);
+
+/// Sets up miette's report handler once: colors only on a terminal and without `-no-color`.
+pub fn init(no_color: bool) {
+    let color = !no_color && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    COLOR.store(color, Ordering::Relaxed);
+    let _ = miette::set_hook(Box::new(move |_| {
+        let theme =
+            if color { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
+        Box::new(miette::GraphicalReportHandler::new_themed(theme).with_context_lines(2))
+    }));
+}
+
+/// Asks the Terraform question and accepts only `yes`.
+pub fn confirm(question: &str, detail: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "\n{question}\n  {detail}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
+    let _ = out.flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    line.trim() == "yes"
+}

@@ -1,0 +1,178 @@
+//! Runs one operation against its host (blocking provider calls) and says how state changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nestform_provider::{Hypervisor, ProviderError};
+use nestform_state::{ResourceState, State};
+use nestform_types::{Owner, ResourceAddr, ResourceSpec};
+
+use super::ops::{ChangeIndex, HostKind, Op, OpKind, View};
+use crate::hosts::{promoted_error, Hosts};
+use crate::plan::{Plan, ResourceChange};
+use crate::refresh::set_attr;
+use crate::request::{guest_request, network_request};
+
+/// How one finished operation changes state.
+#[derive(Debug)]
+pub(crate) enum StateUpdate {
+    /// The resource is (re)created or updated: record it as this.
+    Put(ResourceAddr, ResourceState),
+    /// The resource is gone.
+    Remove(ResourceAddr),
+    /// Nothing to record (stop, start).
+    Nothing,
+}
+
+impl StateUpdate {
+    /// Applies the update; true when state changed.
+    pub fn apply_to(self, state: &mut State) -> bool {
+        match self {
+            StateUpdate::Put(addr, r) => {
+                state.resources.insert(addr, r);
+                true
+            }
+            StateUpdate::Remove(addr) => state.resources.remove(&addr).is_some(),
+            StateUpdate::Nothing => false,
+        }
+    }
+}
+
+/// What every operation needs: the plan, the state as it was before apply (for recorded hosts, ids and
+/// network names) and the connections.
+pub(crate) struct Context {
+    pub plan: Plan,
+    pub before: State,
+    pub hosts: Hosts,
+    pub stop_timeout: Duration,
+    pub index: ChangeIndex,
+}
+
+impl Context {
+    /// Runs `op`. Blocking: call it from `spawn_blocking`.
+    pub fn run(&self, op: &Op) -> Result<StateUpdate, String> {
+        let c = &self.plan.changes[op.change];
+        self.run_change(op.kind, c).map_err(|e| e.to_string())
+    }
+
+    fn run_change(&self, kind: OpKind, c: &ResourceChange) -> Result<StateUpdate, ProviderError> {
+        let view = View::with_index(&self.plan, &self.before, &self.index);
+        let owner = Owner { lineage: self.plan.lineage.clone(), address: c.addr.to_string() };
+        // Stop and Delete act on the resource where it was recorded; the others where it will be.
+        let host = || self.host(&view, &c.addr, !kind.is_down());
+        match (&c.spec, kind) {
+            (_, OpKind::Delete) => {
+                if let Some(id) = &c.id {
+                    match c.addr.ty {
+                        nestform_types::ResourceType::NestedGuest => host()?.delete_guest(id)?,
+                        nestform_types::ResourceType::NatNetwork => host()?.delete_network(id)?,
+                        // A level-0 host and a benchmark leave nothing on any host to delete.
+                        _ => {}
+                    }
+                }
+                Ok(StateUpdate::Remove(c.addr.clone()))
+            }
+            (_, OpKind::Stop) => {
+                host()?.stop_guest(self.id(c)?, self.stop_timeout)?;
+                Ok(StateUpdate::Nothing)
+            }
+            (_, OpKind::Start) => {
+                host()?.start_guest(self.id(c)?)?;
+                Ok(StateUpdate::Nothing)
+            }
+            (Some(ResourceSpec::NestedGuest(spec)), OpKind::Create | OpKind::Update) => {
+                let req = guest_request(spec, |n| view.network_name(n));
+                let h = host()?;
+                let status = if kind == OpKind::Create {
+                    h.create_guest(&req, &owner)?
+                } else {
+                    let id = self.id(c)?;
+                    let status = h.update_guest(id, &req, &owner)?;
+                    // A restart update has its own Stop and Start; a live one brings `running` about here.
+                    if !c.restart && req.running && !status.running {
+                        h.start_guest(id)?;
+                    } else if !c.restart && !req.running && status.running {
+                        h.stop_guest(id, self.stop_timeout)?;
+                    }
+                    status
+                };
+                Ok(self.put(c, status.id.clone(), &[("id", status.id.into())]))
+            }
+            (Some(ResourceSpec::NatNetwork(spec)), OpKind::Create | OpKind::Update) => {
+                let req = network_request(spec);
+                let h = host()?;
+                // libvirt cannot change a network's addressing in place: an update defines it anew
+                // under the same name (guests keep their interfaces, which name the network).
+                if let (OpKind::Update, Some(id)) = (kind, &c.id) {
+                    h.delete_network(id)?;
+                }
+                let status = h.create_network(&req, &owner)?;
+                let bridge = status.bridge.clone().map(Into::into).unwrap_or(serde_json::Value::Null);
+                Ok(self.put(c, status.id.clone(), &[("id", status.id.into()), ("bridge", bridge)]))
+            }
+            (Some(ResourceSpec::KvmHost(spec)), OpKind::Create | OpKind::Update) => {
+                let h = self.hosts.connect(&c.addr, spec)?;
+                let facts = h.facts()?;
+                let facts = serde_json::to_value(facts).unwrap_or_default();
+                Ok(self.put(c, h.uri().to_string(), &[("facts", facts)]))
+            }
+            (spec, kind) => Err(ProviderError::Unsupported(format!(
+                "{kind} of `{}` ({})",
+                c.addr,
+                spec.as_ref().map_or("no configuration", |s| s.resource_type().as_str())
+            ))),
+        }
+    }
+
+    /// The hypervisor of the host `addr` lives on, after the plan or as recorded.
+    fn host(
+        &self,
+        view: &View<'_>,
+        addr: &ResourceAddr,
+        after: bool,
+    ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+        let not_found = |what: String| ProviderError::Connect { uri: addr.to_string(), message: what };
+        let host = view.host_of(addr, after).ok_or_else(|| not_found("it has no `kvm_host`".into()))?;
+        match view.host_kind(&host, after).or_else(|| view.host_kind(&host, !after)) {
+            Some(HostKind::Uri(uri)) => self.hosts.connect_uri(&host, &uri),
+            Some(HostKind::Promoted(g)) => Err(promoted_error(&host, &g)),
+            None => Err(not_found(format!("its host `{host}` is neither in the plan nor in state"))),
+        }
+    }
+
+    fn id<'c>(&self, c: &'c ResourceChange) -> Result<&'c str, ProviderError> {
+        c.id.as_deref()
+            .ok_or_else(|| ProviderError::op("find", c.addr.to_string(), "the plan has no id for it"))
+    }
+
+    /// The state record of a created or updated resource: the configured attributes (the spec, with
+    /// the plan's `after` over it) plus the computed ones.
+    fn put(&self, c: &ResourceChange, id: String, computed: &[(&str, serde_json::Value)]) -> StateUpdate {
+        let mut attributes = c.spec.as_ref().map(spec_attributes).unwrap_or_default();
+        if let Some(serde_json::Value::Object(after)) = &c.after {
+            for (k, v) in after {
+                set_attr(&mut attributes, k, v.clone());
+            }
+        }
+        for (k, v) in computed {
+            set_attr(&mut attributes, k, v.clone());
+        }
+        let host = c.host.clone().or_else(|| c.spec.as_ref()?.host().cloned());
+        let mut dependencies = c.depends_on.clone();
+        dependencies.extend(host.clone());
+        let tainted = false;
+        StateUpdate::Put(
+            c.addr.clone(),
+            ResourceState { id: Some(id), host, level: c.level, attributes, dependencies, tainted },
+        )
+    }
+}
+
+/// A spec's attributes as stored in state: the spec's own fields, without the `type` tag.
+fn spec_attributes(spec: &ResourceSpec) -> serde_json::Value {
+    let mut v = serde_json::to_value(spec).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.remove("type");
+    }
+    v
+}

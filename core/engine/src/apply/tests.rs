@@ -1,0 +1,462 @@
+//! The executor's tests against the fake provider: what runs, in which order, what state is left and
+//! saved. They live in their own file because they exercise `ops`, `exec` and the walk together; the
+//! helpers at the top build plans by hand (the planner is tested on its own).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nestform_state::State;
+use nestform_types::{
+    ByteSize, InterfaceSpec, KvmHostSpec, NatNetworkSpec, NestedGuestSpec, ResourceAddr, ResourceSpec,
+};
+use tokio::sync::{mpsc, watch};
+
+use super::fake::FakeProvider;
+use super::*;
+use crate::plan::{Action, Plan, ResourceChange, PLAN_FORMAT_VERSION};
+
+pub(crate) fn addr(s: &str) -> ResourceAddr {
+    s.parse().unwrap()
+}
+
+pub(crate) fn host_uri(uri: &str) -> ResourceSpec {
+    ResourceSpec::KvmHost(KvmHostSpec {
+        uri: Some(uri.into()),
+        guest: None,
+        nested: true,
+        kvm_module_options: BTreeMap::new(),
+    })
+}
+
+pub(crate) fn host_promoted(guest: &str) -> ResourceSpec {
+    ResourceSpec::KvmHost(KvmHostSpec {
+        uri: None,
+        guest: Some(addr(guest)),
+        nested: true,
+        kvm_module_options: BTreeMap::new(),
+    })
+}
+
+pub(crate) fn network(name: &str, host: &str) -> ResourceSpec {
+    ResourceSpec::NatNetwork(NatNetworkSpec {
+        host: addr(host),
+        name: name.into(),
+        cidr: "192.168.100.0/24".parse().unwrap(),
+        dhcp: None,
+        domain: None,
+    })
+}
+
+pub(crate) fn guest(name: &str, host: &str, nets: &[&str]) -> ResourceSpec {
+    ResourceSpec::NestedGuest(NestedGuestSpec {
+        host: addr(host),
+        name: name.into(),
+        vcpus: 1,
+        memory: ByteSize::mib(512),
+        cpu: "host-passthrough".into(),
+        disks: vec![],
+        networks: nets
+            .iter()
+            .map(|n| InterfaceSpec { name: "eth".into(), nat_network: addr(n), mac: None })
+            .collect(),
+        running: true,
+        install: None,
+    })
+}
+
+/// A change of `action` to the resource `a` configured as `spec` (for create, update, replace), with
+/// its dependencies taken from the spec.
+pub(crate) fn change(a: &str, action: Action, spec: Option<ResourceSpec>, level: u32) -> ResourceChange {
+    let mut depends_on = BTreeSet::new();
+    let mut host = None;
+    match &spec {
+        Some(ResourceSpec::NestedGuest(g)) => {
+            host = Some(g.host.clone());
+            depends_on.extend(g.networks.iter().map(|n| n.nat_network.clone()));
+        }
+        Some(ResourceSpec::NatNetwork(n)) => host = Some(n.host.clone()),
+        Some(ResourceSpec::KvmHost(h)) => depends_on.extend(h.guest.clone()),
+        _ => {}
+    }
+    depends_on.extend(host.clone());
+    ResourceChange {
+        addr: addr(a),
+        host,
+        level,
+        action,
+        restart: false,
+        before: None,
+        after: spec.as_ref().map(|s| serde_json::to_value(s).unwrap()),
+        after_unknown: BTreeSet::new(),
+        spec,
+        id: None,
+        attribute_changes: vec![],
+        reasons: vec![],
+        depends_on,
+        definition_before: None,
+        definition_after: None,
+    }
+}
+
+pub(crate) fn plan_of(lineage: &str, changes: Vec<ResourceChange>) -> Plan {
+    Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        lineage: lineage.into(),
+        state_serial: 0,
+        destroy: false,
+        sources: vec![],
+        variables: BTreeMap::new(),
+        targets: vec![],
+        replace: vec![],
+        changes,
+        output_changes: BTreeMap::new(),
+    }
+}
+
+/// Turns a plan's changes into the changes of the next plan over `state`: ids from state, the action
+/// given per address, everything else a no-op.
+fn next_plan(state: &State, base: &Plan, actions: &[(&str, Action, bool)]) -> Plan {
+    let mut changes = base.changes.clone();
+    for c in &mut changes {
+        c.action = Action::NoOp;
+        c.id = state.resources.get(&c.addr).and_then(|r| r.id.clone());
+        if let Some((_, action, restart)) = actions.iter().find(|(a, _, _)| addr(a) == c.addr) {
+            c.action = *action;
+            c.restart = *restart;
+        }
+    }
+    plan_of(&state.lineage, changes)
+}
+
+/// Keeps every state it is asked to persist.
+#[derive(Default)]
+struct Snapshots(Mutex<Vec<State>>);
+
+impl StateSink for Snapshots {
+    fn persist(&self, state: &State) -> Result<(), String> {
+        self.0.lock().unwrap().push(state.clone());
+        Ok(())
+    }
+}
+
+struct Run {
+    outcome: ApplyOutcome,
+    events: Vec<ApplyEvent>,
+    saved: Vec<State>,
+}
+
+async fn run_with(
+    plan: &Plan,
+    state: State,
+    hosts: &Hosts,
+    parallelism: usize,
+    cancel: watch::Receiver<bool>,
+) -> Run {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut opts = ApplyOptions::new(cancel, tx);
+    opts.parallelism = parallelism;
+    let sink = Arc::new(Snapshots::default());
+    let outcome = apply(plan, state, hosts, opts, sink.clone()).await;
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    let saved = sink.0.lock().unwrap().clone();
+    Run { outcome, events, saved }
+}
+
+async fn run(plan: &Plan, state: State, hosts: &Hosts) -> Run {
+    let (_tx, cancel) = watch::channel(false);
+    run_with(plan, state, hosts, 10, cancel).await
+}
+
+/// Host `l0`, network `lan`, guests `g1` (on lan) and `g2` (no network).
+fn basic() -> Plan {
+    plan_of(
+        "lineage-1",
+        vec![
+            change("kvm_host.l0", Action::Create, Some(host_uri("fake://l0")), 0),
+            change("nat_network.lan", Action::Create, Some(network("lan", "kvm_host.l0")), 1),
+            change(
+                "nested_guest.g1",
+                Action::Create,
+                Some(guest("g1", "kvm_host.l0", &["nat_network.lan"])),
+                1,
+            ),
+            change("nested_guest.g2", Action::Create, Some(guest("g2", "kvm_host.l0", &[])), 1),
+        ],
+    )
+}
+
+async fn created() -> (Arc<FakeProvider>, Hosts, Plan, State) {
+    let provider = FakeProvider::new();
+    let hosts = Hosts::new(provider.clone());
+    let plan = basic();
+    let mut state = State::new();
+    state.lineage = "lineage-1".into();
+    let r = run(&plan, state, &hosts).await;
+    assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
+    (provider, hosts, plan, r.outcome.state)
+}
+
+fn position(calls: &[String], call: &str) -> usize {
+    calls.iter().position(|c| c == call).unwrap_or_else(|| panic!("no `{call}` in {calls:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_from_empty() {
+    let (provider, _, _, state) = created().await;
+    let calls = provider.calls();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(position(&calls, "create_network lan") < position(&calls, "create_guest g1"));
+    assert_eq!(state.resources.len(), 4);
+    let g1 = &state.resources[&addr("nested_guest.g1")];
+    assert_eq!(g1.id.as_deref(), Some(provider.guest("g1").unwrap().id.as_str()));
+    assert_eq!(g1.attributes["id"], g1.id.clone().unwrap());
+    assert_eq!(g1.attributes["memory"], "512MiB");
+    assert_eq!(g1.host, Some(addr("kvm_host.l0")));
+    assert!(g1.dependencies.contains(&addr("nat_network.lan")));
+    assert_eq!(provider.guest("g1").unwrap().owner.unwrap().lineage, "lineage-1");
+    assert_eq!(provider.guest("g1").unwrap().interfaces, vec!["lan".to_string()]);
+    let lan = &state.resources[&addr("nat_network.lan")];
+    assert_eq!(lan.attributes["bridge"], "virbr-lan");
+    let l0 = &state.resources[&addr("kvm_host.l0")];
+    assert_eq!(l0.id.as_deref(), Some("fake://l0"));
+    assert_eq!(l0.attributes["facts"]["cpus"], 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_live_without_restart() {
+    let (provider, hosts, base, state) = created().await;
+    let mut plan = next_plan(&state, &base, &[("nested_guest.g2", Action::Update, false)]);
+    if let Some(ResourceSpec::NestedGuest(g)) = &mut plan.changes[3].spec {
+        g.vcpus = 4;
+    }
+    plan.changes[3].after = plan.changes[3].spec.as_ref().map(|s| serde_json::to_value(s).unwrap());
+    let before = provider.calls().len();
+    let r = run(&plan, state, &hosts).await;
+    assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
+    assert_eq!(provider.calls()[before..], ["update_guest g2".to_string()]);
+    assert_eq!(r.outcome.state.resources[&addr("nested_guest.g2")].attributes["vcpus"], 4);
+    assert_eq!(provider.guest("g2").unwrap().vcpus, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_with_restart_in_order() {
+    let (provider, hosts, base, state) = created().await;
+    let plan = next_plan(&state, &base, &[("nested_guest.g1", Action::Update, true)]);
+    let before = provider.calls().len();
+    let r = run(&plan, state, &hosts).await;
+    assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
+    assert_eq!(provider.calls()[before..], ["stop_guest g1", "update_guest g1", "start_guest g1"]);
+    let kinds: Vec<_> = r.events.iter().filter(|e| e.phase == Phase::Started).map(|e| e.op).collect();
+    assert_eq!(kinds, [OpKind::Stop, OpKind::Update, OpKind::Start]);
+    assert!(provider.guest("g1").unwrap().running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaces_by_deleting_then_creating() {
+    let (provider, hosts, base, state) = created().await;
+    let old_id = state.resources[&addr("nested_guest.g1")].id.clone().unwrap();
+    let plan = next_plan(&state, &base, &[("nested_guest.g1", Action::Replace, false)]);
+    let before = provider.calls().len();
+    let r = run(&plan, state, &hosts).await;
+    assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
+    assert_eq!(provider.calls()[before..], ["delete_guest g1", "create_guest g1"]);
+    let new_id = r.outcome.state.resources[&addr("nested_guest.g1")].id.clone().unwrap();
+    assert_ne!(new_id, old_id);
+    // The delete was saved before the create: an apply killed in between leaves no stale id.
+    assert!(r.saved.iter().any(|s| !s.resources.contains_key(&addr("nested_guest.g1"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroys_dependents_first() {
+    let (provider, hosts, base, state) = created().await;
+    let all = ["kvm_host.l0", "nat_network.lan", "nested_guest.g1", "nested_guest.g2"];
+    let actions: Vec<_> = all.iter().map(|a| (*a, Action::Delete, false)).collect();
+    let mut plan = next_plan(&state, &base, &actions);
+    // A destroy plan carries no configuration: order must come from state alone.
+    for c in &mut plan.changes {
+        c.spec = None;
+        c.after = None;
+        c.depends_on = state.resources[&c.addr].dependencies.clone();
+    }
+    plan.changes.reverse();
+    let before = provider.calls().len();
+    let r = run(&plan, state, &hosts).await;
+    assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
+    let calls = &provider.calls()[before..];
+    assert!(position(calls, "delete_guest g1") < position(calls, "delete_network lan"), "{calls:?}");
+    assert!(r.outcome.state.resources.is_empty());
+    assert!(provider.guest("g1").is_none() && provider.network("lan").is_none());
+    let host_deleted =
+        r.events.iter().position(|e| e.addr == addr("kvm_host.l0") && e.phase == Phase::Started);
+    let net_done =
+        r.events.iter().position(|e| e.addr == addr("nat_network.lan") && e.phase != Phase::Started);
+    assert!(net_done < host_deleted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_skips_only_its_dependents() {
+    let provider = FakeProvider::new();
+    provider.fail_on("create_network", "lan");
+    let hosts = Hosts::new(provider.clone());
+    let r = run(&basic(), State::new(), &hosts).await;
+    assert_eq!(r.outcome.errors.len(), 1, "{:?}", r.outcome.errors);
+    assert_eq!(r.outcome.errors[0].0, addr("nat_network.lan"));
+    assert!(r.outcome.errors[0].1.contains("injected failure"));
+    let kept: Vec<_> = r.outcome.state.resources.keys().map(|a| a.to_string()).collect();
+    assert_eq!(kept, ["kvm_host.l0", "nested_guest.g2"]);
+    assert!(!provider.calls().contains(&"create_guest g1".to_string()));
+    assert!(r.events.contains(&ApplyEvent {
+        addr: addr("nested_guest.g1"),
+        op: OpKind::Create,
+        phase: Phase::Skipped
+    }));
+    assert_eq!(r.saved.last().unwrap(), &r.outcome.state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_lets_running_finish_and_saves_state() {
+    let provider = FakeProvider::new();
+    let hosts = Hosts::new(provider.clone());
+    let (tx, cancel) = watch::channel(false);
+    let tx = Arc::new(tx);
+    let hook_tx = tx.clone();
+    provider.on_call(move |op, name| {
+        if op == "create_guest" && name == "g2" {
+            hook_tx.send_replace(true);
+        }
+    });
+    let mut changes = vec![change("kvm_host.l0", Action::Create, Some(host_uri("fake://l0")), 0)];
+    for i in 0..6 {
+        let name = format!("g{i}");
+        changes.push(change(
+            &format!("nested_guest.{name}"),
+            Action::Create,
+            Some(guest(&name, "kvm_host.l0", &[])),
+            1,
+        ));
+    }
+    let r = run_with(&plan_of("l", changes), State::new(), &hosts, 1, cancel).await;
+    assert!(r.outcome.cancelled);
+    assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
+    let kept: Vec<_> = r.outcome.state.resources.keys().map(|a| a.to_string()).collect();
+    assert_eq!(kept, ["kvm_host.l0", "nested_guest.g0", "nested_guest.g1", "nested_guest.g2"]);
+    assert_eq!(provider.calls().len(), 3);
+    assert_eq!(r.saved.last().unwrap(), &r.outcome.state);
+    let skipped = r.events.iter().filter(|e| e.phase == Phase::Skipped).count();
+    assert_eq!(skipped, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallelism_is_bounded() {
+    let provider = FakeProvider::new();
+    provider.set_delay(Duration::from_millis(20));
+    let hosts = Hosts::new(provider.clone());
+    let mut changes = vec![change("kvm_host.l0", Action::Create, Some(host_uri("fake://l0")), 0)];
+    for i in 0..12 {
+        let name = format!("g{i}");
+        changes.push(change(
+            &format!("nested_guest.{name}"),
+            Action::Create,
+            Some(guest(&name, "kvm_host.l0", &[])),
+            1,
+        ));
+    }
+    let (_tx, cancel) = watch::channel(false);
+    let r = run_with(&plan_of("l", changes), State::new(), &hosts, 3, cancel).await;
+    assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
+    assert_eq!(provider.max_in_flight(), 3);
+    assert_eq!(r.outcome.state.resources.len(), 13);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persists_after_each_resource() {
+    let provider = FakeProvider::new();
+    let hosts = Hosts::new(provider.clone());
+    let (_tx, cancel) = watch::channel(false);
+    let r = run_with(&basic(), State::new(), &hosts, 1, cancel).await;
+    assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
+    // One at a time, so no two changes share a persist: one save per resource, each one bigger.
+    let sizes: Vec<_> = r.saved.iter().map(|s| s.resources.len()).collect();
+    assert_eq!(sizes, [1, 2, 3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_promoted_hosts_and_benchmarks_up_front() {
+    let provider = FakeProvider::new();
+    let hosts = Hosts::new(provider.clone());
+    let mut plan = basic();
+    plan.changes.push(change("kvm_host.l1", Action::Create, Some(host_promoted("nested_guest.g1")), 1));
+    plan.changes.push(change(
+        "nested_guest.inner",
+        Action::Create,
+        Some(guest("inner", "kvm_host.l1", &[])),
+        2,
+    ));
+    let bench = nestform_types::BenchmarkSpec {
+        kind: nestform_types::BenchmarkKind::Boot,
+        targets: vec![addr("nested_guest.g1")],
+        size: None,
+        iterations: None,
+        repeat: 1,
+    };
+    plan.changes.push(change("benchmark.boot", Action::Create, Some(ResourceSpec::Benchmark(bench)), 0));
+    let state = State::new();
+    let r = run(&plan, state.clone(), &hosts).await;
+    assert_eq!(r.outcome.state, state);
+    assert!(provider.calls().is_empty() && provider.connects() == 0 && r.saved.is_empty());
+    let refused: BTreeMap<_, _> = r.outcome.errors.iter().map(|(a, e)| (a.to_string(), e.clone())).collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(refused["kvm_host.l1"].contains("not supported yet"));
+    assert!(refused["nested_guest.inner"].contains("promoted"));
+    assert!(refused["benchmark.boot"].contains("benchmarks"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_host_fails_its_resources_only() {
+    let provider = FakeProvider::new();
+    provider.refuse_connect("fake://down");
+    let hosts = Hosts::new(provider.clone());
+    let mut plan = basic();
+    plan.changes.push(change("kvm_host.down", Action::Create, Some(host_uri("fake://down")), 0));
+    plan.changes.push(change(
+        "nested_guest.far",
+        Action::Create,
+        Some(guest("far", "kvm_host.down", &[])),
+        1,
+    ));
+    let r = run(&plan, State::new(), &hosts).await;
+    let failed: Vec<_> = r.outcome.errors.iter().map(|(a, _)| a.to_string()).collect();
+    assert_eq!(failed, ["kvm_host.down"]);
+    assert_eq!(r.outcome.state.resources.len(), 4);
+}
+
+/// The same flow against the workspace's full fake, `nestform-provider-memory`: create from empty,
+/// then destroy, with the provider's own call log as the witness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_and_destroys_on_the_memory_provider() {
+    let memory = nestform_provider_memory::MemoryProvider::new();
+    let hosts = Hosts::new(Arc::new(memory.clone()));
+    let mut plan = basic();
+    plan.changes[0] = change("kvm_host.l0", Action::Create, Some(host_uri("memory://lab")), 0);
+    let r = run(&plan, State::new(), &hosts).await;
+    assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
+    let g1 = memory.guest("lab", "g1").expect("g1 exists");
+    assert_eq!(r.outcome.state.resources[&addr("nested_guest.g1")].id.as_deref(), Some(g1.id.as_str()));
+    assert_eq!(g1.interfaces, ["lan"]);
+    assert_eq!(memory.calls(), 3);
+
+    let state = r.outcome.state;
+    let actions: Vec<_> = plan.changes.iter().map(|c| (c.addr.to_string(), Action::Delete, false)).collect();
+    let actions: Vec<_> = actions.iter().map(|(a, x, y)| (a.as_str(), *x, *y)).collect();
+    let destroy = next_plan(&state, &plan, &actions);
+    let r = run(&destroy, state, &hosts).await;
+    assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
+    assert!(r.outcome.state.resources.is_empty());
+    let log = memory.call_log();
+    assert!(position(&log, "delete_guest g1") < position(&log, "delete_network lan"), "{log:?}");
+    assert!(memory.guest("lab", "g1").is_none() && memory.network("lab", "lan").is_none());
+}

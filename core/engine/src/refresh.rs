@@ -1,0 +1,425 @@
+//! Refresh: brings state up to date with what the hosts report, before planning.
+//!
+//! Every level-0 `kvm_host` in configuration or state is connected and asked for its facts; every
+//! network and guest in state is read by its id. A resource the host no longer has is removed from the
+//! refreshed state, so the plan creates it again; one that is there gets the attributes the host
+//! reports (`running`, `vcpus`, `memory`, `bridge`), so drift shows in the plan. A host that cannot be
+//! reached keeps its resources exactly as state has them, with a warning: refresh never forgets
+//! something only because a host was down.
+//!
+//! The provider calls block, so each host is read on its own thread (and a host's resources on a few
+//! threads), all inside `std::thread::scope`: 1,000 guests refresh in the time of the slowest host.
+
+use std::collections::BTreeMap;
+
+use nestform_provider::{GuestStatus, HostFacts, Hypervisor, NetworkStatus, ProviderError};
+use nestform_state::State;
+use nestform_types::{ByteSize, KvmHostSpec, ResourceAddr, ResourceSpec, ResourceType};
+
+use crate::hosts::Hosts;
+
+/// Reads per thread on one host: below this a host is read on a single thread.
+const READS_PER_THREAD: usize = 64;
+/// Threads per host at most.
+const THREADS_PER_HOST: usize = 8;
+
+/// The result of [`refresh`]: the refreshed state, each reachable host's facts, and what could not be
+/// refreshed.
+#[derive(Debug)]
+pub struct Refreshed {
+    pub state: State,
+    pub facts: BTreeMap<ResourceAddr, HostFacts>,
+    pub warnings: Vec<String>,
+}
+
+/// Refreshes `state` against the hosts. `config` adds the level-0 hosts that are not in state yet
+/// (their facts are needed to plan the first apply).
+pub fn refresh(config: Option<&nestform_config::Config>, state: &State, hosts: &Hosts) -> Refreshed {
+    let configured = config.map(configured_hosts).unwrap_or_default();
+    refresh_hosts(&configured, state, hosts)
+}
+
+/// The `kvm_host` specs in a configuration.
+fn configured_hosts(config: &nestform_config::Config) -> BTreeMap<ResourceAddr, KvmHostSpec> {
+    config
+        .resources
+        .iter()
+        .filter_map(|(addr, r)| match &r.spec {
+            ResourceSpec::KvmHost(h) => Some((addr.clone(), h.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// [`refresh`] with the configuration's `kvm_host` specs given directly.
+pub fn refresh_hosts(
+    configured: &BTreeMap<ResourceAddr, KvmHostSpec>,
+    state: &State,
+    hosts: &Hosts,
+) -> Refreshed {
+    let mut warnings = Vec::new();
+    let jobs = plan_jobs(configured, state, &mut warnings);
+
+    let results: Vec<HostResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs.iter().map(|job| scope.spawn(move || run_job(job, hosts))).collect();
+        handles
+            .into_iter()
+            .zip(&jobs)
+            .map(|(h, job)| {
+                h.join().unwrap_or_else(|_| HostResult {
+                    facts: Err(format!("refreshing `{}` panicked", job.addr)),
+                    reads: Err(format!("refreshing `{}` panicked", job.addr)),
+                })
+            })
+            .collect()
+    });
+
+    let mut refreshed = state.clone();
+    let mut facts = BTreeMap::new();
+    for (job, result) in jobs.iter().zip(results) {
+        match result.facts {
+            Ok(Some(f)) => {
+                if let Some(r) = refreshed.resources.get_mut(&job.addr) {
+                    set_attr(&mut r.attributes, "facts", serde_json::to_value(&f).unwrap_or_default());
+                }
+                facts.insert(job.addr.clone(), f);
+            }
+            Ok(None) => {}
+            Err(e) => warnings.push(format!("cannot read the facts of `{}`: {e}", job.addr)),
+        }
+        match result.reads {
+            Ok(reads) => {
+                for (addr, read) in job.resources.iter().map(|r| &r.addr).zip(reads) {
+                    apply_read(&mut refreshed, addr, read, &mut warnings);
+                }
+            }
+            Err(e) if !job.resources.is_empty() => warnings.push(format!(
+                "cannot reach `{}`, its {} resource(s) keep their recorded state: {e}",
+                job.addr,
+                job.resources.len()
+            )),
+            Err(_) => {}
+        }
+    }
+    Refreshed { state: refreshed, facts, warnings }
+}
+
+/// What to do on one level-0 host.
+struct HostJob {
+    addr: ResourceAddr,
+    /// Where to read facts: the configured URI, else the recorded one.
+    facts_uri: Option<String>,
+    /// Where the recorded resources live: the recorded URI, else the configured one.
+    state_uri: Option<String>,
+    resources: Vec<ToRead>,
+}
+
+struct ToRead {
+    addr: ResourceAddr,
+    ty: ResourceType,
+    id: String,
+}
+
+enum Read {
+    Gone,
+    Guest(GuestStatus),
+    Network(NetworkStatus),
+    Failed(String),
+}
+
+struct HostResult {
+    facts: Result<Option<HostFacts>, String>,
+    reads: Result<Vec<Read>, String>,
+}
+
+/// The URI and promoting guest a recorded `kvm_host` has.
+pub(crate) fn recorded_host(
+    attrs: &serde_json::Value,
+    id: Option<&str>,
+) -> (Option<String>, Option<ResourceAddr>) {
+    let uri = attrs.get("uri").and_then(|v| v.as_str()).or(id).map(str::to_string);
+    let guest = attrs.get("guest").and_then(|v| v.as_str()).and_then(|s| s.parse().ok());
+    match guest {
+        Some(g) => (None, Some(g)),
+        None => (uri, None),
+    }
+}
+
+fn plan_jobs(
+    configured: &BTreeMap<ResourceAddr, KvmHostSpec>,
+    state: &State,
+    warnings: &mut Vec<String>,
+) -> Vec<HostJob> {
+    let mut jobs: BTreeMap<ResourceAddr, HostJob> = BTreeMap::new();
+    let mut promoted: BTreeMap<ResourceAddr, usize> = BTreeMap::new();
+    let job = |addr: &ResourceAddr| HostJob {
+        addr: addr.clone(),
+        facts_uri: configured.get(addr).and_then(|s| s.uri.clone()),
+        state_uri: None,
+        resources: Vec::new(),
+    };
+    for (addr, spec) in configured {
+        if spec.uri.is_some() {
+            jobs.insert(addr.clone(), job(addr));
+        }
+    }
+    for (addr, r) in &state.resources {
+        if addr.ty == ResourceType::KvmHost {
+            if let (Some(uri), None) = recorded_host(&r.attributes, r.id.as_deref()) {
+                let j = jobs.entry(addr.clone()).or_insert_with(|| job(addr));
+                j.facts_uri.get_or_insert_with(|| uri.clone());
+                j.state_uri = Some(uri);
+            }
+        }
+    }
+    for (addr, r) in &state.resources {
+        if !matches!(addr.ty, ResourceType::NestedGuest | ResourceType::NatNetwork) {
+            continue;
+        }
+        let (Some(host), Some(id)) = (&r.host, &r.id) else { continue };
+        match jobs.get_mut(host) {
+            Some(j) => j.resources.push(ToRead { addr: addr.clone(), ty: addr.ty, id: id.clone() }),
+            None if state.resources.contains_key(host) || configured.contains_key(host) => {
+                *promoted.entry(host.clone()).or_default() += 1;
+            }
+            None => {
+                warnings.push(format!("`{addr}` lives on `{host}`, which is neither in state nor configured"))
+            }
+        }
+    }
+    for (host, n) in promoted {
+        warnings.push(format!(
+            "the {n} resource(s) on the promoted host `{host}` are not refreshed: promoted hosts are reached \
+             through the nestform agent, which a later version adds"
+        ));
+    }
+    for j in jobs.values_mut() {
+        if j.state_uri.is_none() {
+            j.state_uri = j.facts_uri.clone();
+        }
+    }
+    jobs.into_values().collect()
+}
+
+fn run_job(job: &HostJob, hosts: &Hosts) -> HostResult {
+    let connect = |uri: &Option<String>| -> Result<std::sync::Arc<dyn Hypervisor>, String> {
+        let uri = uri.as_deref().ok_or_else(|| "the host has no `uri`".to_string())?;
+        hosts.connect_uri(&job.addr, uri).map_err(|e: ProviderError| e.to_string())
+    };
+    let facts = match &job.facts_uri {
+        Some(_) => connect(&job.facts_uri).and_then(|h| h.facts().map(Some).map_err(|e| e.to_string())),
+        None => Ok(None),
+    };
+    // Connect for the reads last so that `Hosts::get(addr)` answers the recorded host, where the
+    // recorded resources are.
+    let reads = if job.resources.is_empty() {
+        Ok(Vec::new())
+    } else {
+        connect(&job.state_uri).map(|h| read_all(&*h, &job.resources))
+    };
+    HostResult { facts, reads }
+}
+
+/// Reads every resource on one host, on a few threads when there are many.
+fn read_all(host: &dyn Hypervisor, resources: &[ToRead]) -> Vec<Read> {
+    let threads = resources.len().div_ceil(READS_PER_THREAD).clamp(1, THREADS_PER_HOST);
+    if threads == 1 {
+        return resources.iter().map(|r| read_one(host, r)).collect();
+    }
+    let chunk = resources.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = resources
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || c.iter().map(|r| read_one(host, r)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .zip(resources.chunks(chunk))
+            .flat_map(|(h, c)| {
+                h.join()
+                    .unwrap_or_else(|_| c.iter().map(|_| Read::Failed("the read panicked".into())).collect())
+            })
+            .collect()
+    })
+}
+
+fn read_one(host: &dyn Hypervisor, r: &ToRead) -> Read {
+    let result = match r.ty {
+        ResourceType::NestedGuest => host.read_guest(&r.id).map(|g| g.map(Read::Guest)),
+        ResourceType::NatNetwork => host.read_network(&r.id).map(|n| n.map(Read::Network)),
+        _ => return Read::Failed(format!("`{}` is not read from a host", r.addr)),
+    };
+    match result {
+        Ok(Some(read)) => read,
+        Ok(None) => Read::Gone,
+        Err(e) => Read::Failed(e.to_string()),
+    }
+}
+
+fn apply_read(state: &mut State, addr: &ResourceAddr, read: Read, warnings: &mut Vec<String>) {
+    match read {
+        Read::Gone => {
+            state.resources.remove(addr);
+        }
+        Read::Failed(e) => warnings.push(format!("cannot read `{addr}`, it keeps its recorded state: {e}")),
+        Read::Guest(g) => {
+            if let Some(r) = state.resources.get_mut(addr) {
+                set_attr(&mut r.attributes, "running", g.running.into());
+                set_attr(&mut r.attributes, "vcpus", g.vcpus.into());
+                set_attr(&mut r.attributes, "memory", ByteSize(g.memory_bytes).to_string().into());
+            }
+        }
+        Read::Network(n) => {
+            if let Some(r) = state.resources.get_mut(addr) {
+                if let Some(bridge) = n.bridge {
+                    set_attr(&mut r.attributes, "bridge", bridge.into());
+                }
+            }
+        }
+    }
+}
+
+/// Sets one attribute, turning a non-object attribute value into an object first.
+pub(crate) fn set_attr(attrs: &mut serde_json::Value, key: &str, value: serde_json::Value) {
+    if !attrs.is_object() {
+        *attrs = serde_json::Value::Object(Default::default());
+    }
+    if let Some(map) = attrs.as_object_mut() {
+        map.insert(key.to_string(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use nestform_state::ResourceState;
+    use serde_json::json;
+
+    use super::*;
+    use crate::apply::fake::FakeProvider;
+
+    fn addr(s: &str) -> ResourceAddr {
+        s.parse().unwrap()
+    }
+
+    fn guest_state(id: &str, host: &str) -> ResourceState {
+        ResourceState {
+            id: Some(id.into()),
+            host: Some(addr(host)),
+            level: 1,
+            attributes: json!({ "name": "g", "vcpus": 1, "memory": "512MiB", "running": true }),
+            dependencies: BTreeSet::from([addr(host)]),
+            tainted: false,
+        }
+    }
+
+    fn host_state(uri: &str) -> ResourceState {
+        ResourceState {
+            id: Some(uri.into()),
+            host: None,
+            level: 0,
+            attributes: json!({ "uri": uri, "nested": false }),
+            dependencies: BTreeSet::new(),
+            tainted: false,
+        }
+    }
+
+    /// Creates `n` guests on the fake directly and records them in a state.
+    fn world(n: usize) -> (std::sync::Arc<FakeProvider>, Hosts, State) {
+        let provider = FakeProvider::new();
+        let hosts = Hosts::new(provider.clone());
+        let mut state = State::new();
+        state.resources.insert(addr("kvm_host.l0"), host_state("fake://l0"));
+        let h = hosts.connect_uri(&addr("kvm_host.l0"), "fake://l0").unwrap();
+        for i in 0..n {
+            let spec = nestform_types::NestedGuestSpec {
+                host: addr("kvm_host.l0"),
+                name: format!("g{i}"),
+                vcpus: 1,
+                memory: ByteSize::mib(512),
+                cpu: "host-passthrough".into(),
+                disks: vec![],
+                networks: vec![],
+                running: true,
+                install: None,
+            };
+            let owner = nestform_types::Owner { lineage: state.lineage.clone(), address: format!("g{i}") };
+            let st = h.create_guest(&crate::request::guest_request(&spec, |_| None), &owner).unwrap();
+            state.resources.insert(addr(&format!("nested_guest.g{i}")), guest_state(&st.id, "kvm_host.l0"));
+        }
+        (provider, hosts, state)
+    }
+
+    #[test]
+    fn gone_guest_is_removed_and_drift_is_recorded() {
+        let (provider, hosts, state) = world(3);
+        provider.forget_guest("g0");
+        provider.edit_guest("g1", |g| {
+            g.running = false;
+            g.memory_bytes = 1 << 30;
+        });
+        let r = refresh_hosts(&BTreeMap::new(), &state, &hosts);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert!(!r.state.resources.contains_key(&addr("nested_guest.g0")));
+        let g1 = &r.state.resources[&addr("nested_guest.g1")].attributes;
+        assert_eq!(g1["running"], false);
+        assert_eq!(g1["memory"], "1GiB");
+        assert_eq!(r.state.resources[&addr("nested_guest.g2")], state.resources[&addr("nested_guest.g2")]);
+        assert_eq!(r.state.resources[&addr("kvm_host.l0")].attributes["facts"]["cpus"], 8);
+        assert_eq!(r.facts[&addr("kvm_host.l0")].hypervisor, "Fake 1.0");
+    }
+
+    #[test]
+    fn unreachable_host_keeps_its_resources_and_warns() {
+        let (provider, _, state) = world(2);
+        provider.refuse_connect("fake://l0");
+        let hosts = Hosts::new(provider.clone());
+        let r = refresh_hosts(&BTreeMap::new(), &state, &hosts);
+        assert_eq!(r.state, state);
+        assert!(r.facts.is_empty());
+        assert!(r.warnings.iter().any(|w| w.contains("cannot reach `kvm_host.l0`")), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn configured_host_not_in_state_gets_facts() {
+        let provider = FakeProvider::new();
+        let hosts = Hosts::new(provider);
+        let configured = BTreeMap::from([(
+            addr("kvm_host.new"),
+            KvmHostSpec {
+                uri: Some("fake://new".into()),
+                guest: None,
+                nested: true,
+                kvm_module_options: BTreeMap::new(),
+            },
+        )]);
+        let r = refresh_hosts(&configured, &State::new(), &hosts);
+        assert_eq!(r.facts.keys().collect::<Vec<_>>(), vec![&addr("kvm_host.new")]);
+        assert!(r.state.resources.is_empty());
+    }
+
+    #[test]
+    fn promoted_host_resources_are_kept_with_a_warning() {
+        let (_, hosts, mut state) = world(1);
+        let mut l1 = host_state("unused");
+        l1.attributes = json!({ "guest": "nested_guest.g0", "nested": true });
+        l1.id = None;
+        l1.level = 1;
+        state.resources.insert(addr("kvm_host.l1"), l1);
+        state.resources.insert(addr("nested_guest.inner"), guest_state("inner-id", "kvm_host.l1"));
+        let r = refresh_hosts(&BTreeMap::new(), &state, &hosts);
+        assert!(r.state.resources.contains_key(&addr("nested_guest.inner")));
+        assert!(r.warnings.iter().any(|w| w.contains("promoted host `kvm_host.l1`")), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn refreshes_a_thousand_guests_quickly() {
+        let (_, hosts, state) = world(1000);
+        let start = std::time::Instant::now();
+        let r = refresh_hosts(&BTreeMap::new(), &state, &hosts);
+        assert!(r.warnings.is_empty());
+        assert_eq!(r.state.resources.len(), 1001);
+        assert!(start.elapsed() < std::time::Duration::from_secs(2), "{:?}", start.elapsed());
+    }
+}

@@ -1,0 +1,313 @@
+//! The human plan, in Terraform's layout: a header per changed resource saying what will happen and
+//! where (level, host), the attribute changes with `before -> after` and, for each, the effect and why,
+//! a unified diff of the domain XML for guests, and the summary line.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::plan::{Action, AttributeChange, ChangeReason, Effect, OutputChange, Plan, ResourceChange};
+
+/// The whole plan as text, ending with the summary line.
+pub fn render_plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    if plan.is_empty() {
+        out.push_str("No changes. Your infrastructure matches the configuration.\n");
+        return out;
+    }
+    let changed: Vec<&ResourceChange> = plan.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+    if !changed.is_empty() {
+        out.push_str("nestform will perform the following actions:\n");
+        for c in changed {
+            out.push('\n');
+            render_change(&mut out, c);
+        }
+        out.push('\n');
+    }
+    let (add, change, replace, destroy) = plan.counts();
+    let _ =
+        writeln!(out, "Plan: {add} to add, {change} to change, {replace} to replace, {destroy} to destroy.");
+    let outputs: Vec<(&String, &OutputChange)> =
+        plan.output_changes.iter().filter(|(_, o)| o.action != Action::NoOp).collect();
+    if !outputs.is_empty() {
+        out.push_str("\nChanges to Outputs:\n");
+        let width = outputs.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        for (name, o) in outputs {
+            render_output(&mut out, name, o, width);
+        }
+    }
+    out
+}
+
+fn symbol(c: &ResourceChange) -> &'static str {
+    match c.action {
+        Action::NoOp => " ",
+        Action::Create => "+",
+        Action::Update => "~",
+        Action::Replace => "-/+",
+        Action::Delete => "-",
+    }
+}
+
+fn headline(c: &ResourceChange) -> &'static str {
+    match c.action {
+        Action::NoOp => "has no changes",
+        Action::Create => "will be created",
+        Action::Update if c.restart && c.attribute_changes.is_empty() => {
+            "will be shut down and started again"
+        }
+        Action::Update if c.restart => "will be updated in place, with a restart",
+        Action::Update => "will be updated in place",
+        Action::Replace => "must be replaced",
+        Action::Delete => "will be destroyed",
+    }
+}
+
+fn render_change(out: &mut String, c: &ResourceChange) {
+    // A promoted host names the guest it runs in, read from its own `guest` attribute.
+    let promoted = [&c.after, &c.before]
+        .into_iter()
+        .find_map(|v| v.as_ref()?.get("guest")?.as_str().map(String::from))
+        .filter(|_| c.addr.ty == nestform_types::ResourceType::KvmHost);
+    let place = match (&c.host, promoted) {
+        (Some(h), _) => format!("level {}, on {h}", c.level),
+        (None, Some(g)) => format!("level {}, inside {g}", c.level),
+        (None, None) => format!("level {}", c.level),
+    };
+    let _ = writeln!(out, "  # {} {} ({place})", c.addr, headline(c));
+    for r in &c.reasons {
+        let _ = writeln!(out, "  # ({})", reason(c.action, r));
+    }
+    let sym = symbol(c);
+    let _ = writeln!(out, "{}{sym} {} {{", " ".repeat(3 - sym.len()), c.addr);
+    match c.action {
+        Action::Create => {
+            let after = object(c.after.as_ref());
+            let mut rows: Vec<(String, String, String)> =
+                after.iter().map(|(k, v)| ("+".into(), k.clone(), value(v))).collect();
+            rows.extend(
+                c.after_unknown.iter().map(|k| ("+".into(), k.clone(), "(known after apply)".into())),
+            );
+            rows_out(out, rows, &[]);
+        }
+        Action::Delete => {
+            let before = object(c.before.as_ref());
+            let rows = before.iter().map(|(k, v)| ("-".into(), k.clone(), format!("{} -> null", value(v))));
+            rows_out(out, rows.collect(), &[]);
+        }
+        Action::Update | Action::Replace | Action::NoOp => {
+            let mut rows = Vec::new();
+            let mut notes = Vec::new();
+            for a in &c.attribute_changes {
+                rows.push(attribute_row(a));
+                notes.push(Some(format!("# {}: {}", effect_word(a.effect), a.why)));
+            }
+            if c.action == Action::Replace {
+                let before = object(c.before.as_ref());
+                for k in &c.after_unknown {
+                    let b = before.get(k).map(value).unwrap_or_else(|| "null".into());
+                    rows.push(("~".into(), k.clone(), format!("{b} -> (known after apply)")));
+                    notes.push(None);
+                }
+            }
+            let notes: Vec<Option<String>> = notes;
+            rows_out(out, rows, &notes);
+            let (before, after) = (object(c.before.as_ref()), object(c.after.as_ref()));
+            let hidden = after
+                .iter()
+                .filter(|(k, v)| before.get(*k) == Some(*v) && !c.after_unknown.contains(*k))
+                .count();
+            if hidden > 0 && c.action != Action::NoOp {
+                let s = if hidden == 1 { "" } else { "s" };
+                let _ = writeln!(out, "        # ({hidden} unchanged attribute{s} hidden)");
+            }
+        }
+    }
+    if let (Some(b), Some(a)) = (&c.definition_before, &c.definition_after) {
+        if b != a {
+            render_xml_diff(out, b, a);
+        }
+    }
+    out.push_str("    }\n");
+}
+
+fn attribute_row(a: &AttributeChange) -> (String, String, String) {
+    let after = || match &a.after {
+        Some(v) => value(v),
+        None if a.after_unknown => "(known after apply)".into(),
+        None => "null".into(),
+    };
+    match (&a.before, &a.after) {
+        (None, _) => ("+".into(), a.path.clone(), after()),
+        (Some(b), None) if !a.after_unknown => ("-".into(), a.path.clone(), format!("{} -> null", value(b))),
+        (Some(b), _) => ("~".into(), a.path.clone(), format!("{} -> {}", value(b), after())),
+    }
+}
+
+/// Attribute rows with names aligned, as Terraform does, and an optional note after each.
+fn rows_out(out: &mut String, rows: Vec<(String, String, String)>, notes: &[Option<String>]) {
+    let width = rows.iter().map(|(_, k, _)| k.len()).max().unwrap_or(0);
+    for (i, (sym, key, val)) in rows.iter().enumerate() {
+        let _ = write!(out, "      {sym} {key:<width$} = {val}");
+        if let Some(Some(note)) = notes.get(i) {
+            let _ = write!(out, "   {note}");
+        }
+        out.push('\n');
+    }
+}
+
+fn render_xml_diff(out: &mut String, before: &str, after: &str) {
+    let diff = similar::TextDiff::from_lines(before, after);
+    let unified =
+        diff.unified_diff().context_radius(2).header("domain XML before", "domain XML after").to_string();
+    out.push('\n');
+    for line in unified.lines() {
+        let _ = writeln!(out, "        {line}");
+    }
+}
+
+fn render_output(out: &mut String, name: &str, o: &OutputChange, width: usize) {
+    let after = match (&o.after, o.after_unknown, o.sensitive) {
+        (_, _, true) => "(sensitive value)".to_string(),
+        (_, true, _) => "(known after apply)".to_string(),
+        (Some(v), ..) => value(v),
+        (None, ..) => "null".to_string(),
+    };
+    let before = match (&o.before, o.sensitive) {
+        (_, true) => "(sensitive value)".to_string(),
+        (Some(v), _) => value(v),
+        (None, _) => "null".to_string(),
+    };
+    let (sym, text) = match o.action {
+        Action::Create => ("+", after),
+        Action::Delete => ("-", format!("{before} -> null")),
+        _ => ("~", format!("{before} -> {after}")),
+    };
+    let _ = writeln!(out, "  {sym} {name:<width$} = {text}");
+}
+
+fn reason(action: Action, r: &ChangeReason) -> String {
+    match r {
+        ChangeReason::Cascade { guest } => {
+            let what = match action {
+                Action::Delete => "is destroyed",
+                Action::Replace => "is replaced",
+                _ => "restarts",
+            };
+            format!("because `{guest}`, which it runs inside, {what}")
+        }
+        ChangeReason::Tainted => "because it is tainted: it was created but never became healthy".into(),
+        ChangeReason::ReplaceRequested => "because `-replace` names it".into(),
+        ChangeReason::Drift { detail } => format!("because it changed outside nestform: {detail}"),
+        ChangeReason::NotInConfig => "because it is not in the configuration".into(),
+    }
+}
+
+fn effect_word(e: Effect) -> &'static str {
+    match e {
+        Effect::Live => "live",
+        Effect::Restart => "restart",
+        Effect::Replace => "forces replacement",
+    }
+}
+
+fn object(v: Option<&Value>) -> serde_json::Map<String, Value> {
+    match v {
+        Some(Value::Object(m)) => m.clone(),
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// One value as the plan shows it: strings quoted, everything else as compact JSON.
+fn value(v: &Value) -> String {
+    v.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use nestform_state::State;
+    use nestform_types::{ByteSize, DiskFormat};
+    use serde_json::json;
+
+    use super::*;
+    use crate::planner::tests::{plan_of, run_with, three_levels, xml_hypervisors, Conf};
+    use crate::planner::PlanOptions;
+
+    fn small() -> Conf {
+        Conf::default().host("l0").network("lan", "kvm_host.l0").guest("g1", "kvm_host.l0")
+    }
+
+    fn render(conf: &Conf, state: &State, options: PlanOptions) -> String {
+        let (changes, _) = run_with(conf, state, &BTreeMap::new(), &xml_hypervisors(), options).unwrap();
+        render_plan(&plan_of(changes))
+    }
+
+    #[test]
+    fn create_from_empty() {
+        insta::assert_snapshot!(render(&small(), &State::new(), PlanOptions::default()));
+    }
+
+    #[test]
+    fn no_changes() {
+        let conf = small();
+        let out = render(&conf, &conf.applied(), PlanOptions::default());
+        assert_eq!(out, "No changes. Your infrastructure matches the configuration.\n");
+    }
+
+    #[test]
+    fn restart_with_cascade_and_domain_diff() {
+        let conf = three_levels();
+        let state = conf.applied();
+        let conf = conf.edit_guest("g1", |g| g.memory = ByteSize::gib(1));
+        let out = render(&conf, &state, PlanOptions::default());
+        assert!(out.contains(
+            "~ memory = \"512MiB\" -> \"1GiB\"   # restart: libvirt cannot change the memory of a running domain"
+        ));
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn replace_and_delete() {
+        let conf = three_levels();
+        let state = conf.applied();
+        let conf = conf
+            .edit_guest("g2", |g| g.disks[0].format = DiskFormat::Raw)
+            .without("kvm_host.l2")
+            .without("nested_guest.g3");
+        insta::assert_snapshot!(render(&conf, &state, PlanOptions::default()));
+    }
+
+    #[test]
+    fn outputs_are_listed_after_the_summary() {
+        let mut plan = plan_of(Vec::new());
+        plan.output_changes.insert(
+            "ip".into(),
+            OutputChange {
+                action: Action::Create,
+                before: None,
+                after: None,
+                after_unknown: true,
+                sensitive: false,
+            },
+        );
+        plan.output_changes.insert(
+            "name".into(),
+            OutputChange {
+                action: Action::Update,
+                before: Some(json!("a")),
+                after: Some(json!("b")),
+                after_unknown: false,
+                sensitive: false,
+            },
+        );
+        insta::assert_snapshot!(render_plan(&plan), @r#"
+        Plan: 0 to add, 0 to change, 0 to replace, 0 to destroy.
+
+        Changes to Outputs:
+          + ip   = (known after apply)
+          ~ name = "a" -> "b"
+        "#);
+    }
+}

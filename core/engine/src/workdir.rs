@@ -1,0 +1,217 @@
+//! The steps every command shares, in one place so the CLI stays thin: find the configuration, hold
+//! the state lock, refresh, plan, check a saved plan is still current, apply while saving state after
+//! every resource, and record outputs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nestform_config::{Config, Diagnostic, Diagnostics, SourceFile, VarInputs};
+use nestform_provider::Provider;
+use nestform_state::{OutputState, State, StateError, StateLock, StateStore};
+use nestform_types::{KvmHostSpec, ResourceAddr, ResourceSpec};
+
+use crate::hosts::Hosts;
+use crate::plan::Plan;
+use crate::planner::{self, PlanInput, PlanOptions};
+
+/// The default state file name, in the working directory.
+pub const DEFAULT_STATE_FILE: &str = "nestform.state.json";
+
+/// What can stop a command before or after the engine's own work.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Problems in the configuration or the plan, all of them.
+    #[error("{0}")]
+    Diagnostics(Diagnostics),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("the saved plan `{path}` is stale: {reason}")]
+    StalePlan { path: PathBuf, reason: String },
+    #[error("cannot read the plan file `{path}`: {message}")]
+    PlanFile { path: PathBuf, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<Diagnostics> for EngineError {
+    fn from(d: Diagnostics) -> Self {
+        EngineError::Diagnostics(d)
+    }
+}
+
+/// A directory of `*.nf.hcl` files and its state file.
+pub struct Workdir {
+    dir: PathBuf,
+    store: StateStore,
+}
+
+/// A plan with what was learned while making it.
+pub struct Planned {
+    pub plan: Plan,
+    /// Connections opened while refreshing, reused by apply.
+    pub hosts: Hosts,
+    /// Configuration and planner warnings, and hosts that could not be refreshed.
+    pub warnings: Diagnostics,
+}
+
+impl Workdir {
+    /// `state` overrides the default `nestform.state.json` in `dir`.
+    pub fn new(dir: impl Into<PathBuf>, state: Option<PathBuf>) -> Self {
+        let dir = dir.into();
+        let path = state.unwrap_or_else(|| dir.join(DEFAULT_STATE_FILE));
+        Workdir { dir, store: StateStore::new(path) }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// Takes the state lock for `operation`; a second command on the same state is refused.
+    pub fn lock(&self, operation: &str) -> Result<StateLock, EngineError> {
+        Ok(self.store.lock(operation)?)
+    }
+
+    /// The recorded state, or a new empty one.
+    pub fn state(&self) -> Result<State, EngineError> {
+        Ok(self.store.load()?.unwrap_or_default())
+    }
+
+    pub fn config(&self, vars: &VarInputs) -> Result<Config, EngineError> {
+        Ok(nestform_config::load_dir(&self.dir, vars)?)
+    }
+
+    /// Refreshes (unless `refresh` is false) and plans. The caller holds the lock.
+    pub fn plan(
+        &self,
+        config: &Config,
+        provider: Arc<dyn Provider>,
+        options: PlanOptions,
+        refresh: bool,
+    ) -> Result<Planned, EngineError> {
+        let state = self.state()?;
+        let hosts = Hosts::new(provider);
+        let mut warnings = config.warnings.clone();
+        let (state, facts) = if refresh {
+            let configured: BTreeMap<ResourceAddr, KvmHostSpec> = config
+                .resources
+                .values()
+                .filter_map(|r| match &r.spec {
+                    ResourceSpec::KvmHost(h) => Some((r.addr.clone(), h.clone())),
+                    _ => None,
+                })
+                .collect();
+            let refreshed = crate::refresh::refresh_hosts(&configured, &state, &hosts);
+            for w in refreshed.warnings {
+                warnings.push(Diagnostic::warning(w));
+            }
+            (refreshed.state, refreshed.facts)
+        } else {
+            (state, BTreeMap::new())
+        };
+        let hypervisors = hosts.all();
+        let planned =
+            planner::plan_with_warnings(PlanInput { config, state: &state, facts: &facts, hypervisors: &hypervisors, options })?;
+        warnings.extend(planned.warnings);
+        Ok(Planned { plan: planned.plan, hosts, warnings })
+    }
+
+    /// Drops from `state` what refresh found gone before the plan was made: a resource in state that
+    /// the (untargeted) plan does not mention at all no longer exists on its host.
+    pub fn prune_to_plan(plan: &Plan, mut state: State) -> State {
+        if plan.targets.is_empty() {
+            let planned: std::collections::BTreeSet<&ResourceAddr> = plan.changes.iter().map(|c| &c.addr).collect();
+            state.resources.retain(|addr, _| planned.contains(addr));
+        }
+        state
+    }
+
+    /// Refuses a saved plan made against another state than the one recorded now.
+    pub fn check_current(&self, plan: &Plan, plan_path: &Path) -> Result<State, EngineError> {
+        let state = self.state()?;
+        let stale = |reason: String| EngineError::StalePlan { path: plan_path.to_path_buf(), reason };
+        if state.lineage != plan.lineage && !(plan.state_serial == 0 && state.serial == 0) {
+            return Err(stale(format!(
+                "it was made for state lineage `{}`, the state now has `{}`; run `nestform plan` again",
+                plan.lineage, state.lineage
+            )));
+        }
+        if state.serial != plan.state_serial {
+            return Err(stale(format!(
+                "the state changed after the plan was made (serial {} then, {} now); run `nestform plan` again",
+                plan.state_serial, state.serial
+            )));
+        }
+        Ok(state)
+    }
+
+    /// Evaluates the outputs against the state after apply, exactly as the plan's configuration says,
+    /// and records the known ones in `state`.
+    pub fn record_outputs(plan: &Plan, state: &mut State) -> Result<(), EngineError> {
+        let config = config_of_plan(plan)?;
+        let attrs: BTreeMap<ResourceAddr, serde_json::Value> =
+            state.resources.iter().map(|(a, r)| (a.clone(), r.attributes.clone())).collect();
+        let values = config.evaluate_outputs(&attrs)?;
+        state.outputs.clear();
+        if plan.destroy {
+            return Ok(());
+        }
+        for (name, value) in values {
+            if let nestform_config::OutputValue::Known(value) = value {
+                let sensitive = config.outputs.get(&name).is_some_and(|o| o.sensitive);
+                state.outputs.insert(name, OutputState { value, sensitive });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The configuration a plan was made from, evaluated again with the plan's variable values.
+pub fn config_of_plan(plan: &Plan) -> Result<Config, EngineError> {
+    let files = plan.sources.iter().map(|(name, text)| SourceFile { name: name.clone(), text: text.clone() }).collect();
+    let vars = VarInputs {
+        cli: plan.variables.iter().map(|(k, v)| (k.clone(), var_text(v))).collect(),
+        files: Vec::new(),
+    };
+    Ok(nestform_config::load_sources(files, &vars)?)
+}
+
+/// A variable's value as `-var` text: strings as they are, everything else as JSON (which `-var`
+/// reads as an HCL expression).
+fn var_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Reads a plan saved with `plan -out`.
+pub fn read_plan_file(path: &Path) -> Result<Plan, EngineError> {
+    let err = |message: String| EngineError::PlanFile { path: path.to_path_buf(), message };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let plan: Plan = serde_json::from_slice(&bytes)
+        .map_err(|e| err(format!("{e}; was it written by `nestform plan -out`?")))?;
+    if plan.format_version != crate::plan::PLAN_FORMAT_VERSION {
+        return Err(err(format!(
+            "plan format {} is not the {} this nestform reads; make the plan again with this version",
+            plan.format_version,
+            crate::plan::PLAN_FORMAT_VERSION
+        )));
+    }
+    Ok(plan)
+}
+
+/// Writes a plan for `apply PLANFILE`, atomically.
+pub fn write_plan_file(path: &Path, plan: &Plan) -> Result<(), EngineError> {
+    let err = |message: String| EngineError::PlanFile { path: path.to_path_buf(), message };
+    let bytes = serde_json::to_vec_pretty(plan).map_err(|e| err(e.to_string()))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
+    std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| err(e.to_string()))?;
+    tmp.persist(path).map_err(|e| err(e.to_string()))?;
+    Ok(())
+}

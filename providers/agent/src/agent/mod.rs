@@ -1,0 +1,238 @@
+//! The agent side: the handshake, one session's stream dispatch, and the loop that serves the port.
+//!
+//! A session is one handshake plus everything until the channel ends. Each stream the client opens is
+//! served on its own thread; when the session ends (the host side closed the port, or a protocol error),
+//! every stream fails, running programs are killed, and the loop waits for the next handshake.
+
+mod exec;
+pub mod facts;
+mod files;
+mod relay;
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crate::frame::{read_frame, skip_to_magic, write_frame, Frame, FrameError, FrameKind};
+use crate::mux::{Conn, OnOpen, Stream};
+use crate::proto::{Hello, Request, Welcome, CAPABILITIES, PROTOCOL_VERSION};
+use crate::transport::Transport;
+
+/// Default path of the agent's virtio-serial port inside the guest.
+pub const DEFAULT_PORT: &str = "/dev/virtio-ports/dev.nestform.agent.0";
+
+/// Streams one session serves at once; more are refused (each one is a thread).
+pub const DEFAULT_MAX_STREAMS: usize = 64;
+
+/// What the agent allows.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Unix socket paths `relay` may connect to; anything else is refused.
+    pub relay_allow: Vec<PathBuf>,
+    /// Streams served at once per session.
+    pub max_streams: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self { relay_allow: Vec::new(), max_streams: DEFAULT_MAX_STREAMS }
+    }
+}
+
+/// Why a session ended before or during its handshake.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The channel ended before a hello arrived (the host side is not connected).
+    #[error("the channel closed before a hello arrived")]
+    ClosedBeforeHello,
+    /// The channel failed.
+    #[error("channel i/o failed: {0}")]
+    Io(#[from] io::Error),
+    /// The client speaks another protocol version; the agent told it its own and closed.
+    #[error("protocol version mismatch: client speaks `{client}`, agent speaks `{agent}`")]
+    VersionMismatch {
+        /// The client's version.
+        client: u32,
+        /// This agent's version.
+        agent: u32,
+    },
+    /// The first frame was not a valid hello.
+    #[error("bad hello: {0}")]
+    BadHello(String),
+}
+
+/// How a served session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    /// Streams the client opened.
+    pub streams: usize,
+    /// Why the connection ended.
+    pub reason: String,
+}
+
+/// Serves one session on `transport`: waits for the handshake, then serves streams until the channel
+/// ends. Returns when the client has gone; streams still running are failed and their programs killed.
+pub fn serve_session<T: Transport>(transport: T, config: &Arc<AgentConfig>) -> Result<SessionEnd, AgentError> {
+    let (mut reader, mut writer, shutdown) = transport.split()?;
+    let hello = match read_hello(&mut reader) {
+        Ok(hello) => hello,
+        Err(HelloError::Closed) => return Err(AgentError::ClosedBeforeHello),
+        Err(HelloError::Io(e)) => return Err(AgentError::Io(e)),
+        Err(HelloError::Bad(message)) => {
+            let _ = write_frame(&mut writer, &Frame::new(0, FrameKind::Error, message.clone().into_bytes()));
+            shutdown.shutdown();
+            return Err(AgentError::BadHello(message));
+        }
+    };
+    let welcome = Welcome {
+        protocol: PROTOCOL_VERSION,
+        nonce: hello.nonce,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+    };
+    let body = serde_json::to_vec(&welcome).expect("welcome always serializes");
+    write_frame(&mut writer, &Frame::new(0, FrameKind::Welcome, body))?;
+    if hello.protocol != PROTOCOL_VERSION {
+        // The welcome above carries our version so the client can say exactly what differs.
+        shutdown.shutdown();
+        return Err(AgentError::VersionMismatch { client: hello.protocol, agent: PROTOCOL_VERSION });
+    }
+
+    let opened = Arc::new(AtomicUsize::new(0));
+    let active = Arc::new(AtomicUsize::new(0));
+    let on_open: OnOpen = {
+        let config = Arc::clone(config);
+        let opened = Arc::clone(&opened);
+        Box::new(move |stream: Arc<Stream>, body: Vec<u8>| {
+            opened.fetch_add(1, Ordering::Relaxed);
+            let config = Arc::clone(&config);
+            let active = Arc::clone(&active);
+            let spawned = thread::Builder::new()
+                .name(format!("nestform-agent-stream-{}", stream.id()))
+                .spawn({
+                    let stream = Arc::clone(&stream);
+                    move || {
+                        let running = active.fetch_add(1, Ordering::SeqCst) + 1;
+                        if running > config.max_streams {
+                            let _ = stream.send_error(&format!(
+                                "too many concurrent streams: the limit is `{}`",
+                                config.max_streams
+                            ));
+                        } else {
+                            serve_stream(&stream, &body, &config);
+                        }
+                        stream.close();
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+            if spawned.is_err() {
+                stream.close();
+            }
+        })
+    };
+    let conn = Conn::start(Box::new(reader), Box::new(writer), shutdown, Some(on_open));
+    conn.join();
+    Ok(SessionEnd {
+        streams: opened.load(Ordering::Relaxed),
+        reason: conn.failure().unwrap_or_else(|| "the channel was closed".into()),
+    })
+}
+
+enum HelloError {
+    Closed,
+    Io(io::Error),
+    Bad(String),
+}
+
+fn read_hello(reader: &mut dyn io::Read) -> Result<Hello, HelloError> {
+    skip_to_magic(reader).map_err(|e| match e {
+        FrameError::Io(e) => HelloError::Io(e),
+        _ => HelloError::Closed,
+    })?;
+    let frame = match read_frame(reader) {
+        Ok(frame) => frame,
+        Err(FrameError::Closed) => return Err(HelloError::Closed),
+        Err(FrameError::Io(e)) => return Err(HelloError::Io(e)),
+        Err(e) => return Err(HelloError::Bad(format!("protocol error: {e}"))),
+    };
+    if frame.stream != 0 || frame.kind != FrameKind::Hello {
+        return Err(HelloError::Bad(format!(
+            "expected a hello on stream 0, got `{:?}` on stream `{}`",
+            frame.kind, frame.stream
+        )));
+    }
+    serde_json::from_slice(&frame.body).map_err(|e| HelloError::Bad(format!("hello is not valid JSON: {e}")))
+}
+
+/// Runs one stream's request to completion; errors go to the client as an `Error` frame.
+fn serve_stream(stream: &Arc<Stream>, body: &[u8], config: &AgentConfig) {
+    let result = match serde_json::from_slice::<Request>(body) {
+        Err(e) => Err(format!("request is not valid: {e}")),
+        Ok(Request::Facts) => stream
+            .send_control(&crate::proto::AgentMessage::Facts(facts::gather()))
+            .map_err(|e| e.to_string()),
+        Ok(Request::Exec(spec)) => exec::run(stream, spec),
+        Ok(Request::FilePut { path, mode }) => files::put(stream, Path::new(&path), mode),
+        Ok(Request::FileGet { path }) => files::get(stream, Path::new(&path)),
+        Ok(Request::Relay { path }) => relay::run(stream, Path::new(&path), &config.relay_allow),
+    };
+    if let Err(message) = result {
+        let _ = stream.send_error(&message);
+    }
+}
+
+/// Serves the virtio-serial port at `port` forever: open, serve a session, and when the host side closes,
+/// open again and wait for the next handshake. Messages go to `log`.
+pub fn serve_port(port: &Path, config: AgentConfig, log: &mut dyn Write) -> ! {
+    let config = Arc::new(config);
+    loop {
+        let file = match OpenOptions::new().read(true).write(true).open(port) {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = writeln!(log, "opening `{}` failed: {e}; retrying", port.display());
+                thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        match serve_session(file, &config) {
+            Ok(end) => {
+                let _ = writeln!(log, "session ended after {} streams: {}", end.streams, end.reason);
+            }
+            // While the host side is not connected, reads on the port return end-of-file at once:
+            // wait a little instead of spinning.
+            Err(AgentError::ClosedBeforeHello) => thread::sleep(Duration::from_millis(100)),
+            Err(e) => {
+                let _ = writeln!(log, "session refused: {e}");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Serves sessions from `accept` until it fails, one at a time: the same loop as [`serve_port`] for
+/// transports that come from elsewhere (tests, a listening socket, stdin/stdout).
+pub fn serve_each<T: Transport>(
+    mut accept: impl FnMut() -> io::Result<T>,
+    config: AgentConfig,
+    log: &mut dyn Write,
+) -> io::Error {
+    let config = Arc::new(config);
+    loop {
+        let transport = match accept() {
+            Ok(transport) => transport,
+            Err(e) => return e,
+        };
+        match serve_session(transport, &config) {
+            Ok(end) => {
+                let _ = writeln!(log, "session ended after {} streams: {}", end.streams, end.reason);
+            }
+            Err(e) => {
+                let _ = writeln!(log, "session refused: {e}");
+            }
+        }
+    }
+}

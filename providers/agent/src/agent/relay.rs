@@ -1,0 +1,84 @@
+//! `relay`: pipe a stream to a local unix socket named on the agent's allowlist.
+//!
+//! The allowlist is compared lexically (after normalising `.` components and trailing slashes) and the
+//! path must be absolute, so `--relay-allow /var/run/libvirt/libvirt-sock` allows exactly that path.
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::path::{Component, Path, PathBuf};
+use std::thread;
+
+use crate::frame::DATA_CHUNK;
+use crate::mux::{Incoming, Stream};
+use crate::proto::AgentMessage;
+
+/// Whether `path` is on `allow`.
+pub(crate) fn is_allowed(path: &Path, allow: &[PathBuf]) -> bool {
+    // Lexical: `..` is not resolved, so it simply never matches an allowed (normal) path.
+    let normal = |p: &Path| p.components().filter(|c| *c != Component::CurDir).collect::<PathBuf>();
+    path.is_absolute() && allow.iter().any(|allowed| normal(allowed) == normal(path))
+}
+
+/// Connects to `path` and relays until the client closes the stream.
+pub(super) fn run(stream: &std::sync::Arc<Stream>, path: &Path, allow: &[PathBuf]) -> Result<(), String> {
+    if !is_allowed(path, allow) {
+        return Err(format!("relay to `{}` refused: the path is not on the agent's allowlist", path.display()));
+    }
+    let socket = UnixStream::connect(path).map_err(|e| format!("connecting to `{}` failed: {e}", path.display()))?;
+    let mut to_socket = socket.try_clone().map_err(|e| e.to_string())?;
+    stream.send_control(&AgentMessage::Connected).map_err(|e| e.to_string())?;
+
+    let from_socket = {
+        let stream = std::sync::Arc::clone(stream);
+        let mut socket = socket.try_clone().map_err(|e| e.to_string())?;
+        thread::spawn(move || {
+            let mut buf = vec![0u8; DATA_CHUNK];
+            loop {
+                match socket.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if stream.send_data(false, &buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = stream.send_eof();
+        })
+    };
+    loop {
+        match stream.recv(None) {
+            Ok(Incoming::Data(bytes)) => {
+                if to_socket.write_all(&bytes).is_err() {
+                    // The socket's server went away; its reader side reports the end to the client.
+                    let _ = socket.shutdown(Shutdown::Write);
+                }
+            }
+            Ok(Incoming::Eof) => {
+                let _ = socket.shutdown(Shutdown::Write);
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = socket.shutdown(Shutdown::Both);
+    let _ = from_socket.join();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_is_exact_and_absolute() {
+        let allow = vec![PathBuf::from("/var/run/libvirt/libvirt-sock")];
+        assert!(is_allowed(Path::new("/var/run/libvirt/libvirt-sock"), &allow));
+        assert!(is_allowed(Path::new("/var/run/./libvirt/libvirt-sock"), &allow));
+        assert!(!is_allowed(Path::new("/var/run/libvirt/libvirt-sock-ro"), &allow));
+        assert!(!is_allowed(Path::new("/var/run/libvirt/../libvirt/libvirt-sock"), &allow));
+        assert!(!is_allowed(Path::new("var/run/libvirt/libvirt-sock"), &allow));
+        assert!(!is_allowed(Path::new("/tmp/x"), &[]));
+    }
+}

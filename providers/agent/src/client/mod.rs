@@ -1,0 +1,458 @@
+//! The host side: [`AgentClient`], a blocking client usable from several threads at once.
+//!
+//! Every operation opens its own stream, so calls from different threads run concurrently over the one
+//! channel. The client is cheap to clone; the connection ends when the last clone (and the last
+//! [`RelayStream`]) is dropped.
+
+mod relay;
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Write};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+pub use relay::{RelayStream, RelayWriter};
+
+use crate::frame::{read_frame, write_frame, Frame, FrameError, FrameKind, DATA_CHUNK, MAGIC};
+use crate::mux::{Conn, Incoming, Stream, StreamEnd};
+use crate::proto::{
+    AgentMessage, ClientMessage, ExecSpec, ExitStatus, Facts, FileInfo, Hello, Request, Welcome, PROTOCOL_VERSION,
+};
+use crate::transport::Transport;
+
+/// What can go wrong talking to the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The channel failed during the handshake.
+    #[error("channel i/o failed: {0}")]
+    Io(#[from] io::Error),
+    /// The agent did not answer the hello in time.
+    #[error("the agent did not answer the handshake within `{timeout:?}`")]
+    HandshakeTimeout {
+        /// The limit that ran out.
+        timeout: Duration,
+    },
+    /// The agent speaks another protocol version.
+    #[error("protocol version mismatch: client speaks `{client}`, agent speaks `{agent}`")]
+    VersionMismatch {
+        /// This client's version.
+        client: u32,
+        /// The agent's version.
+        agent: u32,
+    },
+    /// The agent refused or garbled the handshake.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The agent broke the protocol inside a stream.
+    #[error("protocol error in `{op}`: {message}")]
+    Protocol {
+        /// The operation.
+        op: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+    /// The connection ended.
+    #[error("the connection to the agent ended: {0}")]
+    Disconnected(String),
+    /// The agent reported that the operation failed.
+    #[error("`{op}` failed in the agent: {message}")]
+    Remote {
+        /// The operation.
+        op: &'static str,
+        /// The agent's message.
+        message: String,
+    },
+    /// A transferred file's checksum or size did not match.
+    #[error("`{path}` arrived damaged: expected `{expected_size}` bytes with crc32 `{expected_crc:08x}`, got `{size}` bytes with crc32 `{crc:08x}`")]
+    Damaged {
+        /// Remote path.
+        path: String,
+        /// Size announced by the sender.
+        expected_size: u64,
+        /// Checksum announced by the sender.
+        expected_crc: u32,
+        /// Size received.
+        size: u64,
+        /// Checksum of what was received.
+        crc: u32,
+    },
+    /// Reading the local source or writing the local destination of a transfer failed.
+    #[error("local i/o for `{path}` failed: {source}")]
+    Local {
+        /// Remote path of the transfer.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// Handshake settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long to wait for the agent's answer to the hello.
+    pub handshake_timeout: Duration,
+    /// Protocol version to announce; only tests set anything but [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self { handshake_timeout: Duration::from_secs(10), protocol: PROTOCOL_VERSION }
+    }
+}
+
+/// A program to run in the guest.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Variables to set.
+    pub env: Vec<(String, String)>,
+    /// Start from an empty environment.
+    pub clear_env: bool,
+    /// Working directory.
+    pub cwd: Option<String>,
+    /// Bytes streamed to the program's stdin, which then closes; `None` gives it `/dev/null`.
+    pub stdin: Option<Vec<u8>>,
+    /// The agent kills the program's process group after this long.
+    pub timeout: Option<Duration>,
+}
+
+impl ExecRequest {
+    /// Runs `argv` with the agent's environment.
+    pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
+        Self { argv: argv.into_iter().map(Into::into).collect(), ..Self::default() }
+    }
+
+    /// Sets stdin.
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds a variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, cwd: impl Into<String>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
+    }
+}
+
+/// Output and status of a finished program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecResult {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<u8>,
+}
+
+pub(crate) struct ClientInner {
+    conn: Arc<Conn>,
+    welcome: Welcome,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        self.conn.fail("the client closed the connection");
+    }
+}
+
+/// A connection to one agent.
+#[derive(Clone)]
+pub struct AgentClient {
+    inner: Arc<ClientInner>,
+}
+
+/// Closes the stream when an operation returns, however it returns.
+struct OpStream {
+    stream: Arc<Stream>,
+    op: &'static str,
+}
+
+impl Drop for OpStream {
+    fn drop(&mut self) {
+        self.stream.close();
+    }
+}
+
+impl OpStream {
+    /// Next item; the agent's `Error` frame becomes [`ClientError::Remote`].
+    fn next(&self) -> Result<Option<Incoming>, ClientError> {
+        match self.stream.recv(None) {
+            Ok(Incoming::Error(message)) => Err(ClientError::Remote { op: self.op, message }),
+            Ok(item) => Ok(Some(item)),
+            Err(StreamEnd::Closed) => Ok(None),
+            Err(StreamEnd::Failed(reason)) => Err(ClientError::Disconnected(reason)),
+            Err(StreamEnd::Timeout) => unreachable!("no deadline was given"),
+        }
+    }
+
+    /// Next item, which must be there.
+    fn expect(&self) -> Result<Incoming, ClientError> {
+        self.next()?.ok_or_else(|| self.protocol("the agent closed the stream early"))
+    }
+
+    fn control(&self, body: &[u8]) -> Result<AgentMessage, ClientError> {
+        serde_json::from_slice(body).map_err(|e| self.protocol(&format!("bad control message: {e}")))
+    }
+
+    fn protocol(&self, message: &str) -> ClientError {
+        ClientError::Protocol { op: self.op, message: message.to_string() }
+    }
+
+    /// After a failed send, the reason is usually an `Error` the agent sent before closing.
+    fn send_failed(&self, end: StreamEnd) -> ClientError {
+        loop {
+            match self.next() {
+                Err(e) => return e,
+                Ok(Some(_)) => continue,
+                Ok(None) => return ClientError::Disconnected(end.to_string()),
+            }
+        }
+    }
+}
+
+impl AgentClient {
+    /// Connects over `transport` with the default options.
+    pub fn handshake<T: Transport>(transport: T) -> Result<Self, ClientError> {
+        Self::handshake_with(transport, &ClientOptions::default())
+    }
+
+    /// Sends the hello and waits (at most `options.handshake_timeout`) for the agent's welcome.
+    pub fn handshake_with<T: Transport>(transport: T, options: &ClientOptions) -> Result<Self, ClientError> {
+        let (reader, mut writer, shutdown) = transport.split()?;
+        let nonce = RandomState::new().build_hasher().finish();
+        let hello = Hello { protocol: options.protocol, nonce, client_version: env!("CARGO_PKG_VERSION").into() };
+        writer.write_all(&MAGIC)?;
+        write_frame(&mut writer, &Frame::new(0, FrameKind::Hello, serde_json::to_vec(&hello).expect("hello")))?;
+
+        // The first read runs on its own thread so that a silent agent cannot block us past the timeout.
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = reader;
+            let frame = read_frame(&mut reader);
+            let _ = tx.send((reader, frame));
+        });
+        let (reader, frame) = match rx.recv_timeout(options.handshake_timeout) {
+            Ok(got) => got,
+            Err(_) => {
+                shutdown.shutdown();
+                return Err(ClientError::HandshakeTimeout { timeout: options.handshake_timeout });
+            }
+        };
+        let fail = |message: String| {
+            shutdown.shutdown();
+            Err(ClientError::Handshake(message))
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(FrameError::Closed) => return fail("the agent closed the channel".into()),
+            Err(e) => return fail(e.to_string()),
+        };
+        let welcome: Welcome = match (frame.stream, frame.kind) {
+            (0, FrameKind::Welcome) => match serde_json::from_slice(&frame.body) {
+                Ok(welcome) => welcome,
+                Err(e) => return fail(format!("welcome is not valid JSON: {e}")),
+            },
+            (0, FrameKind::Error) => return fail(format!("the agent refused: {}", String::from_utf8_lossy(&frame.body))),
+            (stream, kind) => return fail(format!("expected a welcome, got `{kind:?}` on stream `{stream}`")),
+        };
+        if welcome.protocol != options.protocol {
+            shutdown.shutdown();
+            return Err(ClientError::VersionMismatch { client: options.protocol, agent: welcome.protocol });
+        }
+        if welcome.nonce != nonce {
+            return fail(format!("the welcome answers nonce `{}`, not ours `{nonce}`", welcome.nonce));
+        }
+        let conn = Conn::start(Box::new(reader), Box::new(writer), shutdown, None);
+        Ok(Self { inner: Arc::new(ClientInner { conn, welcome }) })
+    }
+
+    /// The agent's welcome: its version and capabilities.
+    pub fn welcome(&self) -> &Welcome {
+        &self.inner.welcome
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn disconnected(&self) -> Option<String> {
+        self.inner.conn.failure()
+    }
+
+    fn open(&self, request: &Request, op: &'static str) -> Result<OpStream, ClientError> {
+        let body = serde_json::to_vec(request).expect("requests always serialize");
+        let stream = self.inner.conn.open(body).map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        Ok(OpStream { stream, op })
+    }
+
+    /// Asks the agent what its guest is.
+    pub fn facts(&self) -> Result<Facts, ClientError> {
+        let op = self.open(&Request::Facts, "facts")?;
+        match op.expect()? {
+            Incoming::Control(body) => match op.control(&body)? {
+                AgentMessage::Facts(facts) => Ok(facts),
+                other => Err(op.protocol(&format!("expected facts, got `{other:?}`"))),
+            },
+            other => Err(op.protocol(&format!("expected facts, got `{other:?}`"))),
+        }
+    }
+
+    /// Runs a program and collects its output.
+    pub fn exec(&self, request: ExecRequest) -> Result<ExecResult, ClientError> {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let status =
+            self.exec_streaming(request, |chunk| stdout.extend_from_slice(chunk), |chunk| stderr.extend_from_slice(chunk))?;
+        Ok(ExecResult { status, stdout, stderr })
+    }
+
+    /// Runs a program, handing each stdout and stderr chunk to the callbacks as it arrives.
+    pub fn exec_streaming(
+        &self,
+        request: ExecRequest,
+        mut on_stdout: impl FnMut(&[u8]),
+        mut on_stderr: impl FnMut(&[u8]),
+    ) -> Result<ExitStatus, ClientError> {
+        let spec = ExecSpec {
+            argv: request.argv,
+            env: request.env,
+            clear_env: request.clear_env,
+            cwd: request.cwd,
+            stdin: request.stdin.is_some(),
+            timeout_ms: request.timeout.map(|t| t.as_millis().try_into().unwrap_or(u64::MAX)),
+        };
+        let op = self.open(&Request::Exec(spec), "exec")?;
+        // Stdin goes out on its own thread: a program that writes before it reads would otherwise
+        // wait for us to read while we wait for it to read.
+        let feeder = request.stdin.map(|bytes| {
+            let stream = Arc::clone(&op.stream);
+            thread::spawn(move || {
+                if stream.send_data(false, &bytes).is_ok() {
+                    let _ = stream.send_eof();
+                }
+            })
+        });
+        let mut status = None;
+        while let Some(item) = op.next()? {
+            match item {
+                Incoming::Data(bytes) => on_stdout(&bytes),
+                Incoming::ErrData(bytes) => on_stderr(&bytes),
+                Incoming::Control(body) => match op.control(&body)? {
+                    AgentMessage::Exit(exit) => status = Some(exit),
+                    other => return Err(op.protocol(&format!("unexpected `{other:?}`"))),
+                },
+                Incoming::Eof => {}
+                Incoming::Error(_) => unreachable!("`next` turns errors into `Err`"),
+            }
+        }
+        if let Some(feeder) = feeder {
+            let _ = feeder.join();
+        }
+        status.ok_or_else(|| op.protocol("the stream ended without an exit status"))
+    }
+
+    /// Writes `content` to `path` in the guest with permission bits `mode`, atomically.
+    pub fn put_file(&self, path: &str, content: &mut dyn Read, mode: u32) -> Result<FileInfo, ClientError> {
+        let op = self.open(&Request::FilePut { path: path.into(), mode }, "file_put")?;
+        let local = |source| ClientError::Local { path: path.into(), source };
+        let mut hasher = crc32fast::Hasher::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; DATA_CHUNK];
+        loop {
+            let n = match content.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = op.stream.send_error("the client could not read the source");
+                    return Err(local(e));
+                }
+            };
+            hasher.update(&buf[..n]);
+            size += n as u64;
+            op.stream.send_data(false, &buf[..n]).map_err(|end| op.send_failed(end))?;
+        }
+        let crc32 = hasher.finalize();
+        op.stream.send_control(&ClientMessage::Trailer { size, crc32 }).map_err(|end| op.send_failed(end))?;
+        match op.expect()? {
+            Incoming::Control(body) => match op.control(&body)? {
+                AgentMessage::Trailer { size: got_size, crc32: got_crc } if got_size == size && got_crc == crc32 => {
+                    Ok(FileInfo { size, mode: mode & 0o7777, crc32 })
+                }
+                AgentMessage::Trailer { size: got_size, crc32: got_crc } => Err(ClientError::Damaged {
+                    path: path.into(),
+                    expected_size: size,
+                    expected_crc: crc32,
+                    size: got_size,
+                    crc: got_crc,
+                }),
+                other => Err(op.protocol(&format!("expected a trailer, got `{other:?}`"))),
+            },
+            other => Err(op.protocol(&format!("expected a trailer, got `{other:?}`"))),
+        }
+    }
+
+    /// Reads `path` from the guest into `out`, checking its checksum.
+    pub fn get_file(&self, path: &str, out: &mut dyn Write) -> Result<FileInfo, ClientError> {
+        let op = self.open(&Request::FileGet { path: path.into() }, "file_get")?;
+        let mode = match op.expect()? {
+            Incoming::Control(body) => match op.control(&body)? {
+                AgentMessage::FileMeta { mode, .. } => mode,
+                other => return Err(op.protocol(&format!("expected file metadata, got `{other:?}`"))),
+            },
+            other => return Err(op.protocol(&format!("expected file metadata, got `{other:?}`"))),
+        };
+        let mut hasher = crc32fast::Hasher::new();
+        let mut size = 0u64;
+        loop {
+            match op.expect()? {
+                Incoming::Data(bytes) => {
+                    out.write_all(&bytes).map_err(|source| ClientError::Local { path: path.into(), source })?;
+                    hasher.update(&bytes);
+                    size += bytes.len() as u64;
+                }
+                Incoming::Control(body) => {
+                    let AgentMessage::Trailer { size: expected_size, crc32: expected_crc } = op.control(&body)? else {
+                        return Err(op.protocol("expected a trailer"));
+                    };
+                    let crc = hasher.finalize();
+                    if expected_size != size || expected_crc != crc {
+                        return Err(ClientError::Damaged { path: path.into(), expected_size, expected_crc, size, crc });
+                    }
+                    out.flush().map_err(|source| ClientError::Local { path: path.into(), source })?;
+                    return Ok(FileInfo { size, mode, crc32: crc });
+                }
+                other => return Err(op.protocol(&format!("unexpected `{other:?}` in a file"))),
+            }
+        }
+    }
+
+    /// Connects, through the agent, to the guest's unix socket at `path` (which must be on the agent's
+    /// allowlist) and returns the byte stream.
+    pub fn open_relay(&self, path: &str) -> Result<RelayStream, ClientError> {
+        let op = self.open(&Request::Relay { path: path.into() }, "relay")?;
+        match op.expect()? {
+            Incoming::Control(body) => match op.control(&body)? {
+                AgentMessage::Connected => {}
+                other => return Err(op.protocol(&format!("expected `connected`, got `{other:?}`"))),
+            },
+            other => return Err(op.protocol(&format!("expected `connected`, got `{other:?}`"))),
+        }
+        Ok(RelayStream::new(Arc::clone(&self.inner), Arc::clone(&op.stream)))
+    }
+}

@@ -1,0 +1,67 @@
+//! nestform's in-guest agent and its host-side client.
+//!
+//! The agent (`nestform-agent`, a static binary) runs inside a guest and serves one byte stream: the
+//! virtio-serial port `/dev/virtio-ports/dev.nestform.agent.0`. The host reaches that port through
+//! libvirt's `Domain::open_channel`, which works over any libvirt connection, including one tunnelled
+//! through a parent guest. The agent never listens on a network socket and never speaks first: it only
+//! answers. [`AgentClient`] is the host side, over any [`Transport`].
+//!
+//! # Protocol (version 1)
+//!
+//! ```text
+//!  client (host)                                          agent (guest)
+//!    |-- "NESTFORM" magic ----------------------------------->|  agent skips any bytes before it
+//!    |-- Hello   {protocol, nonce, client_version} ---------->|  stream 0
+//!    |<-- Welcome {protocol, nonce, agent_version, caps} -----|  on a version mismatch the agent still
+//!    |                                                        |  sends its Welcome, then closes
+//!    |-- Open(3) {"op":"exec", argv, ...} ------------------->|  agent starts a thread for stream 3
+//!    |-- Open(5) {"op":"file_get", path} ------------------->|  streams interleave freely
+//!    |-- Data(3) stdin bytes, Eof(3) ------------------------>|
+//!    |<-- Control(5) {"type":"file_meta", size, mode} --------|
+//!    |<-- Data(3) stdout / ErrData(3) stderr -----------------|
+//!    |-- Credit(3) n ---------------------------------------->|  receiver returns credit as it consumes
+//!    |<-- Data(5) ..., Control(5) {"type":"trailer", crc32} --|
+//!    |<-- Control(3) {"type":"exit", code, signal} -----------|
+//!    |<-- Close(3), Close(5) ---------------------------------|  agent is done with the stream
+//!    |-- Close(3), Close(5) --------------------------------->|  id is free once both sides closed
+//!
+//!  every frame:  | length u32 BE | stream u32 BE | kind u8 | body (length - 5 bytes, at most 1 MiB) |
+//! ```
+//!
+//! - Frame kinds: [`frame::FrameKind`]. Control bodies are JSON ([`proto`]); data bodies are raw bytes
+//!   in chunks of at most 64 KiB.
+//! - A length over the limit, an unknown kind, or a frame that breaks the rules below is a protocol
+//!   error: the side that sees it sends `Error` on stream 0 with the message and closes the connection.
+//!   The claimed size is never allocated.
+//! - Stream ids are chosen by the client (1, 2, 3, ...); stream 0 is the connection itself.
+//! - `Error(n)` reports that stream `n` failed (e.g. a relay path off the allowlist); `Close(n)` from the
+//!   client before the agent finished cancels the stream (a running program's process group is killed).
+//!
+//! # Flow control
+//!
+//! Credit per stream and direction ([`mux::WINDOW`], 256 KiB): a sender may have at most that many data
+//! bytes outstanding; the receiver returns credit as its consumer takes bytes. Each side's reader thread
+//! only moves frames into per-stream inboxes (bounded by the window) and never waits on a consumer, so a
+//! slow reader on one stream stalls only that stream's sender, never the channel or another stream.
+//! Control frames are not counted: each stream sends only a handful.
+//!
+//! # Reconnects
+//!
+//! When the host side closes the port the agent sees end-of-file, fails every stream of that session
+//! (killing programs it started), reopens the port and waits for a new magic and hello. The magic lets
+//! it skip stale bytes left in the port by the previous session.
+//!
+//! The framing, multiplexing and flow control are nestform's own (they are small and tied to a single
+//! virtio-serial byte stream); JSON, checksums and interface listing come from well-kept crates.
+
+pub mod agent;
+pub mod client;
+pub mod frame;
+pub mod mux;
+pub mod proto;
+pub mod transport;
+
+pub use agent::{serve_session, AgentConfig, AgentError, SessionEnd, DEFAULT_PORT};
+pub use client::{AgentClient, ClientError, ClientOptions, ExecRequest, ExecResult, RelayStream, RelayWriter};
+pub use proto::{ExitStatus, Facts, FileInfo, KvmNested, NetAddress, Welcome, PROTOCOL_VERSION};
+pub use transport::{Pipe, ShutdownHandle, Transport};

@@ -1,0 +1,541 @@
+//! Stream multiplexing over one byte channel, shared by the agent and the client.
+//!
+//! One demultiplexer thread per connection reads frames and routes each to its stream's inbox. It never
+//! blocks on a stream's consumer and never writes to the channel in its own loop, so it always drains
+//! the channel: writers on either side can make progress, and a slow stream cannot stall another one.
+//!
+//! Flow control is credit per stream and direction: a sender may have at most [`WINDOW`] data bytes
+//! that the receiver has not consumed yet. The receiver returns credit (a `Credit` frame) as its consumer
+//! takes bytes out of the inbox. Inboxes are therefore bounded by [`WINDOW`] per stream, and a peer that
+//! sends past its credit is a protocol error that ends the connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use crate::frame::{read_frame, write_frame, Frame, FrameError, FrameKind, DATA_CHUNK};
+use crate::transport::ShutdownHandle;
+
+/// Data bytes one side may send on one stream before the receiver returns credit (256 KiB).
+pub const WINDOW: u32 = 256 * 1024;
+
+/// What a stream's consumer receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// Primary bytes.
+    Data(Vec<u8>),
+    /// Secondary bytes (stderr).
+    ErrData(Vec<u8>),
+    /// The peer sends no more data.
+    Eof,
+    /// A JSON control message.
+    Control(Vec<u8>),
+    /// The peer reports that the stream failed.
+    Error(String),
+}
+
+/// Why a stream yields nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamEnd {
+    /// The peer closed (or cancelled) the stream.
+    #[error("the stream was closed by the peer")]
+    Closed,
+    /// The whole connection failed.
+    #[error("{0}")]
+    Failed(String),
+    /// The deadline passed first.
+    #[error("timed out")]
+    Timeout,
+}
+
+/// Called by the demultiplexer when the peer opens a stream (agent side only). It must not block:
+/// the agent spawns a thread.
+pub type OnOpen = Box<dyn Fn(Arc<Stream>, Vec<u8>) + Send + Sync>;
+
+/// One connection: the writer, the streams and the demultiplexer thread.
+pub struct Conn {
+    writer: Mutex<Option<Box<dyn Write + Send>>>,
+    shutdown: ShutdownHandle,
+    streams: Mutex<HashMap<u32, Arc<Stream>>>,
+    failure: Mutex<Option<String>>,
+    next_id: AtomicU32,
+    demux: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Conn {
+    /// Starts the demultiplexer on `reader`. `on_open` is `Some` on the agent side.
+    pub fn start(
+        reader: Box<dyn Read + Send>,
+        writer: Box<dyn Write + Send>,
+        shutdown: ShutdownHandle,
+        on_open: Option<OnOpen>,
+    ) -> Arc<Conn> {
+        let conn = Arc::new(Conn {
+            writer: Mutex::new(Some(writer)),
+            shutdown,
+            streams: Mutex::new(HashMap::new()),
+            failure: Mutex::new(None),
+            next_id: AtomicU32::new(1),
+            demux: Mutex::new(None),
+        });
+        let demux_conn = Arc::clone(&conn);
+        let handle = thread::Builder::new()
+            .name("nestform-agent-demux".into())
+            .spawn(move || demux_conn.demux(reader, on_open))
+            .expect("spawning the demultiplexer thread");
+        *lock(&conn.demux) = Some(handle);
+        conn
+    }
+
+    /// Blocks until the demultiplexer has stopped (the connection ended).
+    pub fn join(&self) {
+        let handle = lock(&self.demux).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+
+    /// Number of streams not yet closed by both sides.
+    pub fn open_streams(&self) -> usize {
+        lock(&self.streams).len()
+    }
+
+    /// Opens a new stream (client side) with `request` as the `Open` body.
+    pub fn open(self: &Arc<Self>, request: Vec<u8>) -> Result<Arc<Stream>, StreamEnd> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stream = Stream::new(id, Arc::clone(self));
+        lock(&self.streams).insert(id, Arc::clone(&stream));
+        if let Err(end) = self.send(Frame::new(id, FrameKind::Open, request)) {
+            lock(&self.streams).remove(&id);
+            return Err(end);
+        }
+        Ok(stream)
+    }
+
+    /// Writes one frame, unless the connection already failed.
+    pub fn send(&self, frame: Frame) -> Result<(), StreamEnd> {
+        let mut writer = lock(&self.writer);
+        let Some(out) = writer.as_mut() else {
+            return Err(StreamEnd::Failed(self.failure().unwrap_or_else(|| "the channel was closed".into())));
+        };
+        if let Err(e) = write_frame(out.as_mut(), &frame) {
+            drop(writer);
+            let reason = format!("writing to the channel failed: {e}");
+            self.fail(&reason);
+            return Err(StreamEnd::Failed(reason));
+        }
+        Ok(())
+    }
+
+    /// Ends the connection: every stream fails with `reason` and the transport is shut down so the
+    /// demultiplexer stops. The first reason wins.
+    pub fn fail(&self, reason: &str) {
+        {
+            let mut failure = lock(&self.failure);
+            if failure.is_some() {
+                return;
+            }
+            *failure = Some(reason.to_string());
+        }
+        let streams: Vec<_> = lock(&self.streams).drain().map(|(_, s)| s).collect();
+        for stream in streams {
+            stream.update(|state| state.failed = Some(reason.to_string()));
+        }
+        self.shutdown.shutdown();
+        // Dropping the writer after the shutdown: a write in progress was unblocked by it.
+        lock(&self.writer).take();
+    }
+
+    /// Sends a connection-level error to the peer, then ends the connection. The write runs on its own
+    /// thread because the caller may be the demultiplexer, which must keep draining the channel.
+    fn fail_with_notice(self: &Arc<Self>, reason: String) {
+        let conn = Arc::clone(self);
+        let _ = thread::Builder::new().name("nestform-agent-notice".into()).spawn(move || {
+            let _ = conn.send(Frame::new(0, FrameKind::Error, reason.clone().into_bytes()));
+            conn.fail(&reason);
+        });
+    }
+
+    fn demux(self: Arc<Self>, mut reader: Box<dyn Read + Send>, on_open: Option<OnOpen>) {
+        let mut noticed = false;
+        loop {
+            let frame = match read_frame(reader.as_mut()) {
+                Ok(frame) => frame,
+                Err(FrameError::Closed) => {
+                    self.fail("the channel was closed");
+                    return;
+                }
+                Err(e @ (FrameError::TooLarge { .. } | FrameError::Malformed(_))) => {
+                    // Framing is lost: nothing after this can be trusted, so tell the peer and end.
+                    self.fail_with_notice(format!("protocol error: {e}"));
+                    self.drain(reader.as_mut());
+                    return;
+                }
+                Err(FrameError::Io(e)) => {
+                    self.fail(&format!("reading from the channel failed: {e}"));
+                    return;
+                }
+            };
+            if noticed || self.failure().is_some() {
+                // After a failure only keep draining, so that the notice (or a peer's write) finishes.
+                continue;
+            }
+            if let Err(reason) = self.route(frame, on_open.as_ref()) {
+                noticed = true;
+                self.fail_with_notice(format!("protocol error: {reason}"));
+            }
+        }
+    }
+
+    fn drain(&self, reader: &mut dyn Read) {
+        let mut sink = [0u8; 8192];
+        while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+    }
+
+    fn route(self: &Arc<Self>, frame: Frame, on_open: Option<&OnOpen>) -> Result<(), String> {
+        if frame.stream == 0 {
+            return match frame.kind {
+                FrameKind::Error => {
+                    self.fail(&format!("peer ended the connection: {}", String::from_utf8_lossy(&frame.body)));
+                    Ok(())
+                }
+                kind => Err(format!("unexpected `{kind:?}` frame on stream 0")),
+            };
+        }
+        if frame.kind == FrameKind::Open {
+            let Some(on_open) = on_open else {
+                return Err("the agent may not open streams".into());
+            };
+            let stream = {
+                let mut streams = lock(&self.streams);
+                if streams.contains_key(&frame.stream) {
+                    return Err(format!("stream `{}` is already open", frame.stream));
+                }
+                let stream = Stream::new(frame.stream, Arc::clone(self));
+                streams.insert(frame.stream, Arc::clone(&stream));
+                stream
+            };
+            on_open(stream, frame.body);
+            return Ok(());
+        }
+        let Some(stream) = lock(&self.streams).get(&frame.stream).cloned() else {
+            // Late frames for a stream both sides closed are harmless.
+            return Ok(());
+        };
+        stream.deliver(frame)
+    }
+
+    fn forget(&self, id: u32) {
+        lock(&self.streams).remove(&id);
+    }
+}
+
+/// State of one stream, guarded by the stream's mutex.
+#[derive(Default)]
+struct StreamState {
+    inbox: VecDeque<Incoming>,
+    /// Data bytes we may still send.
+    send_credit: u64,
+    /// Data bytes received and not yet returned as credit.
+    recv_outstanding: u64,
+    peer_closed: bool,
+    local_closed: bool,
+    failed: Option<String>,
+}
+
+/// One stream of a connection, usable from several threads (e.g. one sending stdin while another reads
+/// stdout).
+pub struct Stream {
+    id: u32,
+    conn: Arc<Conn>,
+    state: Mutex<StreamState>,
+    cond: Condvar,
+}
+
+impl Stream {
+    fn new(id: u32, conn: Arc<Conn>) -> Arc<Self> {
+        Arc::new(Stream {
+            id,
+            conn,
+            state: Mutex::new(StreamState { send_credit: u64::from(WINDOW), ..StreamState::default() }),
+            cond: Condvar::new(),
+        })
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn update(&self, f: impl FnOnce(&mut StreamState)) {
+        f(&mut lock(&self.state));
+        self.cond.notify_all();
+    }
+
+    /// Called by the demultiplexer; never blocks on the consumer.
+    fn deliver(&self, frame: Frame) -> Result<(), String> {
+        let mut state = lock(&self.state);
+        match frame.kind {
+            FrameKind::Data | FrameKind::ErrData => {
+                state.recv_outstanding += frame.body.len() as u64;
+                if state.recv_outstanding > u64::from(WINDOW) {
+                    return Err(format!("stream `{}` sent past its credit", self.id));
+                }
+                if !state.local_closed {
+                    let item = if frame.kind == FrameKind::Data {
+                        Incoming::Data(frame.body)
+                    } else {
+                        Incoming::ErrData(frame.body)
+                    };
+                    state.inbox.push_back(item);
+                }
+            }
+            FrameKind::Eof => state.inbox.push_back(Incoming::Eof),
+            FrameKind::Control => state.inbox.push_back(Incoming::Control(frame.body)),
+            FrameKind::Error => state.inbox.push_back(Incoming::Error(String::from_utf8_lossy(&frame.body).into())),
+            FrameKind::Credit => {
+                let bytes: [u8; 4] = frame.body.as_slice().try_into().map_err(|_| "credit body is not 4 bytes")?;
+                state.send_credit += u64::from(u32::from_be_bytes(bytes));
+                if state.send_credit > u64::from(WINDOW) {
+                    return Err(format!("stream `{}` returned more credit than it was sent", self.id));
+                }
+            }
+            FrameKind::Close => {
+                state.peer_closed = true;
+                if state.local_closed {
+                    self.conn.forget(self.id);
+                }
+            }
+            kind @ (FrameKind::Hello | FrameKind::Welcome | FrameKind::Open) => {
+                return Err(format!("unexpected `{kind:?}` frame on stream `{}`", self.id));
+            }
+        }
+        drop(state);
+        self.cond.notify_all();
+        Ok(())
+    }
+
+    /// Takes the next item, waiting until `deadline` (forever when `None`). Consuming data returns its
+    /// credit to the peer.
+    pub fn recv(&self, deadline: Option<Instant>) -> Result<Incoming, StreamEnd> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(item) = state.inbox.pop_front() {
+                let consumed = match &item {
+                    Incoming::Data(bytes) | Incoming::ErrData(bytes) => bytes.len() as u32,
+                    _ => 0,
+                };
+                let give_back = consumed > 0 && !state.peer_closed && !state.local_closed;
+                state.recv_outstanding -= u64::from(consumed);
+                drop(state);
+                if give_back {
+                    // A failed credit write means the connection is gone; the next recv says so.
+                    let _ = self.conn.send(Frame::new(self.id, FrameKind::Credit, consumed.to_be_bytes().to_vec()));
+                }
+                return Ok(item);
+            }
+            if let Some(reason) = &state.failed {
+                return Err(StreamEnd::Failed(reason.clone()));
+            }
+            if state.peer_closed || state.local_closed {
+                return Err(StreamEnd::Closed);
+            }
+            state = match deadline {
+                None => self.cond.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        return Err(StreamEnd::Timeout);
+                    };
+                    self.cond.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
+
+    /// Sends bytes as `Data` (or `ErrData` when `stderr`), waiting for credit as needed.
+    pub fn send_data(&self, stderr: bool, mut bytes: &[u8]) -> Result<(), StreamEnd> {
+        let kind = if stderr { FrameKind::ErrData } else { FrameKind::Data };
+        while !bytes.is_empty() {
+            let n = {
+                let mut state = lock(&self.state);
+                loop {
+                    if let Some(reason) = &state.failed {
+                        return Err(StreamEnd::Failed(reason.clone()));
+                    }
+                    if state.peer_closed || state.local_closed {
+                        return Err(StreamEnd::Closed);
+                    }
+                    if state.send_credit > 0 {
+                        break;
+                    }
+                    state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+                let n = bytes.len().min(DATA_CHUNK).min(state.send_credit as usize);
+                state.send_credit -= n as u64;
+                n
+            };
+            self.conn.send(Frame::new(self.id, kind, bytes[..n].to_vec()))?;
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    /// Sends a JSON control message.
+    pub fn send_control(&self, message: &impl serde::Serialize) -> Result<(), StreamEnd> {
+        let body = serde_json::to_vec(message).expect("control messages always serialize");
+        self.send_frame(FrameKind::Control, body)
+    }
+
+    /// Half-closes: no more data from this side.
+    pub fn send_eof(&self) -> Result<(), StreamEnd> {
+        self.send_frame(FrameKind::Eof, Vec::new())
+    }
+
+    /// Reports a failure of this stream to the peer (the caller closes afterwards).
+    pub fn send_error(&self, message: &str) -> Result<(), StreamEnd> {
+        self.send_frame(FrameKind::Error, message.as_bytes().to_vec())
+    }
+
+    fn send_frame(&self, kind: FrameKind, body: Vec<u8>) -> Result<(), StreamEnd> {
+        {
+            let state = lock(&self.state);
+            if let Some(reason) = &state.failed {
+                return Err(StreamEnd::Failed(reason.clone()));
+            }
+            if state.local_closed {
+                return Err(StreamEnd::Closed);
+            }
+        }
+        self.conn.send(Frame::new(self.id, kind, body))
+    }
+
+    /// Sends `Close` once; later calls do nothing. Wakes every thread waiting on this stream.
+    pub fn close(&self) {
+        let mut state = lock(&self.state);
+        if state.local_closed || state.failed.is_some() {
+            return;
+        }
+        state.local_closed = true;
+        state.inbox.clear();
+        let forget = state.peer_closed;
+        drop(state);
+        self.cond.notify_all();
+        let _ = self.conn.send(Frame::new(self.id, FrameKind::Close, Vec::new()));
+        if forget {
+            self.conn.forget(self.id);
+        }
+    }
+
+    /// The peer closed or cancelled the stream, or the connection failed.
+    pub fn is_ended(&self) -> bool {
+        let state = lock(&self.state);
+        state.peer_closed || state.failed.is_some()
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves its state consistent.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    fn pair(on_open: OnOpen) -> (Arc<Conn>, Arc<Conn>) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let start = |s: UnixStream, on_open| {
+            let reader = s.try_clone().unwrap();
+            let closer = s.try_clone().unwrap();
+            Conn::start(
+                Box::new(reader),
+                Box::new(s),
+                ShutdownHandle::new(move || {
+                    let _ = closer.shutdown(std::net::Shutdown::Both);
+                }),
+                on_open,
+            )
+        };
+        (start(a, None), start(b, Some(on_open)))
+    }
+
+    fn soon() -> Option<Instant> {
+        Some(Instant::now() + Duration::from_secs(10))
+    }
+
+    #[test]
+    fn echo_stream_respects_credit_and_closes() {
+        let on_open: OnOpen = Box::new(|stream, body| {
+            assert_eq!(body, b"echo");
+            thread::spawn(move || {
+                while let Ok(Incoming::Data(bytes)) = stream.recv(None) {
+                    stream.send_data(false, &bytes).unwrap();
+                }
+                stream.close();
+            });
+        });
+        let (client, agent) = pair(on_open);
+        let stream = client.open(b"echo".to_vec()).unwrap();
+        // More than the window: only works if credit flows back as the agent consumes.
+        let payload: Vec<u8> = (0..3 * WINDOW).map(|i| i as u8).collect();
+        let sender = {
+            let stream = Arc::clone(&stream);
+            let payload = payload.clone();
+            thread::spawn(move || {
+                stream.send_data(false, &payload).unwrap();
+                stream.send_eof().unwrap();
+            })
+        };
+        let mut got = Vec::new();
+        loop {
+            match stream.recv(soon()) {
+                Ok(Incoming::Data(bytes)) => got.extend_from_slice(&bytes),
+                Err(StreamEnd::Closed) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        sender.join().unwrap();
+        assert_eq!(got, payload);
+        stream.close();
+        // Both sides closed: the agent forgets the stream once our Close arrives.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while agent.open_streams() > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(agent.open_streams(), 0);
+        assert_eq!(client.open_streams(), 0);
+    }
+
+    #[test]
+    fn connection_failure_wakes_waiting_streams() {
+        let on_open: OnOpen = Box::new(|_stream, _body| {});
+        let (client, agent) = pair(on_open);
+        let stream = client.open(b"x".to_vec()).unwrap();
+        let waiter = thread::spawn(move || stream.recv(None));
+        thread::sleep(Duration::from_millis(50));
+        agent.fail("test ends the agent side");
+        let end = waiter.join().unwrap();
+        assert!(matches!(end, Err(StreamEnd::Failed(_))), "{end:?}");
+        client.join();
+        assert!(client.failure().is_some());
+    }
+
+    #[test]
+    fn recv_times_out() {
+        let on_open: OnOpen = Box::new(|_stream, _body| {});
+        let (client, _agent) = pair(on_open);
+        let stream = client.open(b"x".to_vec()).unwrap();
+        let end = stream.recv(Some(Instant::now() + Duration::from_millis(20)));
+        assert_eq!(end, Err(StreamEnd::Timeout));
+    }
+}
