@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nestform_provider::{Hypervisor, ProviderError};
 use nestform_state::{ResourceState, State};
-use nestform_types::{Owner, ResourceAddr, ResourceSpec};
+use nestform_types::{Owner, ResourceAddr, ResourceSpec, ResourceType};
 
 use super::ops::{ChangeIndex, HostKind, Op, OpKind, View};
 use crate::hosts::{promoted_error, Hosts};
@@ -64,13 +64,17 @@ impl Context {
             (_, OpKind::Delete) => {
                 if let Some(id) = &c.id {
                     match c.addr.ty {
-                        nestform_types::ResourceType::NestedGuest => host()?.delete_guest(id)?,
-                        nestform_types::ResourceType::NatNetwork => host()?.delete_network(id)?,
+                        ResourceType::NestedGuest => host()?.delete_guest(id)?,
+                        ResourceType::NatNetwork => host()?.delete_network(id)?,
                         // A level-0 host and a benchmark leave nothing on any host to delete.
                         _ => {}
                     }
                 }
                 Ok(StateUpdate::Remove(c.addr.clone()))
+            }
+            // Only guests run; a network or host "restarted" with its guest comes back by itself.
+            (_, OpKind::Stop | OpKind::Start) if c.addr.ty != ResourceType::NestedGuest => {
+                Ok(StateUpdate::Nothing)
             }
             (_, OpKind::Stop) => {
                 host()?.stop_guest(self.id(c)?, self.stop_timeout)?;

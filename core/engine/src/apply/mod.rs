@@ -33,6 +33,8 @@ pub use ops::OpKind;
 /// Where apply saves state after each operation. The CLI's sink writes the state file atomically;
 /// tests keep snapshots. Taking a callback keeps the engine free of files.
 pub trait StateSink: Send + Sync {
+    /// Saves `state`. Called from a blocking thread, never two calls at once; an error fails the
+    /// operation whose change it was saving.
     fn persist(&self, state: &State) -> Result<(), String>;
 }
 
@@ -64,6 +66,7 @@ pub struct ApplyEvent {
     pub phase: Phase,
 }
 
+/// Where an operation is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Phase {
     Started,
@@ -81,7 +84,9 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct ApplyOutcome {
     pub state: State,
+    /// Each failed operation (or refused resource) with its error; skipped dependents are not listed.
     pub errors: Vec<(ResourceAddr, String)>,
+    /// True when a cancel left operations unstarted.
     pub cancelled: bool,
 }
 
@@ -126,11 +131,11 @@ pub async fn apply(
         stop_timeout: opts.stop_timeout,
     });
     let journal = Arc::new(Journal { state: Mutex::new((state, 0)), saved: Mutex::new(0), sink });
-    let ops = Arc::new(graph.ops);
+    let all_ops = graph.ops;
     let events = opts.events.clone();
     let report = walk(&dag, opts.parallelism, opts.cancel.clone(), |id: NodeId| {
         let (ctx, journal, events) = (ctx.clone(), journal.clone(), events.clone());
-        let op = ops[*dag.node(id)].clone();
+        let op = all_ops[*dag.node(id)].clone();
         async move {
             let send = |phase| {
                 // The receiver going away (a CLI that stopped listening) must not stop the apply.
@@ -156,7 +161,7 @@ pub async fn apply(
 
     let mut errors = Vec::new();
     for (id, outcome) in &report.outcomes {
-        let op = &ops[*dag.node(*id)];
+        let op = &all_ops[*dag.node(*id)];
         match outcome {
             NodeOutcome::Failed(e) => errors.push((op.addr.clone(), e.clone())),
             NodeOutcome::Skipped { .. } | NodeOutcome::NotStarted => {
@@ -170,8 +175,12 @@ pub async fn apply(
         }
     }
     let cancelled = *opts.cancel.borrow() && report.outcomes.values().any(|o| *o == NodeOutcome::NotStarted);
-    let journal = Arc::try_unwrap(journal).ok().expect("every operation has finished");
-    let state = journal.state.into_inner().unwrap_or_else(|p| p.into_inner()).0;
+    // Every operation has finished, so the journal is ours alone; cloning covers a task that somehow
+    // still holds it rather than panicking.
+    let state = match Arc::try_unwrap(journal) {
+        Ok(j) => j.state.into_inner().unwrap_or_else(|p| p.into_inner()).0,
+        Err(shared) => shared.state.lock().unwrap_or_else(|p| p.into_inner()).0.clone(),
+    };
     ApplyOutcome { state, errors, cancelled }
 }
 

@@ -358,7 +358,8 @@ fn validate(plan: &Plan, view: &View<'_>) -> Refusals {
             });
             match (promoted, view.host_kind(&c.addr, builds)) {
                 (Some(g), _) => refuse(format!(
-                    "promoting the guest `{g}` to a hypervisor is not supported yet (a later version adds it)"
+                    "it promotes the guest `{g}` to a hypervisor; promoted hosts are not supported yet (a later \
+                     version adds them)"
                 )),
                 (None, None) => refuse("the host has neither `uri` nor `guest`".to_string()),
                 (None, Some(_)) => {}

@@ -83,7 +83,7 @@ fn state_attributes(s: &ResourceState) -> Value {
     match &s.attributes {
         Value::Object(m) if m.contains_key("type") => {
             let mut m = m.clone();
-            m.remove("type");
+            m.shift_remove("type");
             Value::Object(m)
         }
         other => other.clone(),
