@@ -400,6 +400,32 @@ mod tests {
     }
 
     #[test]
+    fn reads_hosts_from_a_configuration() {
+        let file = std::sync::Arc::new(nestform_config::SourceFile::new("main.nf.hcl", ""));
+        let range = nestform_config::SourceRange::new(&file, 0..0);
+        let mut config = nestform_config::Config::default();
+        let host = KvmHostSpec {
+            uri: Some("fake://cfg".into()),
+            guest: None,
+            nested: false,
+            kvm_module_options: BTreeMap::new(),
+        };
+        let rc = nestform_config::ResourceConfig {
+            addr: addr("kvm_host.cfg"),
+            spec: ResourceSpec::KvmHost(host),
+            range,
+            attr_ranges: BTreeMap::new(),
+            depends_on: BTreeSet::new(),
+        };
+        config.resources.insert(addr("kvm_host.cfg"), rc);
+        let hosts = Hosts::new(FakeProvider::new());
+        let r = refresh(Some(&config), &State::new(), &hosts);
+        assert!(r.facts.contains_key(&addr("kvm_host.cfg")), "{:?}", r.warnings);
+        assert_eq!(hosts.get(&addr("kvm_host.cfg")).unwrap().uri(), "fake://cfg");
+        assert!(refresh(None, &State::new(), &hosts).facts.is_empty());
+    }
+
+    #[test]
     fn promoted_host_resources_are_kept_with_a_warning() {
         let (_, hosts, mut state) = world(1);
         let mut l1 = host_state("unused");

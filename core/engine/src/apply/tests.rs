@@ -353,7 +353,7 @@ async fn cancel_lets_running_finish_and_saves_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallelism_is_bounded() {
     let provider = FakeProvider::new();
-    provider.set_delay(Duration::from_millis(20));
+    provider.set_delay(Duration::from_millis(50));
     let hosts = Hosts::new(provider.clone());
     let mut changes = vec![change("kvm_host.l0", Action::Create, Some(host_uri("fake://l0")), 0)];
     for i in 0..12 {

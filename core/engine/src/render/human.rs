@@ -279,6 +279,30 @@ mod tests {
         insta::assert_snapshot!(render(&conf, &state, PlanOptions::default()));
     }
 
+    /// The XML diff as the real libvirt provider writes it, through libvirt's in-process test driver.
+    #[test]
+    fn domain_diff_from_the_libvirt_provider() {
+        use nestform_provider::Provider;
+        let hv = nestform_provider_libvirt::LibvirtProvider::new().connect("test:///default").unwrap();
+        let hypervisors = [(crate::planner::tests::addr("kvm_host.l0"), hv)].into();
+        let conf = small();
+        let state = conf.applied();
+        let conf = conf.edit_guest("g1", |g| {
+            g.memory = ByteSize::gib(1);
+            g.vcpus = 2;
+        });
+        let (changes, _) =
+            run_with(&conf, &state, &BTreeMap::new(), &hypervisors, PlanOptions::default()).unwrap();
+        let out = render_plan(&plan_of(changes));
+        assert!(out.contains("--- domain XML before\n        +++ domain XML after\n"), "{out}");
+        let removed: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("-  ")).collect();
+        let added: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("+  ")).collect();
+        assert!(removed.iter().any(|l| l.contains("524288")), "{out}");
+        assert!(added.iter().any(|l| l.contains("1048576")), "{out}");
+        assert!(added.iter().any(|l| l.contains(">2</vcpu>")), "{out}");
+        assert!(out.contains("Plan: 0 to add, 1 to change, 0 to replace, 0 to destroy."));
+    }
+
     #[test]
     fn outputs_are_listed_after_the_summary() {
         let mut plan = plan_of(Vec::new());

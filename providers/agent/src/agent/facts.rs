@@ -62,10 +62,11 @@ pub(crate) fn parse_mem_total(meminfo: &str) -> Option<u64> {
 
 /// `nestform.level=N` from a kernel command line; 0 when absent or not a number.
 pub(crate) fn parse_nesting_level(cmdline: &str) -> u32 {
+    // The last occurrence wins, as the kernel treats repeated parameters.
     cmdline
         .split_whitespace()
-        .filter_map(|word| word.strip_prefix("nestform.level="))
-        .last()
+        .rev()
+        .find_map(|word| word.strip_prefix("nestform.level="))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }

@@ -184,11 +184,15 @@ pub struct AgentClient {
 struct OpStream {
     stream: Arc<Stream>,
     op: &'static str,
+    /// False once the stream was handed on (a relay), whose new owner closes it.
+    close_on_drop: bool,
 }
 
 impl Drop for OpStream {
     fn drop(&mut self) {
-        self.stream.close();
+        if self.close_on_drop {
+            self.stream.close();
+        }
     }
 }
 
@@ -298,7 +302,7 @@ impl AgentClient {
     fn open(&self, request: &Request, op: &'static str) -> Result<OpStream, ClientError> {
         let body = serde_json::to_vec(request).expect("requests always serialize");
         let stream = self.inner.conn.open(body).map_err(|e| ClientError::Disconnected(e.to_string()))?;
-        Ok(OpStream { stream, op })
+        Ok(OpStream { stream, op, close_on_drop: true })
     }
 
     /// Asks the agent what its guest is.
@@ -445,7 +449,7 @@ impl AgentClient {
     /// Connects, through the agent, to the guest's unix socket at `path` (which must be on the agent's
     /// allowlist) and returns the byte stream.
     pub fn open_relay(&self, path: &str) -> Result<RelayStream, ClientError> {
-        let op = self.open(&Request::Relay { path: path.into() }, "relay")?;
+        let mut op = self.open(&Request::Relay { path: path.into() }, "relay")?;
         match op.expect()? {
             Incoming::Control(body) => match op.control(&body)? {
                 AgentMessage::Connected => {}
@@ -453,6 +457,7 @@ impl AgentClient {
             },
             other => return Err(op.protocol(&format!("expected `connected`, got `{other:?}`"))),
         }
+        op.close_on_drop = false;
         Ok(RelayStream::new(Arc::clone(&self.inner), Arc::clone(&op.stream)))
     }
 }
