@@ -203,9 +203,7 @@ pub enum StateCommand {
         addresses: Vec<String>,
     },
     /// Show one resource's attributes
-    Show {
-        address: String,
-    },
+    Show { address: String },
 }
 
 #[cfg(test)]
@@ -228,8 +226,16 @@ mod tests {
     #[test]
     fn parses_terraform_style() {
         let cli = Cli::try_parse_from(normalize(v(&[
-            "nestform", "-chdir=examples/quickstart", "plan", "-out", "p.json", "-detailed-exitcode",
-            "-var", "uri=test:///default", "-target", "nested_guest.a",
+            "nestform",
+            "-chdir=examples/quickstart",
+            "plan",
+            "-out",
+            "p.json",
+            "-detailed-exitcode",
+            "-var",
+            "uri=test:///default",
+            "-target",
+            "nested_guest.a",
         ])))
         .unwrap();
         assert_eq!(cli.chdir.unwrap(), PathBuf::from("examples/quickstart"));

@@ -19,7 +19,10 @@ pub fn init(no_color: bool) {
 /// Asks the Terraform question and accepts only `yes`.
 pub fn confirm(question: &str, detail: &str) -> bool {
     let mut out = std::io::stdout().lock();
-    let _ = write!(out, "\n{question}\n  {detail}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
+    let _ = write!(
+        out,
+        "\n{question}\n  {detail}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+    );
     let _ = out.flush();
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use nestform_engine::apply::{apply, ApplyOptions, StateSink};
 use nestform_engine::hosts::Hosts;
 use nestform_engine::plan::{Action, Plan, ResourceChange, PLAN_FORMAT_VERSION};
+use nestform_engine::refresh::refresh_hosts;
 use nestform_engine::request::guest_request;
 use nestform_provider_libvirt::LibvirtProvider;
 use nestform_state::State;
@@ -129,10 +130,20 @@ fn main() {
     // The engine: the same requests through the plan, the operation graph, the walk and the state;
     // once persisting nothing, once serializing the state after every change.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let serial = engine_run(&runtime, &hosts, &*h, lineage, 1, Arc::new(NoSink));
-    let nothing = engine_run(&runtime, &hosts, &*h, lineage, 10, Arc::new(NoSink));
+    let serial = engine_run(&runtime, &hosts, &*h, lineage, 1, Arc::new(NoSink), false);
+    let nothing = engine_run(&runtime, &hosts, &*h, lineage, 10, Arc::new(NoSink), false);
     let sink = Arc::new(JsonSink::default());
-    let engine = engine_run(&runtime, &hosts, &*h, lineage, 10, sink.clone());
+    let engine = engine_run(&runtime, &hosts, &*h, lineage, 10, sink.clone(), true);
+    // Refresh reads every guest back by id: what each `plan` costs before it diffs anything.
+    let start = Instant::now();
+    let refreshed = refresh_hosts(&BTreeMap::new(), &engine.1, &hosts);
+    let refresh = start.elapsed();
+    assert!(refreshed.warnings.is_empty(), "{:?}", refreshed.warnings);
+    assert_eq!(refreshed.state.resources.len(), GUESTS + 1);
+    for r in engine.1.resources.values().filter(|r| r.host.is_some()) {
+        h.delete_guest(r.id.as_deref().unwrap()).expect("delete_guest");
+    }
+    let (serial, nothing, engine) = (serial.0, nothing.0, engine.0);
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let over = |d: Duration| (ms(d) - ms(bare)) / ms(bare) * 100.0;
@@ -154,9 +165,11 @@ fn main() {
         sink.saves.load(Ordering::Relaxed),
         sink.bytes.load(Ordering::Relaxed) as f64 / 1e6
     );
+    println!("refresh of the {GUESTS} guests:             {:>8.1} ms", ms(refresh));
 }
 
-/// Applies the plan of `GUESTS` guests once with `parallelism`, deletes them again, and returns how long the apply took.
+/// Applies the plan of `GUESTS` guests once with `parallelism` and returns how long it took and the
+/// state it left. The guests are deleted again unless `keep`.
 fn engine_run(
     runtime: &tokio::runtime::Runtime,
     hosts: &Hosts,
@@ -164,7 +177,8 @@ fn engine_run(
     lineage: &str,
     parallelism: usize,
     sink: Arc<dyn StateSink>,
-) -> Duration {
+    keep: bool,
+) -> (Duration, State) {
     let mut state = State::new();
     state.lineage = lineage.into();
     let plan = plan(lineage);
@@ -178,10 +192,12 @@ fn engine_run(
     runtime.block_on(drain).unwrap();
     assert!(outcome.errors.is_empty(), "apply failed: {:?}", &outcome.errors[..outcome.errors.len().min(3)]);
     assert_eq!(outcome.state.resources.len(), GUESTS + 1);
-    for r in outcome.state.resources.values().filter(|r| r.host.is_some()) {
-        h.delete_guest(r.id.as_deref().unwrap()).expect("delete_guest");
+    if !keep {
+        for r in outcome.state.resources.values().filter(|r| r.host.is_some()) {
+            h.delete_guest(r.id.as_deref().unwrap()).expect("delete_guest");
+        }
     }
-    elapsed
+    (elapsed, outcome.state)
 }
 
 struct NoSink;

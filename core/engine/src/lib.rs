@@ -7,12 +7,12 @@
 //! - `render`: the human plan (attribute changes, domain XML diffs, summary) and Terraform-shaped JSON.
 //! - `refresh` and `apply`: talk to hosts through `nestform_provider`, never naming a backend.
 
-pub mod plan;
-pub mod request;
-pub mod planner;
-pub mod hosts;
-pub mod refresh;
 pub mod apply;
-pub mod render;
 pub mod graph;
+pub mod hosts;
+pub mod plan;
+pub mod planner;
+pub mod refresh;
+pub mod render;
+pub mod request;
 pub mod workdir;

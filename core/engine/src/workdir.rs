@@ -114,8 +114,13 @@ impl Workdir {
             (state, BTreeMap::new())
         };
         let hypervisors = hosts.all();
-        let planned =
-            planner::plan_with_warnings(PlanInput { config, state: &state, facts: &facts, hypervisors: &hypervisors, options })?;
+        let planned = planner::plan_with_warnings(PlanInput {
+            config,
+            state: &state,
+            facts: &facts,
+            hypervisors: &hypervisors,
+            options,
+        })?;
         warnings.extend(planned.warnings);
         Ok(Planned { plan: planned.plan, hosts, warnings })
     }
@@ -124,7 +129,8 @@ impl Workdir {
     /// the (untargeted) plan does not mention at all no longer exists on its host.
     pub fn prune_to_plan(plan: &Plan, mut state: State) -> State {
         if plan.targets.is_empty() {
-            let planned: std::collections::BTreeSet<&ResourceAddr> = plan.changes.iter().map(|c| &c.addr).collect();
+            let planned: std::collections::BTreeSet<&ResourceAddr> =
+                plan.changes.iter().map(|c| &c.addr).collect();
             state.resources.retain(|addr, _| planned.contains(addr));
         }
         state
@@ -172,7 +178,11 @@ impl Workdir {
 
 /// The configuration a plan was made from, evaluated again with the plan's variable values.
 pub fn config_of_plan(plan: &Plan) -> Result<Config, EngineError> {
-    let files = plan.sources.iter().map(|(name, text)| SourceFile { name: name.clone(), text: text.clone() }).collect();
+    let files = plan
+        .sources
+        .iter()
+        .map(|(name, text)| SourceFile { name: name.clone(), text: text.clone() })
+        .collect();
     let vars = VarInputs {
         cli: plan.variables.iter().map(|(k, v)| (k.clone(), var_text(v))).collect(),
         files: Vec::new(),

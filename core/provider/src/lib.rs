@@ -56,7 +56,8 @@ pub trait Hypervisor: Send + Sync {
     /// Redefines the domain with `req` (same UUID). Changes to a running domain's definition take effect
     /// at its next start; the engine restarts it when the plan says so. Volumes that `req` adds are
     /// created; volumes it no longer names are deleted; a grown disk is resized.
-    fn update_guest(&self, id: &str, req: &GuestRequest, owner: &Owner) -> Result<GuestStatus, ProviderError>;
+    fn update_guest(&self, id: &str, req: &GuestRequest, owner: &Owner)
+        -> Result<GuestStatus, ProviderError>;
     /// Starts a defined guest; starting a running guest is not an error.
     fn start_guest(&self, id: &str) -> Result<(), ProviderError>;
     /// Asks the guest to shut down and waits up to `timeout`, then powers it off. Stopping a stopped
@@ -149,7 +150,10 @@ pub enum CpuRequest {
     HostPassthrough,
     HostModel,
     /// A named model, with features that must be present (`svm`, `vmx`) so the guest can nest.
-    Model { name: String, require: Vec<String> },
+    Model {
+        name: String,
+        require: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,12 +16,8 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 4] = [
-        ResourceType::KvmHost,
-        ResourceType::NatNetwork,
-        ResourceType::NestedGuest,
-        ResourceType::Benchmark,
-    ];
+    pub const ALL: [ResourceType; 4] =
+        [ResourceType::KvmHost, ResourceType::NatNetwork, ResourceType::NestedGuest, ResourceType::Benchmark];
 
     /// The block type as written in configuration: `kvm_host`, `nat_network`, ...
     pub fn as_str(self) -> &'static str {
@@ -112,9 +108,7 @@ impl ResourceAddr {
 
     /// True when `self` names `other`: equal, or `self` has no key and names `other`'s block.
     pub fn contains(&self, other: &ResourceAddr) -> bool {
-        self.ty == other.ty
-            && self.name == other.name
-            && (self.key.is_none() || self.key == other.key)
+        self.ty == other.ty && self.name == other.name && (self.key.is_none() || self.key == other.key)
     }
 
     /// A string usable inside libvirt object names: `web`, `web-0`, `web-a`.
@@ -170,15 +164,12 @@ impl FromStr for ResourceAddr {
             }
             None => (input, None),
         };
-        let (ty, name) = head
-            .split_once('.')
-            .ok_or_else(|| err("expected TYPE.NAME, like `nested_guest.guest1`"))?;
+        let (ty, name) =
+            head.split_once('.').ok_or_else(|| err("expected TYPE.NAME, like `nested_guest.guest1`"))?;
         let ty = ResourceType::parse(ty).ok_or_else(|| {
             err("the type must be one of `kvm_host`, `nat_network`, `nested_guest`, `benchmark`")
         })?;
-        if name.is_empty()
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(err("a name has only letters, digits, `_` and `-`"));
         }
         Ok(ResourceAddr { ty, name: name.to_string(), key })

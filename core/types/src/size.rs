@@ -74,7 +74,9 @@ impl FromStr for ByteSize {
                 .iter()
                 .find(|(u, _)| u.eq_ignore_ascii_case(unit) && (unit.len() > 1 || u.len() == 1))
                 .map(|(_, m)| *m)
-                .ok_or_else(|| err("the unit must be one of B, KiB, MiB, GiB, TiB (or K, M, G, T, KB, MB, GB, TB)"))?
+                .ok_or_else(|| {
+                    err("the unit must be one of B, KiB, MiB, GiB, TiB (or K, M, G, T, KB, MB, GB, TB)")
+                })?
         };
         n.checked_mul(mult).map(ByteSize).ok_or_else(|| err("the size is too large"))
     }

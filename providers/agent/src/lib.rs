@@ -62,6 +62,8 @@ pub mod proto;
 pub mod transport;
 
 pub use agent::{serve_session, AgentConfig, AgentError, SessionEnd, DEFAULT_PORT};
-pub use client::{AgentClient, ClientError, ClientOptions, ExecRequest, ExecResult, RelayStream, RelayWriter};
+pub use client::{
+    AgentClient, ClientError, ClientOptions, ExecRequest, ExecResult, RelayStream, RelayWriter,
+};
 pub use proto::{ExitStatus, Facts, FileInfo, KvmNested, NetAddress, Welcome, PROTOCOL_VERSION};
 pub use transport::{Pipe, ShutdownHandle, Transport};

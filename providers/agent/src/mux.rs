@@ -204,7 +204,10 @@ impl Conn {
         if frame.stream == 0 {
             return match frame.kind {
                 FrameKind::Error => {
-                    self.fail(&format!("peer ended the connection: {}", String::from_utf8_lossy(&frame.body)));
+                    self.fail(&format!(
+                        "peer ended the connection: {}",
+                        String::from_utf8_lossy(&frame.body)
+                    ));
                     Ok(())
                 }
                 kind => Err(format!("unexpected `{kind:?}` frame on stream 0")),
@@ -300,9 +303,12 @@ impl Stream {
             }
             FrameKind::Eof => state.inbox.push_back(Incoming::Eof),
             FrameKind::Control => state.inbox.push_back(Incoming::Control(frame.body)),
-            FrameKind::Error => state.inbox.push_back(Incoming::Error(String::from_utf8_lossy(&frame.body).into())),
+            FrameKind::Error => {
+                state.inbox.push_back(Incoming::Error(String::from_utf8_lossy(&frame.body).into()))
+            }
             FrameKind::Credit => {
-                let bytes: [u8; 4] = frame.body.as_slice().try_into().map_err(|_| "credit body is not 4 bytes")?;
+                let bytes: [u8; 4] =
+                    frame.body.as_slice().try_into().map_err(|_| "credit body is not 4 bytes")?;
                 state.send_credit += u64::from(u32::from_be_bytes(bytes));
                 if state.send_credit > u64::from(WINDOW) {
                     return Err(format!("stream `{}` returned more credit than it was sent", self.id));
@@ -338,7 +344,11 @@ impl Stream {
                 drop(state);
                 if give_back {
                     // A failed credit write means the connection is gone; the next recv says so.
-                    let _ = self.conn.send(Frame::new(self.id, FrameKind::Credit, consumed.to_be_bytes().to_vec()));
+                    let _ = self.conn.send(Frame::new(
+                        self.id,
+                        FrameKind::Credit,
+                        consumed.to_be_bytes().to_vec(),
+                    ));
                 }
                 return Ok(item);
             }

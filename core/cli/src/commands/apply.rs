@@ -42,7 +42,8 @@ fn plan_confirm_execute(
 ) -> Result<ExitCode, Report> {
     let vars = var_inputs(&flags.vars)?;
     let config = workdir.config(&vars).map_err(report)?;
-    let planned = workdir.plan(&config, provider(), plan_options(flags, destroy)?, flags.refresh).map_err(report)?;
+    let planned =
+        workdir.plan(&config, provider(), plan_options(flags, destroy)?, flags.refresh).map_err(report)?;
     print_warnings(&planned.warnings);
     print!("{}", render_plan(&planned.plan));
     if planned.plan.is_empty() {
@@ -100,7 +101,9 @@ fn execute(
         // Ctrl-C: let running operations finish, save state, exit non-zero.
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nInterrupt received. Waiting for running operations to finish; no new ones start.");
+                eprintln!(
+                    "\nInterrupt received. Waiting for running operations to finish; no new ones start."
+                );
                 let _ = cancel_tx.send(true);
             }
         });

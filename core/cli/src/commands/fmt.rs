@@ -18,9 +18,8 @@ pub fn run(workdir: &Workdir, args: FmtArgs) -> Result<ExitCode, Report> {
     let mut unformatted = 0;
     for path in paths {
         let text = std::fs::read_to_string(&path).into_diagnostic()?;
-        let formatted = nestform_config::format_source(&text).map_err(|d| {
-            Report::new(d).wrap_err(format!("cannot format `{}`", path.display()))
-        })?;
+        let formatted = nestform_config::format_source(&text)
+            .map_err(|d| Report::new(d).wrap_err(format!("cannot format `{}`", path.display())))?;
         if formatted == text {
             continue;
         }

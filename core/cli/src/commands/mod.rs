@@ -24,8 +24,13 @@ use crate::args::{Cli, Command, PlanFlags, StateCommand, VarArgs};
 
 pub fn run(cli: Cli) -> Result<ExitCode, Report> {
     if let Some(dir) = &cli.chdir {
-        std::env::set_current_dir(dir)
-            .map_err(|e| miette::miette!(help = "check the path given to `-chdir`", "cannot change to `{}`: {e}", dir.display()))?;
+        std::env::set_current_dir(dir).map_err(|e| {
+            miette::miette!(
+                help = "check the path given to `-chdir`",
+                "cannot change to `{}`: {e}",
+                dir.display()
+            )
+        })?;
     }
     let workdir = Workdir::new(PathBuf::from("."), cli.state.clone());
     match cli.command {
@@ -62,14 +67,21 @@ pub fn addrs(flag: &str, raw: &[String]) -> Result<Vec<ResourceAddr>, Report> {
     raw.iter()
         .map(|s| {
             s.parse::<ResourceAddr>().map_err(|e| {
-                miette::miette!(help = "an address looks like `nested_guest.guest1` or `nested_guest.web[0]`", "`-{flag}`: {e}")
+                miette::miette!(
+                    help = "an address looks like `nested_guest.guest1` or `nested_guest.web[0]`",
+                    "`-{flag}`: {e}"
+                )
             })
         })
         .collect()
 }
 
 pub fn plan_options(flags: &PlanFlags, destroy: bool) -> Result<PlanOptions, Report> {
-    Ok(PlanOptions { destroy, targets: addrs("target", &flags.targets)?, replace: addrs("replace", &flags.replace)? })
+    Ok(PlanOptions {
+        destroy,
+        targets: addrs("target", &flags.targets)?,
+        replace: addrs("replace", &flags.replace)?,
+    })
 }
 
 /// Turns engine errors into one report; diagnostics keep their source snippets.

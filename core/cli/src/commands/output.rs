@@ -30,7 +30,11 @@ pub fn run(workdir: &Workdir, args: OutputArgs) -> Result<ExitCode, Report> {
     let Some(out) = state.outputs.get(name) else {
         let known: Vec<_> = state.outputs.keys().map(|k| format!("`{k}`")).collect();
         return Err(miette::miette!(
-            help = if known.is_empty() { "apply a configuration with `output` blocks first".to_string() } else { format!("outputs in the state: {}", known.join(", ")) },
+            help = if known.is_empty() {
+                "apply a configuration with `output` blocks first".to_string()
+            } else {
+                format!("outputs in the state: {}", known.join(", "))
+            },
             "no output `{name}` in the state"
         ));
     };

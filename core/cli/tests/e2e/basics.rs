@@ -69,7 +69,11 @@ fn fmt_check_lists_unformatted_files_and_fmt_fixes_them() {
     let r = ws.run(&["fmt", "-check"]);
     r.code(3);
     assert!(r.stdout.contains("main.nf.hcl"), "{}", r.stdout);
-    assert_eq!(ws.read("main.nf.hcl"), "kvm_host \"l0\" {\nuri=\"test:///default\"\n}\n", "-check changed the file");
+    assert_eq!(
+        ws.read("main.nf.hcl"),
+        "kvm_host \"l0\" {\nuri=\"test:///default\"\n}\n",
+        "-check changed the file"
+    );
     ws.run(&["fmt"]).success();
     ws.run(&["fmt", "-check"]).success();
     assert!(ws.read("main.nf.hcl").contains("  uri = \"test:///default\""), "{}", ws.read("main.nf.hcl"));

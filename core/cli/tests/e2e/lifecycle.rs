@@ -62,7 +62,10 @@ fn plan_apply_noop_update_destroy() {
     r.success();
     assert!(r.stdout.contains("Apply complete!"), "{}", r.stdout);
     let domains = driver.domains();
-    assert!(domains.contains(&"e2e1-web-0".to_string()) && domains.contains(&"e2e1-web-1".to_string()), "{domains:?}");
+    assert!(
+        domains.contains(&"e2e1-web-0".to_string()) && domains.contains(&"e2e1-web-1".to_string()),
+        "{domains:?}"
+    );
     assert!(driver.networks().contains(&"e2e1-lan".to_string()));
     let xml = driver.domain_xml("e2e1-web-0");
     assert!(xml.contains("nested_guest.web[0]"), "the domain carries its resource address:\n{xml}");

@@ -12,7 +12,10 @@ fn schemas() -> Vec<(&'static str, serde_json::Value)> {
     vec![
         ("config.schema.json", serde_json::to_value(config).unwrap()),
         ("state.schema.json", nestform_state::file::StateFileV1::json_schema()),
-        ("plan.schema.json", serde_json::to_value(nestform_engine::render::json::plan_json_schema()).unwrap()),
+        (
+            "plan.schema.json",
+            serde_json::to_value(nestform_engine::render::json::plan_json_schema()).unwrap(),
+        ),
     ]
 }
 

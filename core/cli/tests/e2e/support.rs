@@ -29,7 +29,11 @@ impl Run {
 
     #[track_caller]
     pub fn code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -95,21 +99,11 @@ impl TestDriver {
 
     /// Names of the domains that exist now.
     pub fn domains(&self) -> Vec<String> {
-        self.conn
-            .list_all_domains(0)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|d| d.name().ok())
-            .collect()
+        self.conn.list_all_domains(0).unwrap_or_default().iter().filter_map(|d| d.name().ok()).collect()
     }
 
     pub fn networks(&self) -> Vec<String> {
-        self.conn
-            .list_all_networks(0)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|n| n.name().ok())
-            .collect()
+        self.conn.list_all_networks(0).unwrap_or_default().iter().filter_map(|n| n.name().ok()).collect()
     }
 
     pub fn domain_xml(&self, name: &str) -> String {
@@ -138,7 +132,6 @@ impl TestDriver {
         self.conn.lookup_storage_pool_by_name("nestform").is_ok()
     }
 }
-
 
 /// Destroys whatever a test applied when it ends, also when it fails half-way.
 pub struct DestroyOnDrop<'a>(pub &'a Workspace);

@@ -366,15 +366,11 @@ fn validate(plan: &Plan, view: &View<'_>) -> Refusals {
             }
             continue;
         }
-        if matches!(c.action, Action::Update | Action::Delete | Action::Replace) || c.restart {
-            // A resource that was never created on a host (no id) has nothing to stop or update.
-            if c.id.is_none() && c.action != Action::Delete {
-                refuse(format!(
-                    "the plan has no id for it, so it cannot be {}d",
-                    c.action.terraform_actions()[0]
-                ));
-                continue;
-            }
+        // A guest's update, stop and start find it by its id; a delete without one only forgets it.
+        let needs_id = c.addr.ty == ResourceType::NestedGuest && (c.action == Action::Update || c.restart);
+        if needs_id && c.id.is_none() {
+            refuse("the plan has no provider id for it, so it cannot be changed on its host".to_string());
+            continue;
         }
         // The hosts the operations run on: the recorded one for stop/delete, the planned one for the rest.
         let mut on = Vec::new();

@@ -63,14 +63,13 @@ pub(super) fn put(stream: &Stream, path: &Path, mode: u32) -> Result<(), String>
 /// Sends the file at `path`.
 pub(super) fn get(stream: &Stream, path: &Path) -> Result<(), String> {
     let mut file = File::open(path).map_err(|e| format!("opening `{}` failed: {e}", path.display()))?;
-    let meta = file.metadata().map_err(|e| format!("reading metadata of `{}` failed: {e}", path.display()))?;
+    let meta =
+        file.metadata().map_err(|e| format!("reading metadata of `{}` failed: {e}", path.display()))?;
     if meta.is_dir() {
         return Err(format!("`{}` is a directory", path.display()));
     }
     let mode = meta.permissions().mode() & 0o7777;
-    stream
-        .send_control(&AgentMessage::FileMeta { size: meta.len(), mode })
-        .map_err(|e| e.to_string())?;
+    stream.send_control(&AgentMessage::FileMeta { size: meta.len(), mode }).map_err(|e| e.to_string())?;
     let mut hasher = crc32fast::Hasher::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; DATA_CHUNK];
@@ -85,7 +84,5 @@ pub(super) fn get(stream: &Stream, path: &Path) -> Result<(), String> {
         size += n as u64;
         stream.send_data(false, &buf[..n]).map_err(|e| e.to_string())?;
     }
-    stream
-        .send_control(&AgentMessage::Trailer { size, crc32: hasher.finalize() })
-        .map_err(|e| e.to_string())
+    stream.send_control(&AgentMessage::Trailer { size, crc32: hasher.finalize() }).map_err(|e| e.to_string())
 }

@@ -76,7 +76,10 @@ pub struct SessionEnd {
 
 /// Serves one session on `transport`: waits for the handshake, then serves streams until the channel
 /// ends. Returns when the client has gone; streams still running are failed and their programs killed.
-pub fn serve_session<T: Transport>(transport: T, config: &Arc<AgentConfig>) -> Result<SessionEnd, AgentError> {
+pub fn serve_session<T: Transport>(
+    transport: T,
+    config: &Arc<AgentConfig>,
+) -> Result<SessionEnd, AgentError> {
     let (mut reader, mut writer, shutdown) = transport.split()?;
     let hello = match read_hello(&mut reader) {
         Ok(hello) => hello,
@@ -111,9 +114,8 @@ pub fn serve_session<T: Transport>(transport: T, config: &Arc<AgentConfig>) -> R
             opened.fetch_add(1, Ordering::Relaxed);
             let config = Arc::clone(&config);
             let active = Arc::clone(&active);
-            let spawned = thread::Builder::new()
-                .name(format!("nestform-agent-stream-{}", stream.id()))
-                .spawn({
+            let spawned =
+                thread::Builder::new().name(format!("nestform-agent-stream-{}", stream.id())).spawn({
                     let stream = Arc::clone(&stream);
                     move || {
                         let running = active.fetch_add(1, Ordering::SeqCst) + 1;

@@ -23,9 +23,13 @@ pub(crate) fn is_allowed(path: &Path, allow: &[PathBuf]) -> bool {
 /// Connects to `path` and relays until the client closes the stream.
 pub(super) fn run(stream: &std::sync::Arc<Stream>, path: &Path, allow: &[PathBuf]) -> Result<(), String> {
     if !is_allowed(path, allow) {
-        return Err(format!("relay to `{}` refused: the path is not on the agent's allowlist", path.display()));
+        return Err(format!(
+            "relay to `{}` refused: the path is not on the agent's allowlist",
+            path.display()
+        ));
     }
-    let socket = UnixStream::connect(path).map_err(|e| format!("connecting to `{}` failed: {e}", path.display()))?;
+    let socket =
+        UnixStream::connect(path).map_err(|e| format!("connecting to `{}` failed: {e}", path.display()))?;
     let mut to_socket = socket.try_clone().map_err(|e| e.to_string())?;
     stream.send_control(&AgentMessage::Connected).map_err(|e| e.to_string())?;
 

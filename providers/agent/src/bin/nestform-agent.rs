@@ -33,7 +33,9 @@ fn main() {
     if args.stdio {
         let transport = Pipe::new(io::stdin(), io::stdout());
         match serve_session(transport, &Arc::new(config)) {
-            Ok(end) => eprintln!("nestform-agent: session ended after {} streams: {}", end.streams, end.reason),
+            Ok(end) => {
+                eprintln!("nestform-agent: session ended after {} streams: {}", end.streams, end.reason)
+            }
             Err(e) => {
                 eprintln!("nestform-agent: {e}");
                 std::process::exit(1);

@@ -19,7 +19,8 @@ pub use relay::{RelayStream, RelayWriter};
 use crate::frame::{read_frame, write_frame, Frame, FrameError, FrameKind, DATA_CHUNK, MAGIC};
 use crate::mux::{Conn, Incoming, Stream, StreamEnd};
 use crate::proto::{
-    AgentMessage, ClientMessage, ExecSpec, ExitStatus, Facts, FileInfo, Hello, Request, Welcome, PROTOCOL_VERSION,
+    AgentMessage, ClientMessage, ExecSpec, ExitStatus, Facts, FileInfo, Hello, Request, Welcome,
+    PROTOCOL_VERSION,
 };
 use crate::transport::Transport;
 
@@ -243,9 +244,13 @@ impl AgentClient {
     pub fn handshake_with<T: Transport>(transport: T, options: &ClientOptions) -> Result<Self, ClientError> {
         let (reader, mut writer, shutdown) = transport.split()?;
         let nonce = RandomState::new().build_hasher().finish();
-        let hello = Hello { protocol: options.protocol, nonce, client_version: env!("CARGO_PKG_VERSION").into() };
+        let hello =
+            Hello { protocol: options.protocol, nonce, client_version: env!("CARGO_PKG_VERSION").into() };
         writer.write_all(&MAGIC)?;
-        write_frame(&mut writer, &Frame::new(0, FrameKind::Hello, serde_json::to_vec(&hello).expect("hello")))?;
+        write_frame(
+            &mut writer,
+            &Frame::new(0, FrameKind::Hello, serde_json::to_vec(&hello).expect("hello")),
+        )?;
 
         // The first read runs on its own thread so that a silent agent cannot block us past the timeout.
         let (tx, rx) = mpsc::channel();
@@ -275,8 +280,12 @@ impl AgentClient {
                 Ok(welcome) => welcome,
                 Err(e) => return fail(format!("welcome is not valid JSON: {e}")),
             },
-            (0, FrameKind::Error) => return fail(format!("the agent refused: {}", String::from_utf8_lossy(&frame.body))),
-            (stream, kind) => return fail(format!("expected a welcome, got `{kind:?}` on stream `{stream}`")),
+            (0, FrameKind::Error) => {
+                return fail(format!("the agent refused: {}", String::from_utf8_lossy(&frame.body)))
+            }
+            (stream, kind) => {
+                return fail(format!("expected a welcome, got `{kind:?}` on stream `{stream}`"))
+            }
         };
         if welcome.protocol != options.protocol {
             shutdown.shutdown();
@@ -320,8 +329,11 @@ impl AgentClient {
     /// Runs a program and collects its output.
     pub fn exec(&self, request: ExecRequest) -> Result<ExecResult, ClientError> {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let status =
-            self.exec_streaming(request, |chunk| stdout.extend_from_slice(chunk), |chunk| stderr.extend_from_slice(chunk))?;
+        let status = self.exec_streaming(
+            request,
+            |chunk| stdout.extend_from_slice(chunk),
+            |chunk| stderr.extend_from_slice(chunk),
+        )?;
         Ok(ExecResult { status, stdout, stderr })
     }
 
@@ -395,7 +407,9 @@ impl AgentClient {
         op.stream.send_control(&ClientMessage::Trailer { size, crc32 }).map_err(|end| op.send_failed(end))?;
         match op.expect()? {
             Incoming::Control(body) => match op.control(&body)? {
-                AgentMessage::Trailer { size: got_size, crc32: got_crc } if got_size == size && got_crc == crc32 => {
+                AgentMessage::Trailer { size: got_size, crc32: got_crc }
+                    if got_size == size && got_crc == crc32 =>
+                {
                     Ok(FileInfo { size, mode: mode & 0o7777, crc32 })
                 }
                 AgentMessage::Trailer { size: got_size, crc32: got_crc } => Err(ClientError::Damaged {
@@ -426,17 +440,26 @@ impl AgentClient {
         loop {
             match op.expect()? {
                 Incoming::Data(bytes) => {
-                    out.write_all(&bytes).map_err(|source| ClientError::Local { path: path.into(), source })?;
+                    out.write_all(&bytes)
+                        .map_err(|source| ClientError::Local { path: path.into(), source })?;
                     hasher.update(&bytes);
                     size += bytes.len() as u64;
                 }
                 Incoming::Control(body) => {
-                    let AgentMessage::Trailer { size: expected_size, crc32: expected_crc } = op.control(&body)? else {
+                    let AgentMessage::Trailer { size: expected_size, crc32: expected_crc } =
+                        op.control(&body)?
+                    else {
                         return Err(op.protocol("expected a trailer"));
                     };
                     let crc = hasher.finalize();
                     if expected_size != size || expected_crc != crc {
-                        return Err(ClientError::Damaged { path: path.into(), expected_size, expected_crc, size, crc });
+                        return Err(ClientError::Damaged {
+                            path: path.into(),
+                            expected_size,
+                            expected_crc,
+                            size,
+                            crc,
+                        });
                     }
                     out.flush().map_err(|source| ClientError::Local { path: path.into(), source })?;
                     return Ok(FileInfo { size, mode, crc32: crc });

@@ -35,7 +35,12 @@ pub struct RelayWriter {
 
 impl RelayStream {
     pub(super) fn new(client: Arc<ClientInner>, stream: Arc<Stream>) -> Self {
-        Self { shared: Arc::new(RelayShared { stream, _client: client }), pending: Vec::new(), offset: 0, eof: false }
+        Self {
+            shared: Arc::new(RelayShared { stream, _client: client }),
+            pending: Vec::new(),
+            offset: 0,
+            eof: false,
+        }
     }
 
     /// A writer for the same stream, so one thread can read while another writes.

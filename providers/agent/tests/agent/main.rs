@@ -146,7 +146,10 @@ fn exec_streaming_delivers_output_before_the_program_ends() {
 fn exec_of_a_missing_program_is_a_remote_error() {
     let harness = Harness::start();
     let err = harness.connect().exec(ExecRequest::new(["/nonexistent/program"])).unwrap_err();
-    assert!(matches!(&err, ClientError::Remote { op: "exec", message } if message.contains("starting `/nonexistent/program` failed")), "{err}");
+    assert!(
+        matches!(&err, ClientError::Remote { op: "exec", message } if message.contains("starting `/nonexistent/program` failed")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -204,7 +207,10 @@ fn file_errors_come_back_from_the_agent() {
     let harness = Harness::start();
     let client = harness.connect();
     let err = client.get_file("/nonexistent/file", &mut Vec::new()).unwrap_err();
-    assert!(matches!(&err, ClientError::Remote { op: "file_get", message } if message.contains("/nonexistent/file")), "{err}");
+    assert!(
+        matches!(&err, ClientError::Remote { op: "file_get", message } if message.contains("/nonexistent/file")),
+        "{err}"
+    );
     let big = bytes(2 << 20, 3);
     let err = client.put_file("/nonexistent/dir/file", &mut big.as_slice(), 0o644).unwrap_err();
     assert!(matches!(&err, ClientError::Remote { op: "file_put", .. }), "{err}");
@@ -307,8 +313,11 @@ fn client_rejects_an_oversized_frame_from_the_agent() {
             agent_version: "fake".into(),
             capabilities: vec![],
         };
-        write_frame(&mut fake_agent, &Frame::new(0, FrameKind::Welcome, serde_json::to_vec(&welcome).unwrap()))
-            .unwrap();
+        write_frame(
+            &mut fake_agent,
+            &Frame::new(0, FrameKind::Welcome, serde_json::to_vec(&welcome).unwrap()),
+        )
+        .unwrap();
         read_frame(&mut fake_agent).unwrap(); // the client's Open
         fake_agent.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 8]).unwrap();
         read_frame(&mut fake_agent).unwrap()
@@ -417,4 +426,53 @@ fn the_binary_serves_a_session_on_stdio() {
     assert_eq!(client.exec(sh("echo from the binary")).unwrap().stdout, b"from the binary\n");
     drop(client);
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn sending_past_credit_is_a_protocol_error() {
+    let harness = Harness::start();
+    let mut channel = harness.channel();
+    raw_handshake(&mut channel, PROTOCOL_VERSION);
+    let open = serde_json::json!({"op": "exec", "argv": ["sleep", "5"], "env": [], "clear_env": false,
+        "cwd": null, "stdin": true, "timeout_ms": 10000});
+    write_frame(&mut channel, &Frame::new(1, FrameKind::Open, serde_json::to_vec(&open).unwrap())).unwrap();
+    // `sleep` never reads stdin, so after its pipe fills nobody consumes and no credit comes back;
+    // a well-behaved sender would stop at the window (256 KiB), this one does not.
+    let reader = {
+        let mut channel = channel.try_clone().unwrap();
+        thread::spawn(move || loop {
+            let frame = read_frame(&mut channel).unwrap();
+            if frame.stream == 0 {
+                return frame;
+            }
+        })
+    };
+    for _ in 0..16 {
+        if write_frame(&mut channel, &Frame::new(1, FrameKind::Data, vec![0; 64 * 1024])).is_err() {
+            break;
+        }
+    }
+    let notice = reader.join().unwrap();
+    assert_eq!(notice.kind, FrameKind::Error);
+    let message = String::from_utf8(notice.body).unwrap();
+    assert!(message.contains("stream `1` sent past its credit"), "{message}");
+}
+
+#[test]
+fn streams_over_the_limit_are_refused() {
+    let harness = Harness::with_config(AgentConfig { max_streams: 2, ..AgentConfig::default() });
+    let client = harness.connect();
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.clone();
+            thread::spawn(move || client.exec(sh("sleep 2")).unwrap())
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let err = client.exec(ExecRequest::new(["true"])).unwrap_err();
+    assert!(err.to_string().contains("too many concurrent streams: the limit is `2`"), "{err}");
+    for worker in busy {
+        assert!(worker.join().unwrap().status.success());
+    }
+    assert!(client.exec(ExecRequest::new(["true"])).unwrap().status.success());
 }
