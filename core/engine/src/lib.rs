@@ -1,6 +1,8 @@
 //! The nestform engine: configuration -> graph -> plan -> apply -> state.
 //!
 //! - [`plan`]: the `Plan` type (what a plan file holds and `show -json` prints).
+//! - [`computed`]: the attributes apply computes per resource type, which plans list as known after
+//!   apply.
 //! - `graph`: one dependency graph across every nesting level, with the implicit nesting edges.
 //! - `planner`: compares configuration, refreshed state and host facts, classifies each changed
 //!   attribute, and expands cascades across levels.
@@ -8,6 +10,7 @@
 //! - `refresh` and `apply`: talk to hosts through `nestform_provider`, never naming a backend.
 
 pub mod apply;
+pub mod computed;
 pub mod graph;
 pub mod hosts;
 pub mod plan;

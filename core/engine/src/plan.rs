@@ -115,7 +115,8 @@ pub struct ResourceChange {
     /// For `Update` (and a cascaded stop/start of an unchanged guest): the resource is shut down
     /// gracefully, changed, and started again.
     pub restart: bool,
-    /// The resource as recorded in (refreshed) state.
+    /// The resource as recorded in (refreshed) state. `None` for a no-op: nothing differs, so its
+    /// before is its `after`, and a plan of thousands of unchanged resources holds each only once.
     pub before: Option<serde_json::Value>,
     /// The resource as it will be; attributes known only after apply are absent here and listed in
     /// `after_unknown`.

@@ -66,6 +66,24 @@ pub struct ResourceEntry {
     pub tainted: bool,
 }
 
+impl ResourceEntry {
+    /// The file form of one resource, normalised like [`StateFileV1::from_state`].
+    pub fn from_resource(addr: &ResourceAddr, r: &ResourceState) -> Self {
+        ResourceEntry {
+            address: addr.clone(),
+            ty: addr.ty,
+            name: addr.name.clone(),
+            index_key: addr.key.as_ref().map(IndexKey::from),
+            id: r.id.clone(),
+            host: r.host.clone(),
+            level: r.level,
+            attributes: sorted_json(&r.attributes),
+            dependencies: r.dependencies.iter().cloned().collect(),
+            tainted: r.tainted,
+        }
+    }
+}
+
 /// An instance key as JSON: a number for `count`, a string for `for_each`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
@@ -96,22 +114,8 @@ impl StateFileV1 {
     /// The file form of `state`, normalised: resources and dependencies sorted by address, and every
     /// JSON object inside attributes and outputs with its keys sorted, so equal states give equal bytes.
     pub fn from_state(state: &State) -> Self {
-        let resources = state
-            .resources
-            .iter()
-            .map(|(addr, r)| ResourceEntry {
-                address: addr.clone(),
-                ty: addr.ty,
-                name: addr.name.clone(),
-                index_key: addr.key.as_ref().map(IndexKey::from),
-                id: r.id.clone(),
-                host: r.host.clone(),
-                level: r.level,
-                attributes: sorted_json(&r.attributes),
-                dependencies: r.dependencies.iter().cloned().collect(),
-                tainted: r.tainted,
-            })
-            .collect();
+        let resources =
+            state.resources.iter().map(|(addr, r)| ResourceEntry::from_resource(addr, r)).collect();
         let outputs = state
             .outputs
             .iter()

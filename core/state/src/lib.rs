@@ -7,11 +7,13 @@
 
 pub mod error;
 pub mod file;
+pub mod journal;
 pub mod lock;
 pub mod store;
 
 pub use error::StateError;
 pub use file::{StateFileV1, CURRENT_FORMAT};
+pub use journal::IncrementalStore;
 pub use lock::{LockInfo, StateLock};
 pub use store::StateStore;
 

@@ -66,7 +66,7 @@ impl StateStore {
         result
     }
 
-    fn write(&self, bytes: &[u8]) -> Result<(), StateError> {
+    pub(crate) fn write(&self, bytes: &[u8]) -> Result<(), StateError> {
         let write_error = |source| StateError::Write { path: self.path.clone(), source };
         let dir = match self.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,

@@ -18,6 +18,7 @@ const FILE_MIB: usize = 64;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let agent_bin = args.iter().position(|a| a == "--agent-bin").and_then(|i| args.get(i + 1));
+    let mut agent_child = None;
     let (client, how) = match agent_bin {
         Some(bin) => {
             let mut child = Command::new(bin)
@@ -27,6 +28,7 @@ fn main() {
                 .spawn()
                 .expect("starting the agent binary");
             let transport = Pipe::new(child.stdout.take().unwrap(), child.stdin.take().unwrap());
+            agent_child = Some(child);
             (
                 AgentClient::handshake(transport).expect("handshake"),
                 format!("agent binary `{bin}` over pipes"),
@@ -82,6 +84,10 @@ fn main() {
         FILE_MIB as f64 / get.as_secs_f64(),
         get.as_secs_f64()
     );
+    drop(client);
+    if let Some(mut child) = agent_child {
+        let _ = child.wait();
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -99,6 +99,10 @@ pub enum FrameError {
         /// The limit.
         limit: u32,
     },
+    /// The first bytes of [`MAGIC`] arrived where a frame length was expected: the peer started a new
+    /// handshake (the reader is left just after those four bytes).
+    #[error("the magic of a new handshake arrived where a frame was expected")]
+    Magic,
     /// The frame is shorter than its header or names an unknown kind.
     #[error("malformed frame: {0}")]
     Malformed(String),
@@ -124,6 +128,9 @@ pub fn write_frame(writer: &mut dyn Write, frame: &Frame) -> io::Result<()> {
 pub fn read_frame(reader: &mut dyn Read) -> Result<Frame, FrameError> {
     let mut len = [0u8; 4];
     read_exact_or_closed(reader, &mut len)?;
+    if len == MAGIC[..4] {
+        return Err(FrameError::Magic);
+    }
     let len = u32::from_be_bytes(len);
     if len < HEADER_LEN {
         return Err(FrameError::Malformed(format!("length `{len}` is shorter than the header")));
@@ -155,6 +162,13 @@ fn read_exact_or_closed(reader: &mut dyn Read, buf: &mut [u8]) -> Result<(), Fra
         }
     }
     Ok(())
+}
+
+/// Reads the rest of [`MAGIC`] after [`FrameError::Magic`]; false if the bytes are something else.
+pub fn rest_of_magic(reader: &mut dyn Read) -> Result<bool, FrameError> {
+    let mut rest = [0u8; 4];
+    read_exact_or_closed(reader, &mut rest)?;
+    Ok(rest == MAGIC[4..])
 }
 
 /// Reads until [`MAGIC`] has gone by, discarding whatever came before it. Returns how many bytes were
@@ -233,6 +247,15 @@ mod tests {
     fn writer_refuses_oversized_body() {
         let frame = Frame::new(1, FrameKind::Data, vec![0; MAX_BODY as usize + 1]);
         assert!(write_frame(&mut Vec::new(), &frame).is_err());
+    }
+
+    #[test]
+    fn magic_in_place_of_a_length_is_recognised() {
+        let mut reader = &b"NESTFORMx"[..];
+        assert!(matches!(read_frame(&mut reader), Err(FrameError::Magic)));
+        assert!(rest_of_magic(&mut reader).unwrap());
+        assert_eq!(reader, b"x");
+        assert!(!rest_of_magic(&mut &b"FOUR"[..]).unwrap());
     }
 
     #[test]

@@ -49,7 +49,25 @@
 //!
 //! When the host side closes the port the agent sees end-of-file, fails every stream of that session
 //! (killing programs it started), reopens the port and waits for a new magic and hello. The magic lets
-//! it skip stale bytes left in the port by the previous session.
+//! it skip stale bytes left in the port by the previous session. If a new client's magic arrives where
+//! the agent expects a frame length (the host reconnected before the agent saw it leave), the agent ends
+//! the old session the same way and answers the new hello on the same channel. A client skips frames
+//! that are not the welcome to its own nonce, so leftovers of an earlier session cannot confuse it.
+//!
+//! # Using it
+//!
+//! ```no_run
+//! use std::os::unix::net::UnixStream;
+//! use nestform_agent::{AgentClient, ExecRequest};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let channel = UnixStream::connect("/run/nestform/guest-1.agent")?;
+//! let client = AgentClient::handshake(channel)?;
+//! let result = client.exec(ExecRequest::new(["uname", "-r"]))?;
+//! println!("{}", String::from_utf8_lossy(&result.stdout));
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! The framing, multiplexing and flow control are nestform's own (they are small and tied to a single
 //! virtio-serial byte stream); JSON, checksums and interface listing come from well-kept crates.

@@ -62,8 +62,16 @@ pub struct Conn {
     streams: Mutex<HashMap<u32, Arc<Stream>>>,
     failure: Mutex<Option<String>>,
     next_id: AtomicU32,
-    demux: Mutex<Option<JoinHandle<()>>>,
+    demux: Mutex<Option<JoinHandle<Option<BoxedReader>>>>,
+    /// The writer, kept when the peer starts a new handshake so the channel can be handed back.
+    retired: Mutex<Option<Box<dyn Write + Send>>>,
 }
+
+/// The reading half of a channel, as the connection holds it.
+pub type BoxedReader = Box<dyn Read + Send>;
+
+/// The two halves of a channel handed back by [`Conn::join`] for a new handshake.
+pub type Halves = (BoxedReader, Box<dyn Write + Send>);
 
 impl Conn {
     /// Starts the demultiplexer on `reader`. `on_open` is `Some` on the agent side.
@@ -80,6 +88,7 @@ impl Conn {
             failure: Mutex::new(None),
             next_id: AtomicU32::new(1),
             demux: Mutex::new(None),
+            retired: Mutex::new(None),
         });
         let demux_conn = Arc::clone(&conn);
         let handle = thread::Builder::new()
@@ -90,12 +99,14 @@ impl Conn {
         conn
     }
 
-    /// Blocks until the demultiplexer has stopped (the connection ended).
-    pub fn join(&self) {
-        let handle = lock(&self.demux).take();
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
+    /// Blocks until the demultiplexer has stopped (the connection ended). Returns the channel's halves
+    /// when the peer started a new handshake on it (agent side), positioned just after the first four
+    /// bytes of the magic.
+    pub fn join(&self) -> Option<Halves> {
+        let handle = lock(&self.demux).take()?;
+        let reader = handle.join().ok().flatten()?;
+        let writer = lock(&self.retired).take()?;
+        Some((reader, writer))
     }
 
     /// Why the connection ended, once it has.
@@ -111,6 +122,11 @@ impl Conn {
     /// Opens a new stream (client side) with `request` as the `Open` body.
     pub fn open(self: &Arc<Self>, request: Vec<u8>) -> Result<Arc<Stream>, StreamEnd> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if id == 0 {
+            // Ids are never reused within a connection, so 2^32 - 1 streams is where it must end.
+            self.next_id.store(0, Ordering::Relaxed);
+            return Err(StreamEnd::Failed("stream ids are used up: connect again".into()));
+        }
         let stream = Stream::new(id, Arc::clone(self));
         lock(&self.streams).insert(id, Arc::clone(&stream));
         if let Err(end) = self.send(Frame::new(id, FrameKind::Open, request)) {
@@ -138,6 +154,10 @@ impl Conn {
     /// Ends the connection: every stream fails with `reason` and the transport is shut down so the
     /// demultiplexer stops. The first reason wins.
     pub fn fail(&self, reason: &str) {
+        self.end(reason, true);
+    }
+
+    fn end(&self, reason: &str, shutdown: bool) {
         {
             let mut failure = lock(&self.failure);
             if failure.is_some() {
@@ -149,9 +169,14 @@ impl Conn {
         for stream in streams {
             stream.update(|state| state.failed = Some(reason.to_string()));
         }
-        self.shutdown.shutdown();
-        // Dropping the writer after the shutdown: a write in progress was unblocked by it.
-        lock(&self.writer).take();
+        if shutdown {
+            self.shutdown.shutdown();
+            // Dropping the writer after the shutdown: a write in progress was unblocked by it.
+            lock(&self.writer).take();
+        } else {
+            let writer = lock(&self.writer).take();
+            *lock(&self.retired) = writer;
+        }
     }
 
     /// Sends a connection-level error to the peer, then ends the connection. The write runs on its own
@@ -164,24 +189,34 @@ impl Conn {
         });
     }
 
-    fn demux(self: Arc<Self>, mut reader: Box<dyn Read + Send>, on_open: Option<OnOpen>) {
+    fn demux(
+        self: Arc<Self>,
+        mut reader: Box<dyn Read + Send>,
+        on_open: Option<OnOpen>,
+    ) -> Option<Box<dyn Read + Send>> {
         let mut noticed = false;
         loop {
             let frame = match read_frame(reader.as_mut()) {
                 Ok(frame) => frame,
                 Err(FrameError::Closed) => {
                     self.fail("the channel was closed");
-                    return;
+                    return None;
                 }
-                Err(e @ (FrameError::TooLarge { .. } | FrameError::Malformed(_))) => {
+                Err(FrameError::Magic) if on_open.is_some() && !noticed && self.failure().is_none() => {
+                    // The host started a new session without the agent seeing the old one end (a
+                    // virtio-serial reconnect can be that quick): end this one, keep the channel.
+                    self.end("the host started a new session", false);
+                    return Some(reader);
+                }
+                Err(e @ (FrameError::TooLarge { .. } | FrameError::Malformed(_) | FrameError::Magic)) => {
                     // Framing is lost: nothing after this can be trusted, so tell the peer and end.
                     self.fail_with_notice(format!("protocol error: {e}"));
                     self.drain(reader.as_mut());
-                    return;
+                    return None;
                 }
                 Err(FrameError::Io(e)) => {
                     self.fail(&format!("reading from the channel failed: {e}"));
-                    return;
+                    return None;
                 }
             };
             if noticed || self.failure().is_some() {

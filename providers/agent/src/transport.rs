@@ -21,18 +21,19 @@ pub trait Transport: Send + 'static {
 }
 
 /// Ends a transport so that a blocked read returns; calling it more than once is harmless.
-pub struct ShutdownHandle(Box<dyn Fn() + Send + Sync>);
+#[derive(Clone)]
+pub struct ShutdownHandle(std::sync::Arc<dyn Fn() + Send + Sync>);
 
 impl ShutdownHandle {
     /// Wraps the function that shuts the transport down.
     pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
-        Self(Box::new(f))
+        Self(std::sync::Arc::new(f))
     }
 
     /// For a transport that cannot be shut down from another thread; a blocked read then only ends when
     /// the peer closes.
     pub fn none() -> Self {
-        Self(Box::new(|| {}))
+        Self(std::sync::Arc::new(|| {}))
     }
 
     /// Shuts the transport down.

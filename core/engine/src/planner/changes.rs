@@ -10,7 +10,8 @@ use nestform_state::{ResourceState, State};
 use nestform_types::{NestedGuestSpec, Owner, ResourceAddr, ResourceSpec, ResourceType};
 use serde_json::{Map, Value};
 
-use super::diff::{computed_keys, diff, is_computed, is_configured, spec_attributes, split_state};
+use super::diff::{diff, is_computed, is_configured, spec_attributes, split_state};
+use crate::computed::computed_attributes;
 use super::{Inputs, PlanOptions, Problem};
 use crate::graph::{DesiredResource, GraphNode, GraphProblem, ResourceGraph};
 use crate::plan::{Action, ChangeReason, Effect, ResourceChange};
@@ -47,13 +48,16 @@ pub(crate) fn plan_changes(
     for node in graph.in_order() {
         let depends_on = graph.dependencies(&node.addr).into_iter().cloned().collect();
         let spec = specs.get(&node.addr).copied();
-        let Some(mut change) =
-            own_change(node, spec, inputs.state.resources.get(&node.addr), inputs.options, depends_on)
-        else {
+        let st = inputs.state.resources.get(&node.addr);
+        let Some(mut change) = own_change(node, spec, st, inputs.options, depends_on) else {
             continue;
         };
         if let Some((origin, kind)) = cascade_source(node, &graph, &changes, &at) {
             apply_cascade(&mut change, origin, kind);
+        }
+        // A no-op's `before` is its `after` (see `own_change`); anything else shows what it was.
+        if change.action != Action::NoOp && change.before.is_none() {
+            change.before = st.map(state_attributes);
         }
         // The spec is what apply creates or changes; a no-op needs none, and thousands of copies
         // are a good part of a large plan's time.
@@ -91,7 +95,7 @@ fn state_attributes(s: &ResourceState) -> Value {
 }
 
 fn unknown_keys(ty: ResourceType) -> BTreeSet<String> {
-    computed_keys(ty).iter().map(|k| k.to_string()).collect()
+    computed_attributes(ty).iter().map(|k| k.to_string()).collect()
 }
 
 /// The change a resource needs on its own account, before cascades. `None` for a resource that
@@ -110,7 +114,9 @@ fn own_change(
         level: node.level,
         action: Action::NoOp,
         restart: false,
-        before: st.map(state_attributes),
+        // Filled below for everything but a no-op: a plan of thousands of unchanged guests would
+        // otherwise copy every one of them twice (before and after are the same).
+        before: None,
         after: None,
         after_unknown: BTreeSet::new(),
         spec: None,
@@ -123,10 +129,14 @@ fn own_change(
     };
     match (spec, st) {
         (_, None) if options.destroy => return None,
-        (_, Some(_)) if options.destroy => c.action = Action::Delete,
-        (None, None) => return None,
-        (None, Some(_)) => {
+        (_, Some(s)) if options.destroy => {
             c.action = Action::Delete;
+            c.before = Some(state_attributes(s));
+        }
+        (None, None) => return None,
+        (None, Some(s)) => {
+            c.action = Action::Delete;
+            c.before = Some(state_attributes(s));
             c.reasons.push(ChangeReason::NotInConfig);
         }
         (Some(spec), None) => {
@@ -136,7 +146,8 @@ fn own_change(
         }
         (Some(spec), Some(s)) => {
             let empty = Map::new();
-            let before = c.before.as_ref().and_then(Value::as_object).unwrap_or(&empty);
+            // The state's own map: `diff` skips the `type` tag and computed attributes.
+            let before = s.attributes.as_object().unwrap_or(&empty);
             let mut after = spec_attributes(spec);
             c.attribute_changes = diff(ty, before, &after);
             if s.tainted {
@@ -159,6 +170,9 @@ fn own_change(
                     Some(_) => Action::Update,
                 };
                 c.restart = strongest == Some(Effect::Restart);
+            }
+            if c.action != Action::NoOp {
+                c.before = Some(state_attributes(s));
             }
             c.after = Some(Value::Object(after));
         }

@@ -3,8 +3,8 @@
 //!
 //! "After" is the spec serialized with serde_json. State holds the same plus the attributes computed
 //! when the resource was created or refreshed: every state key that is not a field of the spec. Those
-//! are kept on update; the ones listed per type in [`computed_keys`] are "known after apply" on create
-//! and replace.
+//! are kept on update; the ones apply sets ([`crate::computed`]) are "known after apply" on create and
+//! replace.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -16,17 +16,6 @@ use serde_json::{Map, Value};
 
 use super::classify::{classify, AttrPath};
 use crate::plan::AttributeChange;
-
-/// The attributes a provider computes that a plan lists as "known after apply" on create and
-/// replace; never written in configuration.
-pub(crate) fn computed_keys(ty: ResourceType) -> &'static [&'static str] {
-    match ty {
-        ResourceType::NestedGuest => &["id", "addresses", "kernel", "boot_seconds"],
-        ResourceType::NatNetwork => &["id", "bridge"],
-        ResourceType::KvmHost => &["facts"],
-        ResourceType::Benchmark => &["results"],
-    }
-}
 
 /// The `type` tag a serialized [`ResourceSpec`] carries; state written from a whole `ResourceSpec` may
 /// hold it, and it is not an attribute.

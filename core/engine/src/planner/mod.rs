@@ -29,6 +29,7 @@ use nestform_types::ResourceAddr;
 use crate::graph::DesiredResource;
 use crate::plan::{Plan, PLAN_FORMAT_VERSION};
 use changes::Failure;
+pub(crate) use diff::is_configured;
 
 /// How to plan: `-destroy`, `-target`, `-replace`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

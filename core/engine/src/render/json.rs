@@ -174,7 +174,7 @@ fn resource_change(c: &ResourceChange) -> JsonResourceChange {
         }),
         change: JsonChange {
             actions: actions(c.action),
-            before: c.before.clone().unwrap_or(Value::Null),
+            before: before(c).cloned().unwrap_or(Value::Null),
             after: c.after.clone().unwrap_or(Value::Null),
             after_unknown: Value::Object(after_unknown),
             replace_paths: (c.action == Action::Replace && !replace_paths.is_empty())
@@ -194,6 +194,15 @@ fn resource_change(c: &ResourceChange) -> JsonResourceChange {
                 .collect(),
             reasons: c.reasons.clone(),
         },
+    }
+}
+
+/// What the resource was: a no-op's `before` is its `after` (the plan holds it once), and Terraform's
+/// readers expect both.
+fn before(c: &ResourceChange) -> Option<&Value> {
+    match (&c.before, c.action) {
+        (None, Action::NoOp) => c.after.as_ref(),
+        (before, _) => before.as_ref(),
     }
 }
 
@@ -271,7 +280,7 @@ mod tests {
         assert_eq!(g1["change"]["after"]["vcpus"], 1);
         assert_eq!(
             g1["change"]["after_unknown"],
-            json!({"addresses": true, "boot_seconds": true, "id": true, "kernel": true})
+            json!({"id": true})
         );
         assert_eq!(
             g1["nestform"],
@@ -296,7 +305,11 @@ mod tests {
         let g3 = by_addr("nested_guest.g3");
         assert_eq!(g3["action_reason"], "replace_by_triggers");
         assert_eq!(g3["nestform"]["reasons"], json!([{"kind": "cascade", "guest": "nested_guest.g2"}]));
-        assert_eq!(by_addr("nested_guest.g1")["change"]["actions"], json!(["no-op"]));
+        let g1 = by_addr("nested_guest.g1");
+        assert_eq!(g1["change"]["actions"], json!(["no-op"]));
+        // A no-op holds its attributes once; the document shows them as before and after.
+        assert_eq!(g1["change"]["before"]["memory"], "512MiB");
+        assert_eq!(g1["change"]["before"], g1["change"]["after"]);
         // The document reads back as the typed form.
         let typed: JsonPlan = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(typed.resource_changes.len(), 7);

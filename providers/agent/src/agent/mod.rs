@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use crate::frame::{read_frame, skip_to_magic, write_frame, Frame, FrameError, FrameKind};
-use crate::mux::{Conn, OnOpen, Stream};
+use crate::frame::{read_frame, rest_of_magic, skip_to_magic, write_frame, Frame, FrameError, FrameKind};
+use crate::mux::{Conn, Halves, OnOpen, Stream};
 use crate::proto::{Hello, Request, Welcome, CAPABILITIES, PROTOCOL_VERSION};
 use crate::transport::Transport;
 
@@ -68,6 +68,8 @@ pub enum AgentError {
 /// How a served session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionEnd {
+    /// Handshakes served on the channel (more than one when the client started over on it).
+    pub handshakes: usize,
     /// Streams the client opened.
     pub streams: usize,
     /// Why the connection ended.
@@ -76,71 +78,97 @@ pub struct SessionEnd {
 
 /// Serves one session on `transport`: waits for the handshake, then serves streams until the channel
 /// ends. Returns when the client has gone; streams still running are failed and their programs killed.
+///
+/// If the client starts a new handshake on the same channel (a host that reconnected before the agent
+/// saw it leave), the old session ends and the new one is served on the same channel; `handshakes` in
+/// the result counts them.
 pub fn serve_session<T: Transport>(
     transport: T,
     config: &Arc<AgentConfig>,
 ) -> Result<SessionEnd, AgentError> {
-    let (mut reader, mut writer, shutdown) = transport.split()?;
-    let hello = match read_hello(&mut reader) {
-        Ok(hello) => hello,
-        Err(HelloError::Closed) => return Err(AgentError::ClosedBeforeHello),
-        Err(HelloError::Io(e)) => return Err(AgentError::Io(e)),
-        Err(HelloError::Bad(message)) => {
-            let _ = write_frame(&mut writer, &Frame::new(0, FrameKind::Error, message.clone().into_bytes()));
-            shutdown.shutdown();
-            return Err(AgentError::BadHello(message));
-        }
-    };
-    let welcome = Welcome {
-        protocol: PROTOCOL_VERSION,
-        nonce: hello.nonce,
-        agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
-    };
-    let body = serde_json::to_vec(&welcome).expect("welcome always serializes");
-    write_frame(&mut writer, &Frame::new(0, FrameKind::Welcome, body))?;
-    if hello.protocol != PROTOCOL_VERSION {
-        // The welcome above carries our version so the client can say exactly what differs.
-        shutdown.shutdown();
-        return Err(AgentError::VersionMismatch { client: hello.protocol, agent: PROTOCOL_VERSION });
-    }
-
-    let opened = Arc::new(AtomicUsize::new(0));
-    let active = Arc::new(AtomicUsize::new(0));
-    let on_open: OnOpen = {
-        let config = Arc::clone(config);
-        let opened = Arc::clone(&opened);
-        Box::new(move |stream: Arc<Stream>, body: Vec<u8>| {
-            opened.fetch_add(1, Ordering::Relaxed);
-            let config = Arc::clone(&config);
-            let active = Arc::clone(&active);
-            let spawned =
-                thread::Builder::new().name(format!("nestform-agent-stream-{}", stream.id())).spawn({
-                    let stream = Arc::clone(&stream);
-                    move || {
-                        let running = active.fetch_add(1, Ordering::SeqCst) + 1;
-                        if running > config.max_streams {
-                            let _ = stream.send_error(&format!(
-                                "too many concurrent streams: the limit is `{}`",
-                                config.max_streams
-                            ));
-                        } else {
-                            serve_stream(&stream, &body, &config);
-                        }
-                        stream.close();
-                        active.fetch_sub(1, Ordering::SeqCst);
+    let (reader, writer, shutdown) = transport.split()?;
+    let (mut reader, mut writer): Halves = (Box::new(reader), Box::new(writer));
+    let mut resumed = false;
+    let mut end = SessionEnd { handshakes: 0, streams: 0, reason: String::new() };
+    loop {
+        let hello = match read_hello(&mut reader, resumed) {
+            Ok(hello) => hello,
+            Err(error) => {
+                let error = match error {
+                    HelloError::Closed => AgentError::ClosedBeforeHello,
+                    HelloError::Io(e) => AgentError::Io(e),
+                    HelloError::Bad(message) => {
+                        let notice = Frame::new(0, FrameKind::Error, message.clone().into_bytes());
+                        let _ = write_frame(&mut writer, &notice);
+                        shutdown.shutdown();
+                        AgentError::BadHello(message)
                     }
-                });
-            if spawned.is_err() {
-                stream.close();
+                };
+                if end.handshakes == 0 {
+                    return Err(error);
+                }
+                end.reason = error.to_string();
+                return Ok(end);
             }
-        })
-    };
-    let conn = Conn::start(Box::new(reader), Box::new(writer), shutdown, Some(on_open));
-    conn.join();
-    Ok(SessionEnd {
-        streams: opened.load(Ordering::Relaxed),
-        reason: conn.failure().unwrap_or_else(|| "the channel was closed".into()),
+        };
+        let welcome = Welcome {
+            protocol: PROTOCOL_VERSION,
+            nonce: hello.nonce,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+        };
+        let body = serde_json::to_vec(&welcome).expect("welcome always serializes");
+        write_frame(&mut writer, &Frame::new(0, FrameKind::Welcome, body))?;
+        if hello.protocol != PROTOCOL_VERSION {
+            // The welcome above carries our version so the client can say exactly what differs.
+            shutdown.shutdown();
+            return Err(AgentError::VersionMismatch { client: hello.protocol, agent: PROTOCOL_VERSION });
+        }
+        end.handshakes += 1;
+
+        let opened = Arc::new(AtomicUsize::new(0));
+        let conn = Conn::start(reader, writer, shutdown.clone(), Some(dispatcher(config, &opened)));
+        let handed_back = conn.join();
+        end.streams += opened.load(Ordering::Relaxed);
+        end.reason = conn.failure().unwrap_or_else(|| "the channel was closed".into());
+        match handed_back {
+            Some(halves) => {
+                (reader, writer) = halves;
+                resumed = true;
+            }
+            None => return Ok(end),
+        }
+    }
+}
+
+/// The agent's answer to an `Open`: a thread per stream, within the configured limit.
+fn dispatcher(config: &Arc<AgentConfig>, opened: &Arc<AtomicUsize>) -> OnOpen {
+    let config = Arc::clone(config);
+    let opened = Arc::clone(opened);
+    let active = Arc::new(AtomicUsize::new(0));
+    Box::new(move |stream: Arc<Stream>, body: Vec<u8>| {
+        opened.fetch_add(1, Ordering::Relaxed);
+        let config = Arc::clone(&config);
+        let active = Arc::clone(&active);
+        let spawned = thread::Builder::new().name(format!("nestform-agent-stream-{}", stream.id())).spawn({
+            let stream = Arc::clone(&stream);
+            move || {
+                let running = active.fetch_add(1, Ordering::SeqCst) + 1;
+                if running > config.max_streams {
+                    let _ = stream.send_error(&format!(
+                        "too many concurrent streams: the limit is `{}`",
+                        config.max_streams
+                    ));
+                } else {
+                    serve_stream(&stream, &body, &config);
+                }
+                stream.close();
+                active.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+        if spawned.is_err() {
+            stream.close();
+        }
     })
 }
 
@@ -150,11 +178,15 @@ enum HelloError {
     Bad(String),
 }
 
-fn read_hello(reader: &mut dyn io::Read) -> Result<Hello, HelloError> {
-    skip_to_magic(reader).map_err(|e| match e {
+/// Reads the magic (or, when `resumed`, the rest of it) and the hello after it.
+fn read_hello(reader: &mut dyn io::Read, resumed: bool) -> Result<Hello, HelloError> {
+    let to_hello_error = |e| match e {
         FrameError::Io(e) => HelloError::Io(e),
         _ => HelloError::Closed,
-    })?;
+    };
+    if !resumed || !rest_of_magic(reader).map_err(to_hello_error)? {
+        skip_to_magic(reader).map_err(to_hello_error)?;
+    }
     let frame = match read_frame(reader) {
         Ok(frame) => frame,
         Err(FrameError::Closed) => return Err(HelloError::Closed),
@@ -191,18 +223,29 @@ fn serve_stream(stream: &Arc<Stream>, body: &[u8], config: &AgentConfig) {
 /// open again and wait for the next handshake. Messages go to `log`.
 pub fn serve_port(port: &Path, config: AgentConfig, log: &mut dyn Write) -> ! {
     let config = Arc::new(config);
+    let mut last_open_error = None;
     loop {
         let file = match OpenOptions::new().read(true).write(true).open(port) {
             Ok(file) => file,
             Err(e) => {
-                let _ = writeln!(log, "opening `{}` failed: {e}; retrying", port.display());
+                // Said once per distinct error: the port may take a while to appear after boot.
+                let message = format!("opening `{}` failed: {e}; retrying every second", port.display());
+                if last_open_error.as_ref() != Some(&message) {
+                    let _ = writeln!(log, "{message}");
+                    last_open_error = Some(message);
+                }
                 thread::sleep(Duration::from_secs(1));
                 continue;
             }
         };
+        last_open_error = None;
         match serve_session(file, &config) {
             Ok(end) => {
-                let _ = writeln!(log, "session ended after {} streams: {}", end.streams, end.reason);
+                let _ = writeln!(
+                    log,
+                    "session ended after {} handshakes and {} streams: {}",
+                    end.handshakes, end.streams, end.reason
+                );
             }
             // While the host side is not connected, reads on the port return end-of-file at once:
             // wait a little instead of spinning.
@@ -230,7 +273,11 @@ pub fn serve_each<T: Transport>(
         };
         match serve_session(transport, &config) {
             Ok(end) => {
-                let _ = writeln!(log, "session ended after {} streams: {}", end.streams, end.reason);
+                let _ = writeln!(
+                    log,
+                    "session ended after {} handshakes and {} streams: {}",
+                    end.handshakes, end.streams, end.reason
+                );
             }
             Err(e) => {
                 let _ = writeln!(log, "session refused: {e}");

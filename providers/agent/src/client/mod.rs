@@ -252,47 +252,48 @@ impl AgentClient {
             &Frame::new(0, FrameKind::Hello, serde_json::to_vec(&hello).expect("hello")),
         )?;
 
-        // The first read runs on its own thread so that a silent agent cannot block us past the timeout.
+        // The reads run on their own thread so that a silent agent cannot block us past the timeout.
+        // Frames left in the channel by an earlier session (data of its streams, a welcome to another
+        // nonce) are skipped until the answer to this hello arrives.
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             let mut reader = reader;
-            let frame = read_frame(&mut reader);
-            let _ = tx.send((reader, frame));
+            let answer = loop {
+                match read_frame(&mut reader) {
+                    Ok(Frame { stream: 0, kind: FrameKind::Welcome, body }) => {
+                        match serde_json::from_slice::<Welcome>(&body) {
+                            Ok(welcome) if welcome.nonce != nonce => continue,
+                            Ok(welcome) => break Ok(welcome),
+                            Err(e) => break Err(format!("welcome is not valid JSON: {e}")),
+                        }
+                    }
+                    Ok(Frame { stream: 0, kind: FrameKind::Error, body }) => {
+                        break Err(format!("the agent refused: {}", String::from_utf8_lossy(&body)))
+                    }
+                    Ok(_) => continue,
+                    Err(FrameError::Closed) => break Err("the agent closed the channel".into()),
+                    Err(e) => break Err(e.to_string()),
+                }
+            };
+            let _ = tx.send((reader, answer));
         });
-        let (reader, frame) = match rx.recv_timeout(options.handshake_timeout) {
+        let (reader, answer) = match rx.recv_timeout(options.handshake_timeout) {
             Ok(got) => got,
             Err(_) => {
                 shutdown.shutdown();
                 return Err(ClientError::HandshakeTimeout { timeout: options.handshake_timeout });
             }
         };
-        let fail = |message: String| {
-            shutdown.shutdown();
-            Err(ClientError::Handshake(message))
-        };
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(FrameError::Closed) => return fail("the agent closed the channel".into()),
-            Err(e) => return fail(e.to_string()),
-        };
-        let welcome: Welcome = match (frame.stream, frame.kind) {
-            (0, FrameKind::Welcome) => match serde_json::from_slice(&frame.body) {
-                Ok(welcome) => welcome,
-                Err(e) => return fail(format!("welcome is not valid JSON: {e}")),
-            },
-            (0, FrameKind::Error) => {
-                return fail(format!("the agent refused: {}", String::from_utf8_lossy(&frame.body)))
-            }
-            (stream, kind) => {
-                return fail(format!("expected a welcome, got `{kind:?}` on stream `{stream}`"))
+        let welcome = match answer {
+            Ok(welcome) => welcome,
+            Err(message) => {
+                shutdown.shutdown();
+                return Err(ClientError::Handshake(message));
             }
         };
         if welcome.protocol != options.protocol {
             shutdown.shutdown();
             return Err(ClientError::VersionMismatch { client: options.protocol, agent: welcome.protocol });
-        }
-        if welcome.nonce != nonce {
-            return fail(format!("the welcome answers nonce `{}`, not ours `{nonce}`", welcome.nonce));
         }
         let conn = Conn::start(Box::new(reader), Box::new(writer), shutdown, None);
         Ok(Self { inner: Arc::new(ClientInner { conn, welcome }) })
@@ -482,5 +483,33 @@ impl AgentClient {
         }
         op.close_on_drop = false;
         Ok(RelayStream::new(Arc::clone(&self.inner), Arc::clone(&op.stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_can_move_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<AgentClient>();
+        send::<RelayStream>();
+        send_sync::<RelayWriter>();
+    }
+
+    #[test]
+    fn exec_request_builder_fills_every_field() {
+        let request = ExecRequest::new(["ls", "-l"])
+            .env("A", "1")
+            .cwd("/tmp")
+            .stdin(b"in".to_vec())
+            .timeout(Duration::from_secs(2));
+        assert_eq!(request.argv, ["ls", "-l"]);
+        assert_eq!(request.env, [("A".to_string(), "1".to_string())]);
+        assert_eq!(request.cwd.as_deref(), Some("/tmp"));
+        assert_eq!(request.stdin.as_deref(), Some(&b"in"[..]));
+        assert_eq!(request.timeout, Some(Duration::from_secs(2)));
     }
 }

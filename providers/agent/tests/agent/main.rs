@@ -476,3 +476,55 @@ fn streams_over_the_limit_are_refused() {
     }
     assert!(client.exec(ExecRequest::new(["true"])).unwrap().status.success());
 }
+
+#[test]
+fn a_new_handshake_on_the_same_channel_starts_a_new_session() {
+    let (mut channel, theirs) = UnixStream::pair().unwrap();
+    let agent = thread::spawn(move || serve_session(theirs, &Arc::new(AgentConfig::default())));
+    raw_handshake(&mut channel, PROTOCOL_VERSION);
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    // Stream 1 leaves unread output in the channel; stream 2 keeps running until the session ends.
+    for (id, script) in
+        [(1, "echo stale".to_string()), (2, format!("echo $$ > {}; exec sleep 30", pidfile.display()))]
+    {
+        let open = serde_json::json!({"op": "exec", "argv": ["sh", "-c", script], "env": [],
+            "clear_env": false, "cwd": null, "stdin": false, "timeout_ms": null});
+        write_frame(&mut channel, &Frame::new(id, FrameKind::Open, serde_json::to_vec(&open).unwrap()))
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the program did not start");
+        thread::sleep(Duration::from_millis(10));
+    };
+
+    // The host reconnects without the agent seeing it leave: a new magic and hello on the same channel.
+    let client = AgentClient::handshake(channel).unwrap();
+    assert_eq!(client.exec(sh("echo fresh")).unwrap().stdout, b"fresh\n");
+    let proc_dir = format!("/proc/{pid}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&proc_dir).exists() {
+        assert!(Instant::now() < deadline, "the old session's program (pid {pid}) survived");
+        thread::sleep(Duration::from_millis(10));
+    }
+    drop(client);
+    let end = agent.join().unwrap().unwrap();
+    assert_eq!((end.handshakes, end.streams), (2, 3));
+}
+
+#[test]
+fn stdin_to_a_program_that_stops_reading_ends_cleanly() {
+    let harness = Harness::start();
+    let client = harness.connect();
+    let input = bytes(4 << 20, 13);
+    let result = client.exec(ExecRequest::new(["head", "-c", "10"]).stdin(input.clone())).unwrap();
+    assert!(result.status.success());
+    assert_eq!(result.stdout, &input[..10]);
+    // The unread stdin did not break the connection.
+    assert!(client.exec(ExecRequest::new(["true"])).unwrap().status.success());
+    assert!(client.disconnected().is_none());
+}
