@@ -3,7 +3,8 @@
 //!
 //! Plain `std::time::Instant` (no harness): `cargo bench -p nestform-engine --bench plan`. Each case is
 //! planned several times (`NESTFORM_BENCH_RUNS`, default 9) and printed as the minimum and median in
-//! milliseconds, so one slow run on a shared machine does not decide the figure:
+//! milliseconds, so one slow run on a shared machine does not decide the figure (the first run, what
+//! one CLI invocation pays, is printed in parentheses):
 //!
 //! - `empty`: from an empty state, everything is created;
 //! - `existing`: against the state that applying the first plan leaves, nothing to do;
@@ -169,7 +170,12 @@ fn main() {
     let runs: usize = std::env::var("NESTFORM_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(9);
     let runs = runs.max(1);
     println!("{runs} runs per case; min / median (first) in ms");
-    for guests in [1_000, 4_000, 10_000] {
+    // `NESTFORM_BENCH_GUESTS=10000` measures one size only (for a profiler).
+    let sizes: Vec<usize> = match std::env::var("NESTFORM_BENCH_GUESTS").ok().and_then(|g| g.parse().ok()) {
+        Some(n) => vec![n],
+        None => vec![1_000, 4_000, 10_000],
+    };
+    for guests in sizes {
         let unchanged = config(guests, false);
         let (created, t) = measure(&unchanged, &State::new(), runs);
         assert!(created.changes.iter().all(|c| c.action == Action::Create));

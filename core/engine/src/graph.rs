@@ -10,7 +10,9 @@
 //! Each node also carries its nesting level: 0 for a `kvm_host` with a `uri`, a guest's host's level
 //! plus one for a guest, its guest's level for a promoted host, and its host's level for a network.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashMapExt};
 
 use nestform_config::{Config, Diagnostic, Diagnostics};
 use nestform_dag::{graph::Dag, graph::NodeId};

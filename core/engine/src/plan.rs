@@ -99,7 +99,8 @@ pub enum ChangeReason {
     Tainted,
     /// `-replace` named it.
     ReplaceRequested,
-    /// The host reports it gone or different from state.
+    /// The host reports it gone or different from state. `detail` is a clause that says what
+    /// happened: "it was stopped outside nestform".
     Drift { detail: String },
     /// In state but no longer in configuration.
     NotInConfig,

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use miette::{IntoDiagnostic, Report};
-use nestform_engine::apply::{ApplyEvent, ApplyOptions, OpKind, Phase, StateSink};
+use nestform_engine::apply::{ApplyEvent, ApplyOptions, OpKind, Phase, StateChange, StateSink};
 use nestform_engine::hosts::Hosts;
 use nestform_engine::plan::Plan;
 use nestform_engine::render::render_plan;
 use nestform_engine::workdir::{read_plan_file, Workdir};
-use nestform_state::{State, StateStore};
+use nestform_state::{IncrementalStore, State};
 
 use super::{plan_options, print_warnings, provider, report, var_inputs};
 use crate::args::{ApplyArgs, DestroyArgs, PlanFlags};
@@ -67,21 +67,16 @@ fn plan_confirm_execute(
     execute(workdir, &planned.plan, state, &planned.hosts, parallelism)
 }
 
-/// Writes the state file after every finished resource. `serial` follows the file, since the engine
-/// hands over snapshots of its state.
-struct FileSink {
-    store: StateStore,
-    serial: Mutex<u64>,
-}
+/// Writes the state file after every finished resource, serializing only what changed.
+struct FileSink(Mutex<IncrementalStore>);
 
 impl StateSink for FileSink {
-    fn persist(&self, state: &State) -> Result<(), String> {
-        let mut serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
-        let mut copy = state.clone();
-        copy.serial = *serial;
-        self.store.save(&mut copy).map_err(|e| e.to_string())?;
-        *serial = copy.serial;
-        Ok(())
+    fn persist(&self, changes: &[StateChange]) -> Result<(), String> {
+        let mut store = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (addr, r) in changes {
+            store.record(addr, r.as_ref());
+        }
+        store.write().map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
@@ -93,7 +88,7 @@ fn execute(
     parallelism: usize,
 ) -> Result<ExitCode, Report> {
     let state = Workdir::prune_to_plan(plan, state);
-    let sink = Arc::new(FileSink { store: workdir.store().clone(), serial: Mutex::new(state.serial) });
+    let sink = Arc::new(FileSink(Mutex::new(IncrementalStore::new(workdir.store().clone(), &state))));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().into_diagnostic()?;
     let outcome = runtime.block_on(async {
         let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
@@ -123,7 +118,13 @@ fn execute(
     if outcome.errors.is_empty() && !outcome.cancelled {
         Workdir::record_outputs(plan, &mut state).map_err(report)?;
     }
-    sink.persist(&state).map_err(|e| miette::miette!("cannot save the state: {e}"))?;
+    // Outputs (and anything a failed persist left unsaved) go in one last full save.
+    state.serial = sink
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .save(&state)
+        .map_err(|e| miette::miette!("cannot save the state: {e}"))?;
 
     for (addr, error) in &outcome.errors {
         eprintln!("{:?}", miette::miette!("`{addr}`: {error}"));

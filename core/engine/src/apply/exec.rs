@@ -25,6 +25,14 @@ pub(crate) enum StateUpdate {
 }
 
 impl StateUpdate {
+    /// The resource the update is about.
+    pub fn addr(&self) -> Option<&ResourceAddr> {
+        match self {
+            StateUpdate::Put(addr, _) | StateUpdate::Remove(addr) => Some(addr),
+            StateUpdate::Nothing => None,
+        }
+    }
+
     /// Applies the update; true when state changed.
     pub fn apply_to(self, state: &mut State) -> bool {
         match self {

@@ -10,6 +10,7 @@
 //!   apply loses nothing. [`apply`] always returns the partly updated state with the errors.
 
 mod exec;
+mod journal;
 pub mod ops;
 
 #[cfg(test)]
@@ -17,25 +18,34 @@ pub(crate) mod fake;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nestform_dag::graph::{Dag, NodeId};
 use nestform_dag::walk::{walk, NodeOutcome};
-use nestform_state::State;
+use nestform_state::{ResourceState, State};
 use nestform_types::ResourceAddr;
 use tokio::sync::{mpsc, watch};
 
 use crate::hosts::Hosts;
 use crate::plan::Plan;
+use journal::Journal;
 pub use ops::OpKind;
+
+/// One resource's new record in state, or `None` when it is gone.
+pub type StateChange = (ResourceAddr, Option<ResourceState>);
 
 /// Where apply saves state after each operation. The CLI's sink writes the state file atomically;
 /// tests keep snapshots. Taking a callback keeps the engine free of files.
+///
+/// A sink mirrors the state that was handed to [`apply`] and receives every change to it, in order,
+/// so it never needs the whole state (nor a lock on it) while it writes.
 pub trait StateSink: Send + Sync {
-    /// Saves `state`. Called from a blocking thread, never two calls at once; an error fails the
-    /// operation whose change it was saving.
-    fn persist(&self, state: &State) -> Result<(), String>;
+    /// Applies `changes` to the mirror and saves it durably. Called from a blocking thread, never two
+    /// calls at once; an error fails the operations whose changes it was saving. A sink keeps the
+    /// changes in its mirror even when saving fails, so the next call saves them too.
+    fn persist(&self, changes: &[StateChange]) -> Result<(), String>;
 }
 
 /// How to apply.
@@ -130,12 +140,18 @@ pub async fn apply(
         hosts: hosts.clone(),
         stop_timeout: opts.stop_timeout,
     });
-    let journal = Arc::new(Journal { state: Mutex::new((state, 0)), saved: Mutex::new(0), sink });
+    let journal = Arc::new(Journal::start(state, sink));
     let all_ops = graph.ops;
+    // Each operation's ticket: the journal ticket of its own change, or of the latest change of what it
+    // depends on when it changes nothing itself (a stop), so waiting on it covers everything below.
+    let tickets: Arc<Vec<AtomicU64>> = Arc::new((0..all_ops.len()).map(|_| AtomicU64::new(0)).collect());
     let events = opts.events.clone();
     let report = walk(&dag, opts.parallelism, opts.cancel.clone(), |id: NodeId| {
-        let (ctx, journal, events) = (ctx.clone(), journal.clone(), events.clone());
+        let (ctx, journal, events, tickets) = (ctx.clone(), journal.clone(), events.clone(), tickets.clone());
         let op = all_ops[*dag.node(id)].clone();
+        let index = *dag.node(id);
+        let below =
+            dag.dependencies(id).map(|d| tickets[*dag.node(d)].load(Ordering::Acquire)).max().unwrap_or(0);
         async move {
             let send = |phase| {
                 // The receiver going away (a CLI that stopped listening) must not stop the apply.
@@ -145,8 +161,11 @@ pub async fn apply(
             let start = Instant::now();
             let task_op = op.clone();
             let result = tokio::task::spawn_blocking(move || {
+                journal.wait_saved(below)?;
                 let update = ctx.run(&task_op)?;
-                journal.record(update)
+                let ticket = journal.record(update).max(below);
+                tickets[index].store(ticket, Ordering::Release);
+                Ok(())
             })
             .await
             .unwrap_or_else(|e| Err(format!("the operation panicked: {e}")));
@@ -175,50 +194,9 @@ pub async fn apply(
         }
     }
     let cancelled = *opts.cancel.borrow() && report.outcomes.values().any(|o| *o == NodeOutcome::NotStarted);
-    // Every operation has finished, so the journal is ours alone; cloning covers a task that somehow
-    // still holds it rather than panicking.
-    let state = match Arc::try_unwrap(journal) {
-        Ok(j) => j.state.into_inner().unwrap_or_else(|p| p.into_inner()).0,
-        Err(shared) => shared.state.lock().unwrap_or_else(|p| p.into_inner()).0.clone(),
-    };
-    ApplyOutcome { state, errors, cancelled }
-}
-
-/// The state being applied, with group commit: every operation that changes state waits until a
-/// persist that includes its change has succeeded, but operations finishing while a persist runs share
-/// the next one instead of writing the whole state once each (1,000 guests would otherwise serialize
-/// the state 1,000 times).
-struct Journal {
-    /// The state and the number of changes made to it.
-    state: Mutex<(State, u64)>,
-    /// The number of changes the last successful persist included. Held while persisting, which is
-    /// what serializes writes.
-    saved: Mutex<u64>,
-    sink: Arc<dyn StateSink>,
-}
-
-impl Journal {
-    /// Records an operation's update and persists it. Blocking.
-    fn record(&self, update: exec::StateUpdate) -> Result<(), String> {
-        let mine = {
-            let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if !update.apply_to(&mut guard.0) {
-                return Ok(());
-            }
-            guard.1 += 1;
-            guard.1
-        };
-        let mut saved = self.saved.lock().unwrap_or_else(|p| p.into_inner());
-        if *saved >= mine {
-            return Ok(());
-        }
-        // Persisting under the state lock (rather than from a clone) saves copying the whole state
-        // each time; operations finishing meanwhile wait here and join the next persist.
-        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        self.sink
-            .persist(&guard.0)
-            .map_err(|e| format!("the change is made but state cannot be saved: {e}"))?;
-        *saved = guard.1;
-        Ok(())
+    let (state, unsaved) = journal.finish();
+    if let Some((addr, e)) = unsaved {
+        errors.push((addr, format!("the change is made but state cannot be saved: {e}")));
     }
+    ApplyOutcome { state, errors, cancelled }
 }

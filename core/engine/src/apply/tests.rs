@@ -131,11 +131,39 @@ fn next_plan(state: &State, base: &Plan, actions: &[(&str, Action, bool)]) -> Pl
 
 /// Keeps every state it is asked to persist.
 #[derive(Default)]
-struct Snapshots(Mutex<Vec<State>>);
+/// Mirrors the state it was made with and keeps a snapshot of it after every persist, with the
+/// addresses each persist changed.
+struct Snapshots {
+    /// How long each persist takes, as a slow disk would.
+    delay: Duration,
+    mirror: Mutex<State>,
+    saved: Mutex<Vec<State>>,
+    changed: Mutex<Vec<BTreeSet<ResourceAddr>>>,
+}
+
+impl Snapshots {
+    fn new(state: &State) -> Self {
+        Snapshots {
+            delay: Duration::ZERO,
+            mirror: Mutex::new(state.clone()),
+            saved: Mutex::default(),
+            changed: Mutex::default(),
+        }
+    }
+}
 
 impl StateSink for Snapshots {
-    fn persist(&self, state: &State) -> Result<(), String> {
-        self.0.lock().unwrap().push(state.clone());
+    fn persist(&self, changes: &[StateChange]) -> Result<(), String> {
+        std::thread::sleep(self.delay);
+        let mut mirror = self.mirror.lock().unwrap();
+        for (addr, r) in changes {
+            match r {
+                Some(r) => mirror.resources.insert(addr.clone(), r.clone()),
+                None => mirror.resources.remove(addr),
+            };
+        }
+        self.saved.lock().unwrap().push(mirror.clone());
+        self.changed.lock().unwrap().push(changes.iter().map(|(a, _)| a.clone()).collect());
         Ok(())
     }
 }
@@ -144,6 +172,7 @@ struct Run {
     outcome: ApplyOutcome,
     events: Vec<ApplyEvent>,
     saved: Vec<State>,
+    changed: Vec<BTreeSet<ResourceAddr>>,
 }
 
 async fn run_with(
@@ -156,14 +185,17 @@ async fn run_with(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut opts = ApplyOptions::new(cancel, tx);
     opts.parallelism = parallelism;
-    let sink = Arc::new(Snapshots::default());
+    let sink = Arc::new(Snapshots::new(&state));
     let outcome = apply(plan, state, hosts, opts, sink.clone()).await;
     let mut events = Vec::new();
     while let Ok(e) = rx.try_recv() {
         events.push(e);
     }
-    let saved = sink.0.lock().unwrap().clone();
-    Run { outcome, events, saved }
+    let saved = sink.saved.lock().unwrap().clone();
+    let changed = sink.changed.lock().unwrap().clone();
+    // The mirror the sink kept from the changes alone is the state apply ended with.
+    assert_eq!(sink.mirror.lock().unwrap().resources, outcome.state.resources);
+    Run { outcome, events, saved, changed }
 }
 
 async fn run(plan: &Plan, state: State, hosts: &Hosts) -> Run {
@@ -373,15 +405,37 @@ async fn parallelism_is_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn persists_after_each_resource() {
+async fn persists_each_change_before_anything_built_on_it_starts() {
     let provider = FakeProvider::new();
     let hosts = Hosts::new(provider.clone());
+    // A slow disk: saves take longer than provider calls, so the writer lags behind the operations.
+    let sink = Arc::new(Snapshots { delay: Duration::from_millis(30), ..Snapshots::new(&State::new()) });
+    let (seen, violations) = (sink.clone(), Arc::new(Mutex::new(Vec::<String>::new())));
+    let v = violations.clone();
+    provider.on_call(move |op, name| {
+        // g1 sits on the network, which sits on the host: both must already be in the saved state when
+        // g1 is created, or a crash right after could leave a guest that state does not stand on.
+        if (op, name) == ("create_guest", "g1") {
+            let saved = seen.saved.lock().unwrap().last().cloned().unwrap_or_default();
+            for dep in ["kvm_host.l0", "nat_network.lan"] {
+                if !saved.resources.contains_key(&addr(dep)) {
+                    v.lock().unwrap().push(format!("`{dep}` was not saved when g1 was created"));
+                }
+            }
+        }
+    });
     let (_tx, cancel) = watch::channel(false);
-    let r = run_with(&basic(), State::new(), &hosts, 1, cancel).await;
-    assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
-    // One at a time, so no two changes share a persist: one save per resource, each one bigger.
-    let sizes: Vec<_> = r.saved.iter().map(|s| s.resources.len()).collect();
-    assert_eq!(sizes, [1, 2, 3, 4]);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut opts = ApplyOptions::new(cancel, tx);
+    opts.parallelism = 10;
+    let outcome = apply(&basic(), State::new(), &hosts, opts, sink.clone()).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert!(violations.lock().unwrap().is_empty(), "{:?}", violations.lock().unwrap());
+    // Everything is saved by the time apply returns, and each save names only what changed in it.
+    let saved = sink.saved.lock().unwrap();
+    assert_eq!(saved.last().unwrap().resources, outcome.state.resources);
+    let changed = sink.changed.lock().unwrap();
+    assert_eq!(changed.iter().map(BTreeSet::len).sum::<usize>(), 4, "{changed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,9 @@
 //! guest it runs inside forces on it (the cascade), then the `-target` selection and the domain XML of
 //! changed guests.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
+
+use foldhash::{HashMap, HashMapExt};
 
 use nestform_provider::Hypervisor;
 use nestform_state::{ResourceState, State};
@@ -11,8 +13,9 @@ use nestform_types::{NestedGuestSpec, Owner, ResourceAddr, ResourceSpec, Resourc
 use serde_json::{Map, Value};
 
 use super::diff::{diff, is_computed, is_configured, spec_attributes, split_state};
-use crate::computed::computed_attributes;
+use super::same::spec_matches_state;
 use super::{Inputs, PlanOptions, Problem};
+use crate::computed::computed_attributes;
 use crate::graph::{DesiredResource, GraphNode, GraphProblem, ResourceGraph};
 use crate::plan::{Action, ChangeReason, Effect, ResourceChange};
 use crate::request::guest_request;
@@ -29,7 +32,9 @@ pub(crate) fn plan_changes(
     desired: &[DesiredResource<'_>],
     inputs: &Inputs<'_>,
 ) -> Result<(Vec<ResourceChange>, Vec<Problem>), Failure> {
+    let t0 = std::time::Instant::now();
     let (graph, graph_problems) = ResourceGraph::from_resources(desired.iter().copied(), inputs.state);
+    let t1 = t0.elapsed();
     if !graph_problems.is_empty() {
         return Err(Failure::Graph(graph_problems));
     }
@@ -42,18 +47,33 @@ pub(crate) fn plan_changes(
         return Err(Failure::Problems(problems));
     }
 
+    let t2 = t0.elapsed();
+    let (mut td, mut to) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let specs: HashMap<&ResourceAddr, &ResourceSpec> = desired.iter().map(|d| (d.addr, d.spec)).collect();
     let mut changes: Vec<ResourceChange> = Vec::with_capacity(graph.len());
     let mut at: HashMap<&ResourceAddr, usize> = HashMap::with_capacity(graph.len());
     for node in graph.in_order() {
+        let ta = std::time::Instant::now();
         let depends_on = graph.dependencies(&node.addr).into_iter().cloned().collect();
+        td += ta.elapsed();
         let spec = specs.get(&node.addr).copied();
         let st = inputs.state.resources.get(&node.addr);
+        let ta = std::time::Instant::now();
         let Some(mut change) = own_change(node, spec, st, inputs.options, depends_on) else {
             continue;
         };
+        to += ta.elapsed();
         if let Some((origin, kind)) = cascade_source(node, &graph, &changes, &at) {
             apply_cascade(&mut change, origin, kind);
+        }
+        if let Some(spec) = spec {
+            if let Some(target) = replaced_target(spec, st, &changes, &at) {
+                apply_cascade(&mut change, target, Action::Replace);
+            }
+        }
+        if let Some(recorded) = inputs.recorded {
+            let recorded = recorded.resources.get(&node.addr);
+            change.reasons.extend(super::drift::drift(&change, st, recorded));
         }
         // A no-op's `before` is its `after` (see `own_change`); anything else shows what it was.
         if change.action != Action::NoOp && change.before.is_none() {
@@ -78,7 +98,9 @@ pub(crate) fn plan_changes(
         });
     }
 
+    let t3 = t0.elapsed();
     add_definitions(&mut changes, &specs, inputs);
+    if std::env::var_os("NF_TIMING").is_some() { eprintln!("graph {t1:?} checks {:?} loop {:?} (deps {td:?} own {to:?}) defs {:?}", t2 - t1, t3 - t2, t0.elapsed() - t3); }
     Ok((changes, problems))
 }
 
@@ -148,12 +170,19 @@ fn own_change(
             let empty = Map::new();
             // The state's own map: `diff` skips the `type` tag and computed attributes.
             let before = s.attributes.as_object().unwrap_or(&empty);
+            let replace_requested = options.replace.iter().any(|r| r.contains(&node.addr));
+            if !s.tainted && !replace_requested && spec_matches_state(ty, spec, before) {
+                // Nothing differs (most of a large plan): after is what state records, computed
+                // attributes included, without serializing the spec and diffing.
+                if std::env::var_os("NF_NOCLONE").is_none() { c.after = Some(state_attributes(s)); }
+                return Some(c);
+            }
             let mut after = spec_attributes(spec);
             c.attribute_changes = diff(ty, before, &after);
             if s.tainted {
                 c.reasons.push(ChangeReason::Tainted);
             }
-            if options.replace.iter().any(|r| r.contains(&node.addr)) {
+            if replace_requested {
                 c.reasons.push(ChangeReason::ReplaceRequested);
             }
             let strongest = c.attribute_changes.iter().map(|a| a.effect).max();
@@ -208,6 +237,22 @@ fn cascade_source(
         })
         .unwrap_or_else(|| guest.clone());
     Some((origin, kind))
+}
+
+/// For a benchmark that exists: a target that is replaced (or created again), whose measurements
+/// would be about a machine that is gone.
+fn replaced_target(
+    spec: &ResourceSpec,
+    st: Option<&ResourceState>,
+    changes: &[ResourceChange],
+    at: &HashMap<&ResourceAddr, usize>,
+) -> Option<ResourceAddr> {
+    let ResourceSpec::Benchmark(b) = spec else { return None };
+    st?;
+    b.targets
+        .iter()
+        .find(|t| at.get(t).is_some_and(|&i| matches!(changes[i].action, Action::Replace | Action::Create)))
+        .cloned()
 }
 
 fn apply_cascade(c: &mut ResourceChange, origin: ResourceAddr, kind: Action) {

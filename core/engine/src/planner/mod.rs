@@ -5,16 +5,20 @@
 //! guests plan in well under a tenth of a second.
 //!
 //! - [`classify`]: the table of what each attribute change needs (live, restart, replace) and why.
-//! - [`diff`]: before (state) against after (the spec), attribute by attribute.
+//! - [`diff`]: before (state) against after (the spec), attribute by attribute; [`same`]: the quick
+//!   check that nothing differs, which most resources of a large plan pass.
 //! - [`checks`]: guests against their hosts' facts.
-//! - [`changes`]: one change per resource in dependency order, cascades into nested guests,
-//!   `-target`, `-replace`, destroy mode, domain XML.
+//! - [`changes`]: one change per resource in dependency order, cascades into nested guests (and into
+//!   benchmarks of replaced targets), `-target`, `-replace`, destroy mode, domain XML.
+//! - [`drift`]: changes needed because something changed outside nestform.
 
 mod changes;
 mod checks;
 mod classify;
 mod diff;
+mod drift;
 mod outputs;
+mod same;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -70,13 +74,29 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, Diagnostics> {
 
 /// [`plan`], keeping the warnings.
 pub fn plan_with_warnings(input: PlanInput<'_>) -> Result<Planned, Diagnostics> {
+    plan_inner(input, None)
+}
+
+/// [`plan_with_warnings`] after a refresh, given `recorded`, the state as it was before refresh
+/// (`input.state` is the refreshed one). Comparing the two tells drift from a change of configuration:
+/// a resource that refresh removed is created again "because it was deleted outside nestform", and a
+/// guest reported stopped while both the record and the configuration say running is started "because
+/// it was stopped outside nestform" ([`ChangeReason::Drift`](crate::plan::ChangeReason::Drift)).
+///
+/// A separate function rather than a field of [`PlanInput`], so that every caller that builds a
+/// `PlanInput` keeps compiling.
+pub fn plan_after_refresh(input: PlanInput<'_>, recorded: &State) -> Result<Planned, Diagnostics> {
+    plan_inner(input, Some(recorded))
+}
+
+fn plan_inner(input: PlanInput<'_>, recorded: Option<&State>) -> Result<Planned, Diagnostics> {
     let PlanInput { config, state, facts, hypervisors, options } = input;
     let desired: Vec<DesiredResource<'_>> = config
         .resources
         .values()
         .map(|r| DesiredResource { addr: &r.addr, spec: &r.spec, depends_on: &r.depends_on })
         .collect();
-    let inputs = Inputs { state, facts, hypervisors, options: &options };
+    let inputs = Inputs { state, recorded, facts, hypervisors, options: &options };
     let (changes, problems) = match changes::plan_changes(&desired, &inputs) {
         Ok(planned) => planned,
         Err(Failure::Graph(problems)) => return Err(crate::graph::diagnostics(config, problems)),
@@ -123,6 +143,8 @@ fn diagnostics(config: &Config, problems: Vec<Problem>) -> Diagnostics {
 /// The state, facts and connections a plan is made against; the configuration is passed alongside.
 pub(crate) struct Inputs<'a> {
     pub state: &'a State,
+    /// The state before refresh, when the caller has it: for telling drift.
+    pub recorded: Option<&'a State>,
     pub facts: &'a BTreeMap<ResourceAddr, HostFacts>,
     pub hypervisors: &'a BTreeMap<ResourceAddr, Arc<dyn Hypervisor>>,
     pub options: &'a PlanOptions,

@@ -83,6 +83,22 @@ impl Conf {
         }
         self
     }
+    /// The configuration as the loader would hand it over (no sources, no outputs).
+    pub fn config(&self) -> nestform_config::Config {
+        let file = Arc::new(nestform_config::SourceFile::new("test.nf.hcl", ""));
+        let range = nestform_config::SourceRange::new(&file, 0..0);
+        let resources = self.0.iter().map(|(a, spec, deps)| {
+            let rc = nestform_config::ResourceConfig {
+                addr: a.clone(),
+                spec: spec.clone(),
+                range: range.clone(),
+                attr_ranges: BTreeMap::new(),
+                depends_on: deps.clone(),
+            };
+            (a.clone(), rc)
+        });
+        nestform_config::Config { resources: resources.collect(), ..Default::default() }
+    }
     pub fn desired(&self) -> Vec<DesiredResource<'_>> {
         self.0.iter().map(|(a, s, d)| DesiredResource { addr: a, spec: s, depends_on: d }).collect()
     }
@@ -169,7 +185,7 @@ pub(crate) fn run_with(
     hypervisors: &BTreeMap<ResourceAddr, Arc<dyn Hypervisor>>,
     options: PlanOptions,
 ) -> Result<(Vec<ResourceChange>, Vec<Problem>), Failure> {
-    let inputs = Inputs { state, facts, hypervisors, options: &options };
+    let inputs = Inputs { state, recorded: None, facts, hypervisors, options: &options };
     plan_changes(&conf.desired(), &inputs)
 }
 
@@ -623,6 +639,16 @@ fn plans_are_deterministic() {
     assert_eq!(a, b);
 }
 
+/// The whole plan of `conf` against `state`, through the public entry point.
+pub(crate) fn plan_of_config(conf: &Conf, state: &State) -> crate::plan::Plan {
+    let config = conf.config();
+    let (facts, hypervisors) = (BTreeMap::new(), BTreeMap::new());
+    let options = PlanOptions::default();
+    let input =
+        super::PlanInput { config: &config, state, facts: &facts, hypervisors: &hypervisors, options };
+    super::plan(input).unwrap()
+}
+
 /// A whole plan around `changes`, for render tests.
 pub(crate) fn plan_of(changes: Vec<ResourceChange>) -> crate::plan::Plan {
     crate::plan::Plan {
@@ -637,4 +663,47 @@ pub(crate) fn plan_of(changes: Vec<ResourceChange>) -> crate::plan::Plan {
         changes,
         output_changes: BTreeMap::new(),
     }
+}
+
+#[test]
+fn benchmarks_of_a_replaced_target_are_replaced() {
+    let bench = |targets: &[&str]| {
+        ResourceSpec::Benchmark(BenchmarkSpec {
+            kind: BenchmarkKind::Boot,
+            targets: targets.iter().map(|t| addr(t)).collect(),
+            size: None,
+            iterations: None,
+            repeat: 1,
+        })
+    };
+    let conf = three_levels()
+        .add("benchmark.boot3", bench(&["nested_guest.g3"]))
+        .add("benchmark.boot1", bench(&["nested_guest.g1"]));
+    let state = conf.applied();
+    // g2's disk format forces its replacement, which cascades into g3 (inside it).
+    let changed = conf.clone().edit_guest("g2", |g| g.disks[0].format = DiskFormat::Raw);
+    let changes = run(&changed, &state, &no_facts(), PlanOptions::default()).unwrap();
+    let boot3 = find(&changes, "benchmark.boot3");
+    assert_eq!(boot3.action, Action::Replace);
+    assert_eq!(boot3.reasons, [ChangeReason::Cascade { guest: addr("nested_guest.g3") }]);
+    assert_eq!(boot3.after_unknown, ["results".to_string()].into());
+    assert_eq!(find(&changes, "benchmark.boot1").action, Action::NoOp);
+    let pos = |a: &str| changes.iter().position(|c| c.addr == addr(a)).unwrap();
+    assert!(pos("nested_guest.g3") < pos("benchmark.boot3"));
+    let text = crate::render::render_plan(&plan_of(changes));
+    assert!(text.contains("  # (because `nested_guest.g3`, which it measures, is replaced"), "{text}");
+
+    // A restart is not a new machine: the results still hold.
+    let restarted = conf.clone().edit_guest("g1", |g| g.vcpus = 2);
+    let changes = run(&restarted, &state, &no_facts(), PlanOptions::default()).unwrap();
+    assert_eq!(find(&changes, "nested_guest.g3").action, Action::Update);
+    assert_eq!(find(&changes, "benchmark.boot3").action, Action::NoOp);
+    assert_eq!(find(&changes, "benchmark.boot1").action, Action::NoOp);
+
+    // A benchmark not created yet is simply created.
+    let mut fresh = state.clone();
+    fresh.resources.remove(&addr("benchmark.boot3"));
+    let changes = run(&changed, &fresh, &no_facts(), PlanOptions::default()).unwrap();
+    let boot3 = find(&changes, "benchmark.boot3");
+    assert_eq!((boot3.action, boot3.reasons.len()), (Action::Create, 0));
 }

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use nestform_types::ResourceType;
 use serde_json::Value;
 
 use crate::plan::{Action, AttributeChange, ChangeReason, Effect, OutputChange, Plan, ResourceChange};
@@ -68,7 +69,7 @@ fn render_change(out: &mut String, c: &ResourceChange) {
     let promoted = [&c.after, &c.before]
         .into_iter()
         .find_map(|v| v.as_ref()?.get("guest")?.as_str().map(String::from))
-        .filter(|_| c.addr.ty == nestform_types::ResourceType::KvmHost);
+        .filter(|_| c.addr.ty == ResourceType::KvmHost);
     let place = match (&c.host, promoted) {
         (Some(h), _) => format!("level {}, on {h}", c.level),
         (None, Some(g)) => format!("level {}, inside {g}", c.level),
@@ -76,7 +77,7 @@ fn render_change(out: &mut String, c: &ResourceChange) {
     };
     let _ = writeln!(out, "  # {} {} ({place})", c.addr, headline(c));
     for r in &c.reasons {
-        let _ = writeln!(out, "  # ({})", reason(c.action, r));
+        let _ = writeln!(out, "  # ({})", reason(c.action, c.addr.ty, r));
     }
     let sym = symbol(c);
     let _ = writeln!(out, "{}{sym} {} {{", " ".repeat(3 - sym.len()), c.addr);
@@ -186,8 +187,12 @@ fn render_output(out: &mut String, name: &str, o: &OutputChange, width: usize) {
     let _ = writeln!(out, "  {sym} {name:<width$} = {text}");
 }
 
-fn reason(action: Action, r: &ChangeReason) -> String {
+fn reason(action: Action, ty: ResourceType, r: &ChangeReason) -> String {
     match r {
+        // A benchmark's cascade comes from a target it measures, not from a guest it runs inside.
+        ChangeReason::Cascade { guest } if ty == ResourceType::Benchmark => {
+            format!("because `{guest}`, which it measures, is replaced: its results are about a machine that is gone")
+        }
         ChangeReason::Cascade { guest } => {
             let what = match action {
                 Action::Delete => "is destroyed",
@@ -198,7 +203,8 @@ fn reason(action: Action, r: &ChangeReason) -> String {
         }
         ChangeReason::Tainted => "because it is tainted: it was created but never became healthy".into(),
         ChangeReason::ReplaceRequested => "because `-replace` names it".into(),
-        ChangeReason::Drift { detail } => format!("because it changed outside nestform: {detail}"),
+        // The detail says what happened outside nestform: "it was stopped outside nestform".
+        ChangeReason::Drift { detail } => format!("because {detail}"),
         ChangeReason::NotInConfig => "because it is not in the configuration".into(),
     }
 }

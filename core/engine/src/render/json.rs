@@ -59,7 +59,8 @@ pub struct JsonResourceChange {
     pub change: JsonChange,
     /// Why a replace or delete happens, in Terraform's words: `replace_because_cannot_update`,
     /// `replace_because_tainted`, `replace_by_request`, `replace_by_triggers`,
-    /// `delete_because_no_resource_config`.
+    /// `delete_because_no_resource_config`; and nestform's own for drift (a change made outside
+    /// nestform, detailed in `nestform.reasons`): `create_because_drift`, `update_because_drift`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_reason: Option<String>,
     pub nestform: JsonNestform,
@@ -216,6 +217,8 @@ fn action_reason(c: &ResourceChange) -> Option<String> {
         Action::Delete if has(|r| matches!(r, ChangeReason::NotInConfig)) => {
             "delete_because_no_resource_config"
         }
+        Action::Create if has(|r| matches!(r, ChangeReason::Drift { .. })) => "create_because_drift",
+        Action::Update if has(|r| matches!(r, ChangeReason::Drift { .. })) => "update_because_drift",
         _ => return None,
     };
     Some(reason.to_string())
@@ -278,10 +281,7 @@ mod tests {
         assert_eq!(g1["change"]["actions"], json!(["create"]));
         assert_eq!(g1["change"]["before"], Value::Null);
         assert_eq!(g1["change"]["after"]["vcpus"], 1);
-        assert_eq!(
-            g1["change"]["after_unknown"],
-            json!({"id": true})
-        );
+        assert_eq!(g1["change"]["after_unknown"], json!({"id": true}));
         assert_eq!(
             g1["nestform"],
             json!({"level": 1, "host": "kvm_host.l0", "restart": false, "effects": []})

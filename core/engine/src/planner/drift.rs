@@ -1,0 +1,168 @@
+//! Drift: what changed outside nestform. Refresh writes what the hosts report into state (a guest's
+//! `running`, `vcpus`, `memory`) and removes what they no longer have; comparing that with the state as
+//! recorded before refresh tells a change made behind nestform's back apart from a change of
+//! configuration, so the plan can say why it starts a guest nobody asked to start.
+
+use nestform_state::ResourceState;
+use serde_json::Value;
+
+use crate::plan::{Action, ChangeReason, ResourceChange};
+
+/// Why `c` is needed because of something done outside nestform, if it is: the resource vanished
+/// (`recorded` has it, the refreshed state `refreshed` does not), or an attribute the change sets was
+/// reported different from what was recorded.
+pub(crate) fn drift(
+    c: &ResourceChange,
+    refreshed: Option<&ResourceState>,
+    recorded: Option<&ResourceState>,
+) -> Option<ChangeReason> {
+    let recorded = recorded?;
+    let detail = match (c.action, refreshed) {
+        (Action::Create, None) => "it was deleted outside nestform".to_string(),
+        (Action::Update | Action::Replace, Some(refreshed)) => {
+            let mut details = Vec::new();
+            let mut seen: Vec<&str> = Vec::new();
+            for a in &c.attribute_changes {
+                // `disks["root"].size` drifts when `disks` was reported different.
+                let top = a.path.split(['[', '.']).next().unwrap_or(&a.path);
+                if seen.contains(&top) {
+                    continue;
+                }
+                seen.push(top);
+                let (was, is) = (recorded.attributes.get(top), refreshed.attributes.get(top));
+                if was != is {
+                    details.push(describe(top, was, is));
+                }
+            }
+            if details.is_empty() {
+                return None;
+            }
+            details.join("; ")
+        }
+        _ => return None,
+    };
+    Some(ChangeReason::Drift { detail })
+}
+
+/// One drifted attribute in words: `it was stopped outside nestform`.
+fn describe(key: &str, was: Option<&Value>, is: Option<&Value>) -> String {
+    let show = |v: Option<&Value>| v.map(Value::to_string).unwrap_or_else(|| "null".into());
+    match (key, is.and_then(Value::as_bool)) {
+        ("running", Some(false)) => "it was stopped outside nestform".into(),
+        ("running", Some(true)) => "it was started outside nestform".into(),
+        _ => format!("its `{key}` was changed outside nestform, from {} to {}", show(was), show(is)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use nestform_state::State;
+    use serde_json::json;
+
+    use super::super::tests::{addr, three_levels, Conf};
+    use super::super::{plan_after_refresh, PlanInput, PlanOptions};
+    use crate::plan::{Action, ChangeReason, Plan};
+    use crate::render::{json::plan_json, render_plan};
+
+    /// Plans `conf` against `refreshed`, knowing `recorded` was the state before refresh.
+    fn planned(conf: &Conf, refreshed: &State, recorded: &State) -> Plan {
+        let config = conf.config();
+        let (facts, hypervisors) = (BTreeMap::new(), BTreeMap::new());
+        let input = PlanInput {
+            config: &config,
+            state: refreshed,
+            facts: &facts,
+            hypervisors: &hypervisors,
+            options: PlanOptions::default(),
+        };
+        plan_after_refresh(input, recorded).unwrap().plan
+    }
+
+    fn change<'a>(plan: &'a Plan, a: &str) -> &'a crate::plan::ResourceChange {
+        plan.changes.iter().find(|c| c.addr == addr(a)).unwrap()
+    }
+
+    #[test]
+    fn a_guest_stopped_outside_is_started_and_says_why() {
+        let conf = three_levels();
+        let recorded = conf.applied();
+        let mut refreshed = recorded.clone();
+        refreshed.resources.get_mut(&addr("nested_guest.g3")).unwrap().attributes["running"] = json!(false);
+        let plan = planned(&conf, &refreshed, &recorded);
+        let g3 = change(&plan, "nested_guest.g3");
+        assert_eq!(g3.action, Action::Update);
+        assert_eq!(g3.reasons, [ChangeReason::Drift { detail: "it was stopped outside nestform".into() }]);
+        let text = render_plan(&plan);
+        assert!(
+            text.contains(
+                "  # nested_guest.g3 will be updated in place (level 3, on kvm_host.l2)\n  \
+                 # (because it was stopped outside nestform)\n"
+            ),
+            "{text}"
+        );
+        let json = plan_json(&plan);
+        let g3 =
+            json["resource_changes"].as_array().unwrap().iter().find(|c| c["address"] == "nested_guest.g3");
+        let g3 = g3.unwrap();
+        assert_eq!(g3["action_reason"], "update_because_drift");
+        assert_eq!(
+            g3["nestform"]["reasons"],
+            json!([{"kind": "drift", "detail": "it was stopped outside nestform"}])
+        );
+    }
+
+    #[test]
+    fn a_configuration_change_is_not_drift() {
+        // State already said stopped before refresh: starting it is the configuration's doing.
+        let stopped = three_levels().edit_guest("g3", |g| g.running = false);
+        let recorded = stopped.applied();
+        let plan = planned(&three_levels(), &recorded, &recorded);
+        let g3 = change(&plan, "nested_guest.g3");
+        assert_eq!(g3.action, Action::Update);
+        assert!(g3.reasons.is_empty());
+        // Memory changed by hand, and the configuration asks for the recorded value again.
+        let conf = three_levels();
+        let recorded = conf.applied();
+        let mut refreshed = recorded.clone();
+        refreshed.resources.get_mut(&addr("nested_guest.g1")).unwrap().attributes["memory"] = json!("1GiB");
+        let plan = planned(&conf, &refreshed, &recorded);
+        let g1 = change(&plan, "nested_guest.g1");
+        assert_eq!((g1.action, g1.restart), (Action::Update, true));
+        assert_eq!(
+            g1.reasons,
+            [ChangeReason::Drift {
+                detail: "its `memory` was changed outside nestform, from \"512MiB\" to \"1GiB\"".into()
+            }]
+        );
+        // Inner guests restart because g1 does; that is a cascade, not drift of their own.
+        let g2 = change(&plan, "nested_guest.g2");
+        assert_eq!(g2.reasons, [ChangeReason::Cascade { guest: addr("nested_guest.g1") }]);
+    }
+
+    #[test]
+    fn a_vanished_guest_is_created_again_because_of_drift() {
+        let conf = three_levels();
+        let recorded = conf.applied();
+        let mut refreshed = recorded.clone();
+        refreshed.resources.remove(&addr("nested_guest.g3"));
+        let plan = planned(&conf, &refreshed, &recorded);
+        let g3 = change(&plan, "nested_guest.g3");
+        assert_eq!(g3.action, Action::Create);
+        assert_eq!(g3.reasons, [ChangeReason::Drift { detail: "it was deleted outside nestform".into() }]);
+        assert!(render_plan(&plan).contains(
+            "  # nested_guest.g3 will be created (level 3, on kvm_host.l2)\n  # (because it was deleted outside nestform)\n"
+        ));
+        let json = plan_json(&plan);
+        let rc = json["resource_changes"].as_array().unwrap();
+        let g3 = rc.iter().find(|c| c["address"] == "nested_guest.g3").unwrap();
+        assert_eq!(g3["action_reason"], "create_because_drift");
+        // Without the state before refresh, the same plan has no reason to give.
+        let plan = super::super::tests::plan_of_config(&conf, &refreshed);
+        assert!(change(&plan, "nested_guest.g3").reasons.is_empty());
+        let created: Vec<String> =
+            plan.changes.iter().filter(|c| c.action != Action::NoOp).map(|c| c.addr.to_string()).collect();
+        assert_eq!(created, ["nested_guest.g3"]);
+    }
+}
