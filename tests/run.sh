@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, the JSON Schemas' freshness, unit tests, the provider conformance
-# suite on libvirt's test driver, and the CLI end to end against libvirtd. Expects tests/setup-host.sh to
-# have run (the README's test command runs both).
+# The whole test suite, with all its set-up: installs the virtualization stack if needed, creates a
+# network namespace and starts libvirtd inside it (so every network a test makes stays there), then
+# runs formatting, the JSON Schemas' freshness, unit tests, the provider conformance suite and the CLI
+# end to end. The namespace and its daemons are removed on exit, also when a test fails. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+netns="${NESTFORM_TEST_NETNS:-nestform-test}"
+trap 'bash tests/setup-host.sh --stop-netns "$netns" || true' EXIT
+bash tests/setup-host.sh --netns "$netns"
 
 cargo fmt --all -- --check
 cargo test --workspace --locked --no-fail-fast

@@ -5,7 +5,28 @@
 #
 # On a machine where libvirtd already runs (a user's workstation), it installs nothing it does not need and
 # leaves the running daemon alone.
+#
+#   tests/setup-host.sh                 install, then start libvirtd as usual
+#   tests/setup-host.sh --netns NAME    install, then create network namespace NAME and start the daemons
+#                                       inside it, so every bridge, NAT rule and dnsmasq that guests' networks
+#                                       need lives there (what the test suite does); undo with --stop-netns NAME
 set -euo pipefail
+
+netns=""
+case "${1:-}" in
+  --netns) netns="${2:?--netns needs a name}" ;;
+  --stop-netns)
+    ns="${2:?--stop-netns needs a name}"
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+    sleep 0.5
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+    rm -f /var/run/libvirt/libvirt-sock /var/run/libvirtd.pid
+    exit 0
+    ;;
+  "") ;;
+  *) echo "usage: $0 [--netns NAME | --stop-netns NAME]" >&2; exit 2 ;;
+esac
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }
 
@@ -46,15 +67,34 @@ if [ -e /dev/kvm ]; then
   chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
 fi
 
-if virsh -c qemu:///system version >/dev/null 2>&1; then
+# Runs a command in the namespace when one was asked for.
+in_ns() {
+  if [ -n "$netns" ]; then ip netns exec "$netns" "$@"; else "$@"; fi
+}
+
+if [ -n "$netns" ]; then
+  if ! ip netns list | grep -qw "$netns"; then
+    log "creating network namespace $netns"
+    ip netns add "$netns"
+  fi
+  ip netns exec "$netns" ip link set lo up
+  if pid=$(pgrep -x libvirtd); then
+    if [ "$(ip netns identify "$pid" 2>/dev/null)" = "$netns" ]; then
+      log "libvirtd already runs in $netns"
+      exit 0
+    fi
+    log "libvirtd (pid $pid) already runs outside network namespace $netns; stop it first (pkill -x libvirtd)"
+    exit 1
+  fi
+elif virsh -c qemu:///system version >/dev/null 2>&1; then
   log "libvirtd already answers; leaving it as it is"
   exit 0
 fi
 
-pgrep -x virtlogd >/dev/null || virtlogd -d
-pgrep -x libvirtd >/dev/null || libvirtd -d
+pgrep -x virtlogd >/dev/null || in_ns virtlogd -d
+pgrep -x libvirtd >/dev/null || in_ns libvirtd -d
 for _ in $(seq 1 50); do
-  virsh -c qemu:///system version >/dev/null 2>&1 && { log "libvirtd is up"; exit 0; }
+  virsh -c qemu:///system version >/dev/null 2>&1 && { log "libvirtd is up${netns:+ in network namespace $netns}"; exit 0; }
   sleep 0.2
 done
 log "libvirtd did not answer within 10 s; see /var/log/libvirt/libvirtd.log"

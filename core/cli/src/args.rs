@@ -78,6 +78,34 @@ pub enum Command {
     /// Inspect the state
     #[command(subcommand)]
     State(StateCommand),
+    /// Run a command in a guest through nestform's agent; exits with the command's exit code
+    Exec(ExecArgs),
+    /// Show a guest's serial console output
+    Console(ConsoleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The guest, such as `nested_guest.guest1`
+    pub address: String,
+    /// Seconds to wait for the agent to answer
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub wait: u64,
+    /// Kill the command after this many seconds
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// The guest, such as `nested_guest.guest1`
+    pub address: String,
+    /// How much of the end of the console to show, in bytes
+    #[arg(long, default_value_t = 65536, value_name = "BYTES")]
+    pub bytes: usize,
 }
 
 #[derive(Debug, Args, Default, Clone)]

@@ -9,6 +9,7 @@
 //! - `render`: the human plan (attribute changes, domain XML diffs, summary) and Terraform-shaped JSON.
 //! - `refresh` and `apply`: talk to hosts through `nestform_provider`, never naming a backend.
 
+pub mod agent;
 pub mod apply;
 pub mod computed;
 pub mod graph;

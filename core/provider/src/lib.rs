@@ -70,6 +70,34 @@ pub trait Hypervisor: Send + Sync {
     /// The definition `create_guest` would write for `req` (libvirt domain XML), so a plan can show a
     /// diff of it. Pure: touches nothing on the host.
     fn guest_definition(&self, req: &GuestRequest, owner: &Owner) -> String;
+
+    /// Opens the guest's agent channel (nestform's own virtio-serial port) as a byte stream, through
+    /// this connection, so it works wherever the connection reaches. A backend that cannot reach into
+    /// guests says [`ProviderError::Unsupported`].
+    fn open_agent(&self, id: &str) -> Result<AgentChannel, ProviderError> {
+        Err(ProviderError::Unsupported(format!("reaching the agent of guest `{id}`")))
+    }
+
+    /// The last `max_bytes` of the guest's serial console output, for errors about guests that did not
+    /// come up.
+    fn console_tail(&self, id: &str, max_bytes: usize) -> Result<String, ProviderError> {
+        let _ = max_bytes;
+        Err(ProviderError::Unsupported(format!("reading the console of guest `{id}`")))
+    }
+}
+
+/// A guest's agent channel as a byte stream: a reading half, a writing half, and a way to end the
+/// stream that unblocks a read in progress.
+pub struct AgentChannel {
+    pub reader: Box<dyn std::io::Read + Send>,
+    pub writer: Box<dyn std::io::Write + Send>,
+    pub shutdown: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for AgentChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentChannel")
+    }
 }
 
 /// What a provider call failed with.

@@ -2,11 +2,13 @@
 //! in-memory objects what libvirt would do to real ones, including its refusals (a name taken, a
 //! network missing at start, a volume that would shrink).
 
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nestform_provider::{
-    BootRequest, CpuRequest, GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest, NetworkStatus,
-    ObjectKind, OwnedObject, ProviderError,
+    AgentChannel, BootRequest, CpuRequest, GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest,
+    NetworkStatus, ObjectKind, OwnedObject, ProviderError,
 };
 use nestform_types::Owner;
 
@@ -282,6 +284,47 @@ impl Hypervisor for MemoryHypervisor {
 
     fn guest_definition(&self, req: &GuestRequest, owner: &Owner) -> String {
         definition(req, owner)
+    }
+
+    /// A running fake guest has a real agent: nestform's own, serving one end of a socket pair on a
+    /// thread of this process, so the engine's whole agent path runs against the fake too. (Its facts
+    /// are this machine's.)
+    fn open_agent(&self, id: &str) -> Result<AgentChannel, ProviderError> {
+        let name = self.guest_name(id);
+        // `fail_on("open_agent", name)` makes a guest whose agent never answers.
+        if self.provider.lock().fail.contains(&("open_agent".to_string(), name.clone())) {
+            return Err(ProviderError::op("open the agent channel of", name, "injected failure"));
+        }
+        let running = self.read(|h| h.guests.get(id).map(|g| g.status.running));
+        match running {
+            None => return Err(ProviderError::op("open the agent channel of", name, "no such guest")),
+            Some(false) => {
+                return Err(ProviderError::op("open the agent channel of", name, "the guest is not running"))
+            }
+            Some(true) => {}
+        }
+        let io = |e: std::io::Error| ProviderError::op("open the agent channel of", name.clone(), e);
+        let (ours, theirs) = UnixStream::pair().map_err(io)?;
+        std::thread::Builder::new()
+            .name(format!("memory-agent-{name}"))
+            .spawn(move || {
+                let _ =
+                    nestform_agent::serve_session(theirs, &Arc::new(nestform_agent::AgentConfig::default()));
+            })
+            .map_err(io)?;
+        let reader = ours.try_clone().map_err(io)?;
+        let closer = ours.try_clone().map_err(io)?;
+        Ok(AgentChannel {
+            reader: Box::new(reader),
+            writer: Box::new(ours),
+            shutdown: Arc::new(move || {
+                let _ = closer.shutdown(std::net::Shutdown::Both);
+            }),
+        })
+    }
+
+    fn console_tail(&self, id: &str, _max_bytes: usize) -> Result<String, ProviderError> {
+        Ok(format!("(guest `{}` of the memory provider has no console)\n", self.guest_name(id)))
     }
 }
 

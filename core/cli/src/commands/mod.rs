@@ -3,6 +3,7 @@
 mod apply;
 mod fmt;
 mod graph;
+mod guest;
 mod output;
 mod plan;
 mod show;
@@ -44,6 +45,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Report> {
         Command::Graph(a) => graph::run(&workdir, a),
         Command::State(StateCommand::List { addresses }) => state::list(&workdir, addresses),
         Command::State(StateCommand::Show { address }) => state::show(&workdir, address),
+        Command::Exec(a) => guest::exec(&workdir, a),
+        Command::Console(a) => guest::console(&workdir, a),
     }
 }
 

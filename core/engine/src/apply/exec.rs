@@ -1,13 +1,14 @@
 //! Runs one operation against its host (blocking provider calls) and says how state changes.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nestform_provider::{Hypervisor, ProviderError};
 use nestform_state::{ResourceState, State};
 use nestform_types::{Owner, ResourceAddr, ResourceSpec, ResourceType};
 
 use super::ops::{ChangeIndex, HostKind, Op, OpKind, View};
+use crate::agent::{self, AgentError};
 use crate::hosts::{promoted_error, Hosts};
 use crate::plan::{Plan, ResourceChange};
 use crate::refresh::set_attr;
@@ -53,17 +54,23 @@ pub(crate) struct Context {
     pub before: State,
     pub hosts: Hosts,
     pub stop_timeout: Duration,
+    /// How long a booted guest's agent gets to answer.
+    pub agent_timeout: Duration,
     pub index: ChangeIndex,
 }
 
 impl Context {
-    /// Runs `op`. Blocking: call it from `spawn_blocking`.
-    pub fn run(&self, op: &Op) -> Result<StateUpdate, String> {
+    /// Runs `op`. Blocking: call it from `spawn_blocking`. A failure may still change state (a guest
+    /// created whose agent never answered is recorded, tainted), so the error carries an update too.
+    pub fn run(&self, op: &Op) -> Result<StateUpdate, (StateUpdate, String)> {
         let c = &self.plan.changes[op.change];
-        self.run_change(op.kind, c).map_err(|e| e.to_string())
+        self.run_change(op.kind, c).map_err(|f| match f {
+            Failure::Provider(e) => (StateUpdate::Nothing, e.to_string()),
+            Failure::Recorded(update, e) => (update, e),
+        })
     }
 
-    fn run_change(&self, kind: OpKind, c: &ResourceChange) -> Result<StateUpdate, ProviderError> {
+    fn run_change(&self, kind: OpKind, c: &ResourceChange) -> Result<StateUpdate, Failure> {
         let view = View::with_index(&self.plan, &self.before, &self.index);
         let owner = Owner { lineage: self.plan.lineage.clone(), address: c.addr.to_string() };
         // Stop and Delete act on the resource where it was recorded; the others where it will be.
@@ -89,14 +96,41 @@ impl Context {
                 Ok(StateUpdate::Nothing)
             }
             (_, OpKind::Start) => {
-                host()?.start_guest(self.id(c)?)?;
+                let (h, id) = (host()?, self.id(c)?);
+                let started = Instant::now();
+                h.start_guest(id)?;
+                // A started lab guest is ready when its agent answers, as after a create.
+                if let Some(ResourceSpec::NestedGuest(spec)) = &c.spec {
+                    if has_agent(spec) {
+                        self.agent_attributes(&*h, id, &spec.name, started)
+                            .map_err(|e| Failure::Provider(ProviderError::op("start", &spec.name, e)))?;
+                    }
+                }
                 Ok(StateUpdate::Nothing)
             }
             (Some(ResourceSpec::NestedGuest(spec)), OpKind::Create | OpKind::Update) => {
                 let req = guest_request(spec, |n| view.network_name(n));
                 let h = host()?;
+                let started = Instant::now();
                 let status = if kind == OpKind::Create {
-                    h.create_guest(&req, &owner)?
+                    let status = h.create_guest(&req, &owner)?;
+                    // A guest counts as created when its agent answers; one that never does is
+                    // recorded tainted, so the next plan replaces it.
+                    if has_agent(spec) {
+                        let mut computed = vec![("id", status.id.clone().into())];
+                        match self.agent_attributes(&*h, &status.id, &spec.name, started) {
+                            Ok(attrs) => computed.extend(attrs),
+                            Err(e) => {
+                                let mut update = self.put(c, status.id.clone(), &computed);
+                                if let StateUpdate::Put(_, r) = &mut update {
+                                    r.tainted = true;
+                                }
+                                return Err(Failure::Recorded(update, e.to_string()));
+                            }
+                        }
+                        return Ok(self.put(c, status.id.clone(), &computed));
+                    }
+                    status
                 } else {
                     let id = self.id(c)?;
                     let status = h.update_guest(id, &req, &owner)?;
@@ -128,12 +162,26 @@ impl Context {
                 let facts = serde_json::to_value(facts).unwrap_or_default();
                 Ok(self.put(c, h.uri().to_string(), &[("facts", facts)]))
             }
-            (spec, kind) => Err(ProviderError::Unsupported(format!(
+            (spec, kind) => Err(Failure::Provider(ProviderError::Unsupported(format!(
                 "{kind} of `{}` ({})",
                 c.addr,
                 spec.as_ref().map_or("no configuration", |s| s.resource_type().as_str())
-            ))),
+            )))),
         }
+    }
+
+    /// Waits for the agent of a guest that was just started (at `started`) and returns the
+    /// attributes its facts give.
+    fn agent_attributes(
+        &self,
+        h: &dyn Hypervisor,
+        id: &str,
+        name: &str,
+        started: Instant,
+    ) -> Result<Vec<(&'static str, serde_json::Value)>, AgentError> {
+        let client = agent::wait_for_agent(h, id, name, self.agent_timeout)?;
+        let facts = agent::facts(&client, name)?;
+        Ok(agent::guest_attributes(&facts, started.elapsed()))
     }
 
     /// The hypervisor of the host `addr` lives on, after the plan or as recorded.
@@ -178,6 +226,24 @@ impl Context {
             ResourceState { id: Some(id), host, level: c.level, attributes, dependencies, tainted },
         )
     }
+}
+
+/// Why an operation failed: a provider call, or something after which state must still record what
+/// exists.
+pub(crate) enum Failure {
+    Provider(ProviderError),
+    Recorded(StateUpdate, String),
+}
+
+impl From<ProviderError> for Failure {
+    fn from(e: ProviderError) -> Self {
+        Failure::Provider(e)
+    }
+}
+
+/// Guests with an agent inside: those nestform installs itself (`lab`), which start it at boot.
+fn has_agent(spec: &nestform_types::NestedGuestSpec) -> bool {
+    spec.running && matches!(spec.install, Some(nestform_types::InstallSpec::Lab(_)))
 }
 
 /// A spec's attributes as stored in state: the spec's own fields, without the `type` tag.

@@ -59,12 +59,20 @@ pub struct ApplyOptions {
     pub events: mpsc::UnboundedSender<ApplyEvent>,
     /// How long a guest gets to shut down gracefully before it is powered off.
     pub stop_timeout: Duration,
+    /// How long a booted guest's agent gets to answer before the guest counts as failed.
+    pub agent_timeout: Duration,
 }
 
 impl ApplyOptions {
-    /// Parallelism 10, a 60 s graceful shutdown.
+    /// Parallelism 10, a 60 s graceful shutdown, 120 s for an agent to answer after a boot.
     pub fn new(cancel: watch::Receiver<bool>, events: mpsc::UnboundedSender<ApplyEvent>) -> Self {
-        ApplyOptions { parallelism: 10, cancel, events, stop_timeout: Duration::from_secs(60) }
+        ApplyOptions {
+            parallelism: 10,
+            cancel,
+            events,
+            stop_timeout: Duration::from_secs(60),
+            agent_timeout: Duration::from_secs(120),
+        }
     }
 }
 
@@ -139,6 +147,7 @@ pub async fn apply(
         before: state.clone(),
         hosts: hosts.clone(),
         stop_timeout: opts.stop_timeout,
+        agent_timeout: opts.agent_timeout,
     });
     let journal = Arc::new(Journal::start(state, sink));
     let all_ops = graph.ops;
@@ -162,10 +171,13 @@ pub async fn apply(
             let task_op = op.clone();
             let result = tokio::task::spawn_blocking(move || {
                 journal.wait_saved(below)?;
-                let update = ctx.run(&task_op)?;
+                let (update, failure) = match ctx.run(&task_op) {
+                    Ok(update) => (update, None),
+                    Err((update, e)) => (update, Some(e)),
+                };
                 let ticket = journal.record(update).max(below);
                 tickets[index].store(ticket, Ordering::Release);
-                Ok(())
+                failure.map_or(Ok(()), Err)
             })
             .await
             .unwrap_or_else(|e| Err(format!("the operation panicked: {e}")));

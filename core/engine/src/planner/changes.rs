@@ -32,9 +32,7 @@ pub(crate) fn plan_changes(
     desired: &[DesiredResource<'_>],
     inputs: &Inputs<'_>,
 ) -> Result<(Vec<ResourceChange>, Vec<Problem>), Failure> {
-    let t0 = std::time::Instant::now();
     let (graph, graph_problems) = ResourceGraph::from_resources(desired.iter().copied(), inputs.state);
-    let t1 = t0.elapsed();
     if !graph_problems.is_empty() {
         return Err(Failure::Graph(graph_problems));
     }
@@ -47,22 +45,16 @@ pub(crate) fn plan_changes(
         return Err(Failure::Problems(problems));
     }
 
-    let t2 = t0.elapsed();
-    let (mut td, mut to) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let specs: HashMap<&ResourceAddr, &ResourceSpec> = desired.iter().map(|d| (d.addr, d.spec)).collect();
     let mut changes: Vec<ResourceChange> = Vec::with_capacity(graph.len());
     let mut at: HashMap<&ResourceAddr, usize> = HashMap::with_capacity(graph.len());
     for node in graph.in_order() {
-        let ta = std::time::Instant::now();
         let depends_on = graph.dependencies(&node.addr).into_iter().cloned().collect();
-        td += ta.elapsed();
         let spec = specs.get(&node.addr).copied();
         let st = inputs.state.resources.get(&node.addr);
-        let ta = std::time::Instant::now();
         let Some(mut change) = own_change(node, spec, st, inputs.options, depends_on) else {
             continue;
         };
-        to += ta.elapsed();
         if let Some((origin, kind)) = cascade_source(node, &graph, &changes, &at) {
             apply_cascade(&mut change, origin, kind);
         }
@@ -98,9 +90,7 @@ pub(crate) fn plan_changes(
         });
     }
 
-    let t3 = t0.elapsed();
     add_definitions(&mut changes, &specs, inputs);
-    if std::env::var_os("NF_TIMING").is_some() { eprintln!("graph {t1:?} checks {:?} loop {:?} (deps {td:?} own {to:?}) defs {:?}", t2 - t1, t3 - t2, t0.elapsed() - t3); }
     Ok((changes, problems))
 }
 
@@ -174,7 +164,7 @@ fn own_change(
             if !s.tainted && !replace_requested && spec_matches_state(ty, spec, before) {
                 // Nothing differs (most of a large plan): after is what state records, computed
                 // attributes included, without serializing the spec and diffing.
-                if std::env::var_os("NF_NOCLONE").is_none() { c.after = Some(state_attributes(s)); }
+                c.after = Some(state_attributes(s));
                 return Some(c);
             }
             let mut after = spec_attributes(spec);

@@ -6,8 +6,9 @@
 //! are kept on update; the ones apply sets ([`crate::computed`]) are "known after apply" on create and
 //! replace.
 
-use std::collections::HashSet;
 use std::sync::OnceLock;
+
+use foldhash::HashSet;
 
 use nestform_types::{
     BenchmarkSpec, KvmHostSpec, NatNetworkSpec, NestedGuestSpec, ResourceSpec, ResourceType,

@@ -33,6 +33,7 @@ use nestform_types::ResourceAddr;
 use crate::graph::DesiredResource;
 use crate::plan::{Plan, PLAN_FORMAT_VERSION};
 use changes::Failure;
+#[cfg(test)]
 pub(crate) use diff::is_configured;
 
 /// How to plan: `-destroy`, `-target`, `-replace`.

@@ -1,0 +1,68 @@
+//! `nestform exec ADDR -- CMD...` and `nestform console ADDR`: reaching into a guest through its agent
+//! and its host's connection.
+
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use miette::{IntoDiagnostic, Report};
+use nestform_agent::ExecRequest;
+use nestform_engine::agent::{guest_in_state, wait_for_agent};
+use nestform_engine::workdir::Workdir;
+
+use super::{addrs, provider, report};
+use crate::args::{ConsoleArgs, ExecArgs};
+
+pub fn exec(workdir: &Workdir, args: ExecArgs) -> Result<ExitCode, Report> {
+    let addr = addrs("address", std::slice::from_ref(&args.address))?.remove(0);
+    let state = workdir.state().map_err(report)?;
+    let guest = guest_in_state(&state, &addr, provider()).map_err(|e| miette::miette!("{e}"))?;
+    let client = wait_for_agent(&*guest.hypervisor, &guest.id, &guest.name, Duration::from_secs(args.wait))
+        .map_err(|e| miette::miette!("{e}"))?;
+    let mut request = ExecRequest::new(args.command.clone());
+    if !std::io::stdin().is_terminal() {
+        let mut input = Vec::new();
+        std::io::stdin().read_to_end(&mut input).into_diagnostic()?;
+        request = request.stdin(input);
+    }
+    if let Some(t) = args.timeout {
+        request = request.timeout(Duration::from_secs(t));
+    }
+    let status = client
+        .exec_streaming(
+            request,
+            |out| {
+                let mut o = std::io::stdout().lock();
+                let _ = o.write_all(out);
+                let _ = o.flush();
+            },
+            |err| {
+                let mut e = std::io::stderr().lock();
+                let _ = e.write_all(err);
+                let _ = e.flush();
+            },
+        )
+        .map_err(|e| miette::miette!("running `{}` in `{addr}` failed: {e}", args.command.join(" ")))?;
+    // The command's own exit code, as ssh does; a signal or a timeout is reported and exits non-zero.
+    if status.timed_out {
+        eprintln!("nestform: `{}` timed out in `{addr}` and was killed", args.command.join(" "));
+        return Ok(ExitCode::from(124));
+    }
+    if let Some(signal) = status.signal {
+        eprintln!("nestform: `{}` was killed by signal {signal} in `{addr}`", args.command.join(" "));
+        return Ok(ExitCode::from((128 + signal).clamp(0, 255) as u8));
+    }
+    Ok(ExitCode::from(status.code.unwrap_or(1).clamp(0, 255) as u8))
+}
+
+pub fn console(workdir: &Workdir, args: ConsoleArgs) -> Result<ExitCode, Report> {
+    let addr = addrs("address", std::slice::from_ref(&args.address))?.remove(0);
+    let state = workdir.state().map_err(report)?;
+    let guest = guest_in_state(&state, &addr, provider()).map_err(|e| miette::miette!("{e}"))?;
+    let text = guest
+        .hypervisor
+        .console_tail(&guest.id, args.bytes)
+        .map_err(|e| miette::miette!("cannot read the console of `{addr}`: {e}"))?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
