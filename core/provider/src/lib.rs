@@ -78,6 +78,17 @@ pub trait Hypervisor: Send + Sync {
         Err(ProviderError::Unsupported(format!("reaching the agent of guest `{id}`")))
     }
 
+    /// Makes the host's KVM vendor module load with `options` (persistently, e.g. in
+    /// `/etc/modprobe.d/kvm_<vendor>.conf`) and reloads the module so they take effect now. Refuses,
+    /// naming them, while guests run on the host, since reloading KVM under them would crash them.
+    fn set_kvm_module_options(
+        &self,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        let _ = options;
+        Err(ProviderError::Unsupported("setting KVM module options".into()))
+    }
+
     /// The last `max_bytes` of the guest's serial console output, for errors about guests that did not
     /// come up.
     fn console_tail(&self, id: &str, max_bytes: usize) -> Result<String, ProviderError> {
@@ -135,6 +146,24 @@ pub struct HostFacts {
     /// Whether guests on this host can run hypervisors themselves (vmx/svm exposed with nesting on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nesting: Option<bool>,
+    /// `svm` (AMD-V) or `vmx` (VT-x) when the host's CPU has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virt_extension: Option<String>,
+    /// How guests on this host run: `kvm`, or `tcg` (emulation, slow but able to nest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceleration: Option<String>,
+    /// Why that acceleration, for people: "`/dev/kvm` belongs to PVM, which cannot run a standard guest".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acceleration_reason: Option<String>,
+    /// The loaded KVM vendor module (`kvm_intel`, `kvm_amd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kvm_module: Option<String>,
+    /// That module's parameters as `/sys/module/<module>/parameters` shows them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub kvm_parameters: std::collections::BTreeMap<String, String>,
+    /// QEMU's version, such as `10.0.2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu_version: Option<String>,
 }
 
 /// A network the engine wants to exist.

@@ -78,6 +78,7 @@ pub(crate) fn host_facts(conn: &Connect, uri: &str) -> Result<HostFacts, Provide
         libvirt_version: version_string(lib_version),
         hypervisor: format!("{driver} {}", version_string(hyp_version)),
         nesting,
+        ..HostFacts::default()
     })
 }
 

@@ -112,6 +112,14 @@ impl Hypervisor for MemoryHypervisor {
             libvirt_version: "11.3.0".into(),
             hypervisor: format!("Memory {}", env!("CARGO_PKG_VERSION")),
             nesting: Some(true),
+            virt_extension: Some("svm".into()),
+            acceleration: Some("kvm".into()),
+            acceleration_reason: Some(
+                "the memory provider's hosts are imaginary and accelerate everything".into(),
+            ),
+            kvm_module: Some("kvm_amd".into()),
+            kvm_parameters: [("nested".to_string(), "1".to_string())].into(),
+            qemu_version: None,
         })
     }
 

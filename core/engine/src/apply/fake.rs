@@ -197,6 +197,7 @@ impl Hypervisor for FakeHost {
             libvirt_version: "11.3.0".into(),
             hypervisor: "Fake 1.0".into(),
             nesting: Some(true),
+            ..HostFacts::default()
         })
     }
 

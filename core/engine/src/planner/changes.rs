@@ -46,12 +46,14 @@ pub(crate) fn plan_changes(
     }
 
     let specs: HashMap<&ResourceAddr, &ResourceSpec> = desired.iter().map(|d| (d.addr, d.spec)).collect();
+    // Looked up once per resource in graph order: hashing beats walking the state's B-tree.
+    let states: HashMap<&ResourceAddr, &ResourceState> = inputs.state.resources.iter().collect();
     let mut changes: Vec<ResourceChange> = Vec::with_capacity(graph.len());
     let mut at: HashMap<&ResourceAddr, usize> = HashMap::with_capacity(graph.len());
     for node in graph.in_order() {
         let depends_on = graph.dependencies(&node.addr).into_iter().cloned().collect();
         let spec = specs.get(&node.addr).copied();
-        let st = inputs.state.resources.get(&node.addr);
+        let st = states.get(&node.addr).copied();
         let Some(mut change) = own_change(node, spec, st, inputs.options, depends_on) else {
             continue;
         };
