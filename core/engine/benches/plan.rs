@@ -3,13 +3,13 @@
 //!
 //! Plain `std::time::Instant` (no harness): `cargo bench -p nestform-engine --bench plan`. Each case is
 //! planned several times (`NESTFORM_BENCH_RUNS`, default 9) and printed as the minimum and median in
-//! milliseconds, so one slow run on a shared machine does not decide the figure (the first run, what
-//! one CLI invocation pays, is printed in parentheses):
+//! milliseconds, so one slow run on a shared machine does not decide the figure (the first run, the
+//! closest to what one CLI invocation pays, is printed in parentheses):
 //!
 //! - `empty`: from an empty state, everything is created;
 //! - `existing`: against the state that applying the first plan leaves, nothing to do;
 //! - `1% changed`: against that state, one guest in a hundred has more memory; each of those runs a
-//!   promoted host, so its restart cascades into the guest nested inside it.
+//!   promoted host, so its restart cascades into the guest nested inside it (2% of guests change).
 //!
 //! Refresh is not part of a plan and not measured.
 
@@ -125,7 +125,8 @@ fn plan_once(config: &Config, state: &State) -> (Plan, f64) {
 }
 
 /// Plans `runs` times; the last plan, and the minimum, median and first time in milliseconds. The
-/// first is what one CLI invocation pays (memory not yet mapped by the allocator).
+/// first is the closest to what one CLI invocation pays: later runs may reuse memory the allocator
+/// kept from the one before.
 fn measure(config: &Config, state: &State, runs: usize) -> (Plan, [f64; 3]) {
     let mut times: Vec<f64> = Vec::with_capacity(runs);
     let mut last = None;

@@ -14,6 +14,7 @@ pub mod apply;
 pub mod computed;
 pub mod graph;
 pub mod hosts;
+pub mod kvm;
 pub mod plan;
 pub mod planner;
 pub mod refresh;

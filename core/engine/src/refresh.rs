@@ -81,6 +81,15 @@ pub fn refresh_hosts(
             Ok(Some(f)) => {
                 if let Some(r) = refreshed.resources.get_mut(&job.addr) {
                     set_attr(&mut r.attributes, "facts", serde_json::to_value(&f).unwrap_or_default());
+                    // What the module has now for the configured options, so a host changed outside
+                    // nestform (or never set up) plans as an update of `kvm_module_options`.
+                    if let Some(wanted) = configured.get(&job.addr).map(|s| &s.kvm_module_options) {
+                        if !wanted.is_empty() && !f.kvm_parameters.is_empty() {
+                            let now =
+                                serde_json::to_value(crate::kvm::current(&f, wanted)).unwrap_or_default();
+                            set_attr(&mut r.attributes, "kvm_module_options", now);
+                        }
+                    }
                 }
                 facts.insert(job.addr.clone(), f);
             }

@@ -2,6 +2,7 @@
 //! in-memory objects what libvirt would do to real ones, including its refusals (a name taken, a
 //! network missing at start, a volume that would shrink).
 
+use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,7 +119,11 @@ impl Hypervisor for MemoryHypervisor {
                 "the memory provider's hosts are imaginary and accelerate everything".into(),
             ),
             kvm_module: Some("kvm_amd".into()),
-            kvm_parameters: [("nested".to_string(), "1".to_string())].into(),
+            kvm_parameters: self.read(|h| {
+                let mut params: BTreeMap<String, String> = [("nested".to_string(), "Y".to_string())].into();
+                params.extend(h.kvm_parameters.clone());
+                params
+            }),
             qemu_version: None,
         })
     }
@@ -328,6 +333,27 @@ impl Hypervisor for MemoryHypervisor {
             shutdown: Arc::new(move || {
                 let _ = closer.shutdown(std::net::Shutdown::Both);
             }),
+        })
+    }
+
+    /// Like the real one, refuses while guests run, naming them; else the fake module takes the options.
+    fn set_kvm_module_options(&self, options: &BTreeMap<String, String>) -> Result<(), ProviderError> {
+        self.call("set_kvm_module_options", &self.host, |h| {
+            let running: Vec<String> = h
+                .guests
+                .values()
+                .filter(|g| g.status.running)
+                .map(|g| format!("`{}`", g.status.name))
+                .collect();
+            if !running.is_empty() {
+                return Err(ProviderError::op(
+                    "reload the KVM module of",
+                    "memory host",
+                    format!("guests run on it: {}; stop them first", running.join(", ")),
+                ));
+            }
+            h.kvm_parameters.extend(options.clone());
+            Ok(())
         })
     }
 

@@ -47,6 +47,8 @@ struct HostWorld {
     guests: BTreeMap<String, GuestRecord>,
     /// The storage pool's volumes, by volume name, with their capacity; `None` while there is no pool.
     pool: Option<BTreeMap<String, u64>>,
+    /// Parameters of the fake KVM module that `set_kvm_module_options` changed (over `nested = Y`).
+    kvm_parameters: BTreeMap<String, String>,
 }
 
 /// A guest as the fake holds it: its status plus the request it was defined with.

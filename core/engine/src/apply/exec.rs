@@ -158,7 +158,13 @@ impl Context {
             }
             (Some(ResourceSpec::KvmHost(spec)), OpKind::Create | OpKind::Update) => {
                 let h = self.hosts.connect(&c.addr, spec)?;
-                let facts = h.facts()?;
+                let mut facts = h.facts()?;
+                // The provider refuses while guests run; it is asked only when something differs.
+                let wanted = crate::kvm::differing(&facts, &spec.kvm_module_options);
+                if !wanted.is_empty() {
+                    h.set_kvm_module_options(&spec.kvm_module_options)?;
+                    facts = h.facts()?;
+                }
                 let facts = serde_json::to_value(facts).unwrap_or_default();
                 Ok(self.put(c, h.uri().to_string(), &[("facts", facts)]))
             }
