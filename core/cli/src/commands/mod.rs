@@ -90,15 +90,24 @@ pub fn plan_options(flags: &PlanFlags, destroy: bool) -> Result<PlanOptions, Rep
 /// Turns engine errors into one report; diagnostics keep their source snippets.
 pub fn report(e: EngineError) -> Report {
     match e {
-        EngineError::Diagnostics(d) => Report::new(d),
+        EngineError::Diagnostics(d) => diagnostics_report(d),
         other => Report::msg(other.to_string()),
+    }
+}
+
+/// One problem is reported as itself; several under a heading that counts them.
+fn diagnostics_report(d: nestform_config::Diagnostics) -> Report {
+    if d.len() == 1 {
+        Report::new(d.into_iter().next().expect("one diagnostic"))
+    } else {
+        Report::new(d)
     }
 }
 
 /// Prints warnings (diagnostics that do not stop the command) to stderr.
 pub fn print_warnings(w: &nestform_config::Diagnostics) {
     if !w.is_empty() {
-        eprintln!("{:?}", Report::new(w.clone()));
+        eprintln!("{:?}", diagnostics_report(w.clone()));
     }
 }
 

@@ -1,0 +1,256 @@
+//! Reaching into a guest: its agent channel as a byte stream, and the tail of its serial console.
+//!
+//! The agent channel is opened with `virDomainOpenChannel` on a blocking `virStream`, so it goes
+//! through the libvirt connection itself and works wherever the connection reaches (a remote or
+//! tunnelled URI too). Blocking streams need no event loop. Only `unix` channels can be opened this
+//! way (the domain XML declares the agent's channel so), and `VIR_DOMAIN_CHANNEL_FORCE` takes the
+//! channel over from an earlier client that did not close it (a crashed nestform run).
+//!
+//! The console tail comes from the log file libvirt's `virtlogd` keeps of the serial port
+//! (`<serial type="pty"><log file=...>`, see `domain`), which holds the boot messages from the very
+//! first line; it is a file on the host the URI names, so it is only read for local connections.
+
+use std::io::{self, Read, Write};
+use std::mem::ManuallyDrop;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use nestform_agent::{ShutdownHandle, Transport};
+use nestform_provider::{AgentChannel, ProviderError};
+use virt::domain::Domain;
+use virt::error::ErrorNumber;
+use virt::stream::Stream;
+
+use crate::error::{is, op};
+use crate::{LibvirtHypervisor, AGENT_CHANNEL};
+
+/// Where libvirt's system instance keeps its QEMU logs; the console log of guest `NAME` is
+/// `NAME-console.log` in it.
+pub const CONSOLE_LOG_DIR: &str = "/var/log/libvirt/qemu";
+
+/// The serial console log file of the domain `name` (what `domain` writes into `<serial><log>`).
+pub fn console_log_path(name: &str) -> PathBuf {
+    PathBuf::from(CONSOLE_LOG_DIR).join(format!("{name}-console.log"))
+}
+
+/// An open agent channel of one guest. It is a [`Transport`] for `nestform_agent::AgentClient` and
+/// turns into the provider trait's [`AgentChannel`]; the stream is aborted when the last half is
+/// dropped or the shutdown handle is called.
+pub struct LibvirtChannel {
+    stream: Arc<ChannelStream>,
+}
+
+/// The stream shared by the reading and the writing half. libvirt's remote driver lets one thread
+/// receive while another sends on the same stream (it drops its driver lock while waiting).
+struct ChannelStream {
+    /// Freed by hand in `Drop`: virt's own `Drop` panics when libvirt reports a failure.
+    stream: ManuallyDrop<Stream>,
+    /// Set once the stream was aborted; libvirt must not be asked twice.
+    closed: AtomicBool,
+    /// The guest's name, for messages.
+    guest: String,
+}
+
+impl ChannelStream {
+    fn abort(&self) {
+        if !self.closed.swap(true, Ordering::SeqCst) {
+            // SAFETY: the pointer is valid until `Drop` frees it, which cannot run while `&self` lives.
+            // A failed abort (the connection is gone) leaves nothing to clean up on this side.
+            unsafe {
+                virt::sys::virStreamAbort(self.stream.as_ptr());
+            }
+        }
+    }
+
+    fn error(&self, what: &str, e: virt::error::Error) -> io::Error {
+        let kind = if self.closed.load(Ordering::SeqCst) { io::ErrorKind::BrokenPipe } else { io::ErrorKind::Other };
+        io::Error::new(kind, format!("{what} the agent channel of `{}`: {}", self.guest, e.message()))
+    }
+}
+
+impl Drop for ChannelStream {
+    fn drop(&mut self) {
+        self.abort();
+        // SAFETY: the last reference to this wrapper's own stream reference, released exactly once; the
+        // `ManuallyDrop` keeps virt from releasing it again.
+        unsafe {
+            virt::sys::virStreamFree(self.stream.as_ptr());
+        }
+    }
+}
+
+/// The reading half of a [`LibvirtChannel`].
+pub struct ChannelReader(Arc<ChannelStream>);
+
+/// The writing half of a [`LibvirtChannel`].
+pub struct ChannelWriter(Arc<ChannelStream>);
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.0.closed.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        match self.0.stream.recv(buf) {
+            // Blocking stream: 0 is the end of the stream, never "try again".
+            Ok(n) => Ok(n.max(0) as usize),
+            // After our own abort a blocked read ends; that is the end of the stream, not a failure.
+            Err(_) if self.0.closed.load(Ordering::SeqCst) => Ok(0),
+            Err(e) => Err(self.0.error("reading", e)),
+        }
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.0.closed.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, format!("the agent channel of `{}` is closed", self.0.guest)));
+        }
+        match self.0.stream.send(buf) {
+            Ok(n) if n > 0 => Ok(n as usize),
+            Ok(_) => Err(io::Error::new(io::ErrorKind::WriteZero, format!("the agent channel of `{}` took no bytes", self.0.guest))),
+            Err(e) => Err(self.0.error("writing", e)),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // `virStreamSend` hands each buffer to the connection before it returns.
+        Ok(())
+    }
+}
+
+impl LibvirtChannel {
+    /// The guest's name.
+    pub fn guest(&self) -> &str {
+        &self.stream.guest
+    }
+
+    fn halves(self) -> (ChannelReader, ChannelWriter, Arc<ChannelStream>) {
+        (ChannelReader(self.stream.clone()), ChannelWriter(self.stream.clone()), self.stream)
+    }
+}
+
+impl Transport for LibvirtChannel {
+    type Reader = ChannelReader;
+    type Writer = ChannelWriter;
+
+    fn split(self) -> io::Result<(ChannelReader, ChannelWriter, ShutdownHandle)> {
+        let (reader, writer, stream) = self.halves();
+        Ok((reader, writer, ShutdownHandle::new(move || stream.abort())))
+    }
+}
+
+impl From<LibvirtChannel> for AgentChannel {
+    fn from(channel: LibvirtChannel) -> AgentChannel {
+        let (reader, writer, stream) = channel.halves();
+        AgentChannel { reader: Box::new(reader), writer: Box::new(writer), shutdown: Arc::new(move || stream.abort()) }
+    }
+}
+
+/// Opens the agent channel of the running guest `id` (its libvirt UUID) on `hypervisor`'s connection.
+/// Each call is a new session: the agent ends the previous one when it sees the new client's magic.
+pub fn open_agent_channel(hypervisor: &LibvirtHypervisor, id: &str) -> Result<LibvirtChannel, ProviderError> {
+    let dom = match hypervisor.connection().lookup_domain_by_uuid_string(id) {
+        Ok(dom) => dom,
+        Err(e) if is(&e, ErrorNumber::NoDomain) || is(&e, ErrorNumber::InvalidArg) => {
+            return Err(ProviderError::op("open agent channel", id, "no such guest"))
+        }
+        Err(e) => return Err(op("open agent channel", id)(e)),
+    };
+    open_domain_channel(hypervisor, &dom)
+}
+
+/// [`open_agent_channel`] for a domain already looked up.
+pub fn open_domain_channel(hypervisor: &LibvirtHypervisor, dom: &Domain) -> Result<LibvirtChannel, ProviderError> {
+    let guest = dom.get_name().unwrap_or_else(|_| "?".to_string());
+    // 0: a blocking stream, whose calls wait for data and need no event loop.
+    let stream = Stream::new(hypervisor.connection(), 0).map_err(op("open agent channel", &guest))?;
+    let stream = ChannelStream { stream: ManuallyDrop::new(stream), closed: AtomicBool::new(false), guest };
+    if let Err(e) = dom.open_channel(Some(AGENT_CHANNEL), &stream.stream, virt::sys::VIR_DOMAIN_CHANNEL_FORCE) {
+        // Never opened: nothing to abort, only the reference to free (in `Drop`).
+        stream.closed.store(true, Ordering::SeqCst);
+        return Err(op("open agent channel", &stream.guest)(e));
+    }
+    Ok(LibvirtChannel { stream: Arc::new(stream) })
+}
+
+/// The last `max_bytes` of guest `id`'s serial console log (boot messages, the init script's output),
+/// cut at a line start when the cut falls inside the first line. Only for connections to this machine:
+/// the log file is on the host the URI names.
+pub fn console_tail(hypervisor: &LibvirtHypervisor, id: &str, max_bytes: usize) -> Result<String, ProviderError> {
+    if !is_local(hypervisor.uri()) {
+        return Err(ProviderError::Unsupported(format!("reading the console log of a guest on `{}`", hypervisor.uri())));
+    }
+    let dom = hypervisor
+        .connection()
+        .lookup_domain_by_uuid_string(id)
+        .map_err(op("read console of", id))?;
+    let name = dom.get_name().map_err(op("read console of", id))?;
+    let path = console_log_path(&name);
+    let bytes = std::fs::read(&path).map_err(|e| ProviderError::op("read console of", &name, format!("`{}`: {e}", path.display())))?;
+    Ok(tail(&bytes, max_bytes))
+}
+
+/// Whether `uri` names the libvirt of this machine (no host part).
+fn is_local(uri: &str) -> bool {
+    uri.split_once("://").is_some_and(|(scheme, rest)| !scheme.contains('+') || scheme.ends_with("+unix"))
+        && uri.split_once("://").is_some_and(|(_, rest)| rest.starts_with('/'))
+}
+
+/// The end of `bytes`, at most `max` of them, starting after a line break when there is one to cut
+/// at, with the carriage returns of a serial console removed.
+fn tail(bytes: &[u8], max: usize) -> String {
+    let start = bytes.len().saturating_sub(max);
+    let mut cut = &bytes[start..];
+    if start > 0 {
+        if let Some(nl) = cut.iter().position(|b| *b == b'\n') {
+            cut = &cut[nl + 1..];
+        }
+    }
+    String::from_utf8_lossy(cut).replace('\r', "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_starts_at_a_line() {
+        let log = b"first line\r\nsecond line\r\nthird\r\n";
+        assert_eq!(tail(log, 1000), "first line\nsecond line\nthird\n");
+        assert_eq!(tail(log, 20), "third\n");
+        assert_eq!(tail(b"no newline at all", 5), " all");
+        assert_eq!(tail(b"", 10), "");
+    }
+
+    #[test]
+    fn only_local_uris_have_a_console_log_here() {
+        assert!(is_local("qemu:///system"));
+        assert!(is_local("qemu+unix:///system"));
+        assert!(is_local("test:///default"));
+        assert!(!is_local("qemu+ssh://host/system"));
+        assert!(!is_local("qemu://host/system"));
+    }
+
+    #[test]
+    fn console_log_is_named_after_the_domain() {
+        assert_eq!(console_log_path("l1"), PathBuf::from("/var/log/libvirt/qemu/l1-console.log"));
+    }
+
+    #[test]
+    fn the_test_driver_cannot_open_channels() {
+        // libvirt's test driver has no virDomainOpenChannel: the error must say so, not hang or panic.
+        let h = crate::LibvirtProvider::new().open("test:///default").unwrap();
+        let dom = h.connection().lookup_domain_by_name("test").unwrap();
+        let id = dom.get_uuid_string().unwrap();
+        let err = open_agent_channel(&h, &id).err().expect("the test driver has no channels");
+        assert!(err.to_string().contains("open agent channel `test`"), "{err}");
+        assert!(open_agent_channel(&h, "00000000-0000-0000-0000-000000000000").is_err());
+    }
+}
