@@ -31,7 +31,11 @@ pub fn kernel_cmdline(guest: &LabGuest<'_>) -> String {
 
 /// The boot of a lab guest: `kernel`'s image, the `initramfs`, [`kernel_cmdline`], and the parent's
 /// whole root shared read-only (the provider's 9p `nestform-root`).
-pub fn boot_request(kernel: &LabKernel, initramfs: &Initramfs, guest: &LabGuest<'_>) -> Result<BootRequest, LabError> {
+pub fn boot_request(
+    kernel: &LabKernel,
+    initramfs: &Initramfs,
+    guest: &LabGuest<'_>,
+) -> Result<BootRequest, LabError> {
     // The command line is split on spaces, and the values are taken up to the next one.
     let bad = |what: &'static str, value: String| LabError::CmdlineValue { what, value };
     let agent = guest.agent.to_str().ok_or_else(|| bad("agent path", guest.agent.display().to_string()))?;
@@ -97,11 +101,22 @@ mod tests {
     #[test]
     fn refuses_values_the_command_line_would_split() {
         let spaced = Path::new("/my dir/nestform-agent");
-        let err = boot_request(&kernel(), &initramfs(), &LabGuest { hostname: "l1", level: 1, agent: spaced });
-        assert_eq!(err.unwrap_err().to_string(), "the agent path `/my dir/nestform-agent` cannot go on a kernel command line");
+        let err =
+            boot_request(&kernel(), &initramfs(), &LabGuest { hostname: "l1", level: 1, agent: spaced });
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "the agent path `/my dir/nestform-agent` cannot go on a kernel command line"
+        );
         let relative = Path::new("target/nestform-agent");
-        assert!(boot_request(&kernel(), &initramfs(), &LabGuest { hostname: "l1", level: 1, agent: relative }).is_err());
+        assert!(boot_request(
+            &kernel(),
+            &initramfs(),
+            &LabGuest { hostname: "l1", level: 1, agent: relative }
+        )
+        .is_err());
         let agent = Path::new("/a");
-        assert!(boot_request(&kernel(), &initramfs(), &LabGuest { hostname: "a b", level: 1, agent }).is_err());
+        assert!(
+            boot_request(&kernel(), &initramfs(), &LabGuest { hostname: "a b", level: 1, agent }).is_err()
+        );
     }
 }

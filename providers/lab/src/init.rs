@@ -22,7 +22,13 @@ pub const UDHCPC_SCRIPT_PATH: &str = "etc/nestform/udhcpc.script";
 pub fn init_script(modules: &[String]) -> String {
     let mut loads = String::new();
     for m in modules {
-        loads.push_str(&format!("load {m}\n"));
+        // Each vendor's KVM module refuses to load on the other vendor's CPU: only try the one that
+        // matches, so the console shows real failures only.
+        match m.as_str() {
+            "kvm_amd" => loads.push_str("grep -qw svm /proc/cpuinfo && load kvm_amd\n"),
+            "kvm_intel" => loads.push_str("grep -qw vmx /proc/cpuinfo && load kvm_intel\n"),
+            _ => loads.push_str(&format!("load {m}\n")),
+        }
     }
     INIT_TEMPLATE
         .replace("@MODULES@\n", &loads)
@@ -142,6 +148,8 @@ mod tests {
         let at = |needle: &str| script.find(needle).unwrap_or_else(|| panic!("no `{needle}` in\n{script}"));
         assert!(at("load virtio\n") < at("load 9pnet\n") && at("load 9pnet\n") < at("load 9p\n"));
         assert!(at("load 9p\n") < at("mount -t 9p"));
+        let kvm = init_script(&["kvm".into(), "kvm_amd".into(), "kvm_intel".into()]);
+        assert!(kvm.contains("load kvm\ngrep -qw svm /proc/cpuinfo && load kvm_amd\ngrep -qw vmx /proc/cpuinfo && load kvm_intel\n"));
         assert!(!script.contains('@'), "a placeholder is left:\n{script}");
         assert!(script.contains("trans=virtio,version=9p2000.L,ro nestform-root /mnt/lower"));
         assert!(script.contains("--port /dev/virtio-ports/dev.nestform.agent.0"));
@@ -155,10 +163,7 @@ mod tests {
     fn the_scripts_are_valid_shell() {
         // `sh -n` parses without running; the host's sh and busybox's ash agree on this subset.
         for script in [init_script(&["overlay".into()]), UDHCPC_SCRIPT.to_string()] {
-            let out = std::process::Command::new("sh")
-                .args(["-n", "-c", &script])
-                .output()
-                .expect("sh runs");
+            let out = std::process::Command::new("sh").args(["-n", "-c", &script]).output().expect("sh runs");
             assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));
         }
     }

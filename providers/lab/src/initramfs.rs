@@ -78,15 +78,17 @@ enum Entry {
 /// Builds the initramfs for `kernel` into the cache directory `out` (created if needed), or reuses the
 /// image there whose inputs hash the same. Safe to call from several processes at once: an image is
 /// written to a temporary file and renamed into place.
-pub fn build_initramfs(kernel: &LabKernel, out: &Path, opts: &InitramfsOptions) -> Result<Initramfs, LabError> {
+pub fn build_initramfs(
+    kernel: &LabKernel,
+    out: &Path,
+    opts: &InitramfsOptions,
+) -> Result<Initramfs, LabError> {
     let required: Vec<&str> = opts.required.iter().map(String::as_str).collect();
     let optional: Vec<&str> = opts.optional.iter().map(String::as_str).collect();
     let order = ModuleIndex::read(&kernel.modules)?.load_order(&required, &optional)?;
 
-    let busybox = std::fs::read(&opts.busybox).map_err(|e| LabError::Busybox {
-        path: opts.busybox.clone(),
-        message: e.to_string(),
-    })?;
+    let busybox = std::fs::read(&opts.busybox)
+        .map_err(|e| LabError::Busybox { path: opts.busybox.clone(), message: e.to_string() })?;
     if !is_static_elf(&busybox) {
         return Err(LabError::Busybox {
             path: opts.busybox.clone(),
@@ -128,7 +130,9 @@ pub fn build_initramfs(kernel: &LabKernel, out: &Path, opts: &InitramfsOptions) 
     }
 
     let mut entries: Vec<(String, Entry)> = Vec::new();
-    for dir in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "etc", "etc/nestform", "lib", "lib/modules"] {
+    for dir in
+        ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "etc", "etc/nestform", "lib", "lib/modules"]
+    {
         entries.push((dir.into(), Entry::Dir));
     }
     for dir in ["proc", "sys", "run", "tmp", "mnt", "mnt/lower", "mnt/rw", "newroot"] {
@@ -142,7 +146,10 @@ pub fn build_initramfs(kernel: &LabKernel, out: &Path, opts: &InitramfsOptions) 
         }
     }
     entries.push(("init".into(), Entry::File { mode: 0o755, data: init.into_bytes() }));
-    entries.push((UDHCPC_SCRIPT_PATH.into(), Entry::File { mode: 0o755, data: UDHCPC_SCRIPT.as_bytes().to_vec() }));
+    entries.push((
+        UDHCPC_SCRIPT_PATH.into(),
+        Entry::File { mode: 0o755, data: UDHCPC_SCRIPT.as_bytes().to_vec() },
+    ));
     for (name, data) in modules {
         entries.push((format!("lib/modules/{name}.ko"), Entry::File { mode: 0o644, data }));
     }
@@ -178,7 +185,8 @@ fn write_archive(file: &File, entries: &[(String, Entry)]) -> io::Result<()> {
                 (b.mode(0o020600).nlink(1).rdev_major(*major).rdev_minor(*minor), &[])
             }
         };
-        let size = u32::try_from(data.len()).map_err(|_| io::Error::other(format!("`{name}` is over 4 GiB")))?;
+        let size =
+            u32::try_from(data.len()).map_err(|_| io::Error::other(format!("`{name}` is over 4 GiB")))?;
         let mut writer = b.write(w, size);
         writer.write_all(data)?;
         w = writer.finish()?;
@@ -218,8 +226,12 @@ fn applets(busybox: &Path) -> Result<Vec<String>, LabError> {
         return Err(LabError::Busybox { path: busybox.to_path_buf(), message });
     }
     let list = String::from_utf8_lossy(&out.stdout);
-    let mut applets: Vec<String> =
-        list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains("..")).map(str::to_string).collect();
+    let mut applets: Vec<String> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains(".."))
+        .map(str::to_string)
+        .collect();
     applets.sort();
     applets.dedup();
     // The init script and its hook need these; a busybox built without them cannot boot a guest.
@@ -245,15 +257,22 @@ mod tests {
         for m in ["virtio", "9p", "overlay"] {
             std::fs::write(modules.join(format!("kernel/{m}.ko")), format!("module {m}")).unwrap();
         }
-        std::fs::write(modules.join("modules.dep"), "kernel/virtio.ko:\nkernel/9p.ko: kernel/virtio.ko\nkernel/overlay.ko:\n")
-            .unwrap();
+        std::fs::write(
+            modules.join("modules.dep"),
+            "kernel/virtio.ko:\nkernel/9p.ko: kernel/virtio.ko\nkernel/overlay.ko:\n",
+        )
+        .unwrap();
         let image = root.join("vmlinuz-6.1.0-test");
         std::fs::write(&image, b"kernel").unwrap();
         LabKernel { image, modules, version: "6.1.0-test".into() }
     }
 
     fn options() -> InitramfsOptions {
-        InitramfsOptions { required: vec!["9p".into(), "overlay".into()], optional: vec!["kvm".into()], ..Default::default() }
+        InitramfsOptions {
+            required: vec!["9p".into(), "overlay".into()],
+            optional: vec!["kvm".into()],
+            ..Default::default()
+        }
     }
 
     /// Reads a gzipped newc archive back: name to (mode, data).

@@ -41,7 +41,8 @@ impl KernelSearch {
     /// This machine: the running kernel and the cache dir from `NESTFORM_KERNEL_DIR` or
     /// [`DEFAULT_KERNEL_DIR`].
     pub fn system() -> Self {
-        let running = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string());
+        let running =
+            std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string());
         KernelSearch { running, system_root: PathBuf::from("/"), cache_dir: default_cache_dir() }
     }
 }
@@ -82,7 +83,8 @@ impl LabKernel {
                     search.system_root.join("lib/modules").join(version),
                     search.cache_dir.join("lib/modules").join(version),
                 ];
-                let modules = candidates.iter().find(|m| m.join(MODULES_DEP).is_file()).unwrap_or(&candidates[0]);
+                let modules =
+                    candidates.iter().find(|m| m.join(MODULES_DEP).is_file()).unwrap_or(&candidates[0]);
                 check(image, modules, version.to_string())
             }
             (None, Some(modules)) => {

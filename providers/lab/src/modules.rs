@@ -17,8 +17,8 @@ use crate::LabError;
 pub const REQUIRED_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay", "virtio_console"];
 
 /// Modules loaded when the kernel has them: networking, disks, entropy, and what a guest needs to be a
-/// hypervisor itself (KVM for either vendor, tap devices, bridges, vhost). `kvm_intel` fails to load
-/// on AMD and `kvm_amd` on Intel; the init script reports that and goes on.
+/// hypervisor itself (KVM for either vendor, tap devices, bridges, vhost). The init script loads only
+/// the KVM module of the CPU's vendor (`svm` or `vmx` in `/proc/cpuinfo`).
 pub const OPTIONAL_MODULES: &[&str] = &[
     "virtio_net",
     "virtio_blk",
@@ -36,7 +36,8 @@ pub const OPTIONAL_MODULES: &[&str] = &[
 /// A module as the kernel names it: `kvm-amd.ko.xz` and `kvm_amd` are both `kvm_amd`.
 pub fn module_name(file_or_name: &str) -> String {
     let base = file_or_name.rsplit('/').next().unwrap_or(file_or_name);
-    let base = [".ko.xz", ".ko.zst", ".ko.gz", ".ko"].iter().find_map(|s| base.strip_suffix(s)).unwrap_or(base);
+    let base =
+        [".ko.xz", ".ko.zst", ".ko.gz", ".ko"].iter().find_map(|s| base.strip_suffix(s)).unwrap_or(base);
     base.replace('-', "_")
 }
 
@@ -74,7 +75,11 @@ impl ModuleIndex {
         let dep = std::fs::read_to_string(&dep_path).map_err(|e| LabError::io(&dep_path, e))?;
         // A kernel without built-in modules may have no modules.builtin at all.
         let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
-        Self::parse(dir, &dep, &builtin).map_err(|(line, message)| LabError::ModulesDep { path: dep_path, line, message })
+        Self::parse(dir, &dep, &builtin).map_err(|(line, message)| LabError::ModulesDep {
+            path: dep_path,
+            line,
+            message,
+        })
     }
 
     /// Parses the two files' text; an error is (line number, message).
@@ -84,8 +89,7 @@ impl ModuleIndex {
             if line.trim().is_empty() {
                 continue;
             }
-            let (file, needs) =
-                line.split_once(':').ok_or_else(|| (n + 1, format!("no `:` in `{line}`")))?;
+            let (file, needs) = line.split_once(':').ok_or_else(|| (n + 1, format!("no `:` in `{line}`")))?;
             let needs = needs.split_whitespace().map(module_name).collect();
             modules.insert(module_name(file), (file.trim().to_string(), needs));
         }
@@ -155,7 +159,8 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>, LabError> {
     if name.ends_with(".xz") {
         lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out).map_err(|e| bad(e.to_string()))?;
     } else if name.ends_with(".zst") {
-        let mut decoder = ruzstd::decoding::StreamingDecoder::new(raw.as_slice()).map_err(|e| bad(e.to_string()))?;
+        let mut decoder =
+            ruzstd::decoding::StreamingDecoder::new(raw.as_slice()).map_err(|e| bad(e.to_string()))?;
         decoder.read_to_end(&mut out).map_err(|e| bad(e.to_string()))?;
     } else if name.ends_with(".gz") {
         flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| bad(e.to_string()))?;
@@ -218,7 +223,10 @@ kernel/drivers/char/hw_random/virtio-rng.ko.xz: kernel/drivers/virtio/virtio.ko 
         assert!(!names(&order).contains(&"9pnet"), "built in, nothing to load");
         assert_eq!(order.absent, ["virtio_net", "virtio_blk", "kvm_intel", "tun", "bridge", "vhost_net"]);
         assert!(names(&order).contains(&"virtio_rng") && names(&order).contains(&"kvm_amd"));
-        assert_eq!(order.modules[position(&order, "virtio_rng")].path, Path::new("/m/kernel/drivers/char/hw_random/virtio-rng.ko.xz"));
+        assert_eq!(
+            order.modules[position(&order, "virtio_rng")].path,
+            Path::new("/m/kernel/drivers/char/hw_random/virtio-rng.ko.xz")
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use nestform_agent::{ShutdownHandle, Transport};
-use nestform_provider::{AgentChannel, ProviderError};
+use nestform_provider::{AgentChannel, Hypervisor, ProviderError};
 use virt::domain::Domain;
 use virt::error::ErrorNumber;
 use virt::stream::Stream;
@@ -64,7 +64,8 @@ impl ChannelStream {
     }
 
     fn error(&self, what: &str, e: virt::error::Error) -> io::Error {
-        let kind = if self.closed.load(Ordering::SeqCst) { io::ErrorKind::BrokenPipe } else { io::ErrorKind::Other };
+        let kind =
+            if self.closed.load(Ordering::SeqCst) { io::ErrorKind::BrokenPipe } else { io::ErrorKind::Other };
         io::Error::new(kind, format!("{what} the agent channel of `{}`: {}", self.guest, e.message()))
     }
 }
@@ -110,11 +111,17 @@ impl Write for ChannelWriter {
             return Ok(0);
         }
         if self.0.closed.load(Ordering::SeqCst) {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, format!("the agent channel of `{}` is closed", self.0.guest)));
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!("the agent channel of `{}` is closed", self.0.guest),
+            ));
         }
         match self.0.stream.send(buf) {
             Ok(n) if n > 0 => Ok(n as usize),
-            Ok(_) => Err(io::Error::new(io::ErrorKind::WriteZero, format!("the agent channel of `{}` took no bytes", self.0.guest))),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("the agent channel of `{}` took no bytes", self.0.guest),
+            )),
             Err(e) => Err(self.0.error("writing", e)),
         }
     }
@@ -149,7 +156,11 @@ impl Transport for LibvirtChannel {
 impl From<LibvirtChannel> for AgentChannel {
     fn from(channel: LibvirtChannel) -> AgentChannel {
         let (reader, writer, stream) = channel.halves();
-        AgentChannel { reader: Box::new(reader), writer: Box::new(writer), shutdown: Arc::new(move || stream.abort()) }
+        AgentChannel {
+            reader: Box::new(reader),
+            writer: Box::new(writer),
+            shutdown: Arc::new(move || stream.abort()),
+        }
     }
 }
 
@@ -167,12 +178,16 @@ pub fn open_agent_channel(hypervisor: &LibvirtHypervisor, id: &str) -> Result<Li
 }
 
 /// [`open_agent_channel`] for a domain already looked up.
-pub fn open_domain_channel(hypervisor: &LibvirtHypervisor, dom: &Domain) -> Result<LibvirtChannel, ProviderError> {
-    let guest = dom.get_name().unwrap_or_else(|_| "?".to_string());
+pub fn open_domain_channel(
+    hypervisor: &LibvirtHypervisor,
+    dom: &Domain,
+) -> Result<LibvirtChannel, ProviderError> {
+    let guest = dom.name().unwrap_or_else(|_| "?".to_string());
     // 0: a blocking stream, whose calls wait for data and need no event loop.
     let stream = Stream::new(hypervisor.connection(), 0).map_err(op("open agent channel", &guest))?;
     let stream = ChannelStream { stream: ManuallyDrop::new(stream), closed: AtomicBool::new(false), guest };
-    if let Err(e) = dom.open_channel(Some(AGENT_CHANNEL), &stream.stream, virt::sys::VIR_DOMAIN_CHANNEL_FORCE) {
+    if let Err(e) = dom.open_channel(Some(AGENT_CHANNEL), &stream.stream, virt::sys::VIR_DOMAIN_CHANNEL_FORCE)
+    {
         // Never opened: nothing to abort, only the reference to free (in `Drop`).
         stream.closed.store(true, Ordering::SeqCst);
         return Err(op("open agent channel", &stream.guest)(e));
@@ -183,24 +198,23 @@ pub fn open_domain_channel(hypervisor: &LibvirtHypervisor, dom: &Domain) -> Resu
 /// The last `max_bytes` of guest `id`'s serial console log (boot messages, the init script's output),
 /// cut at a line start when the cut falls inside the first line. Only for connections to this machine:
 /// the log file is on the host the URI names.
-pub fn console_tail(hypervisor: &LibvirtHypervisor, id: &str, max_bytes: usize) -> Result<String, ProviderError> {
-    if !is_local(hypervisor.uri()) {
-        return Err(ProviderError::Unsupported(format!("reading the console log of a guest on `{}`", hypervisor.uri())));
+pub fn console_tail(
+    hypervisor: &LibvirtHypervisor,
+    id: &str,
+    max_bytes: usize,
+) -> Result<String, ProviderError> {
+    if !crate::facts::is_local(hypervisor.uri()) {
+        return Err(ProviderError::Unsupported(format!(
+            "reading the console log of a guest on `{}`",
+            hypervisor.uri()
+        )));
     }
-    let dom = hypervisor
-        .connection()
-        .lookup_domain_by_uuid_string(id)
-        .map_err(op("read console of", id))?;
-    let name = dom.get_name().map_err(op("read console of", id))?;
+    let dom = hypervisor.connection().lookup_domain_by_uuid_string(id).map_err(op("read console of", id))?;
+    let name = dom.name().map_err(op("read console of", id))?;
     let path = console_log_path(&name);
-    let bytes = std::fs::read(&path).map_err(|e| ProviderError::op("read console of", &name, format!("`{}`: {e}", path.display())))?;
+    let bytes = std::fs::read(&path)
+        .map_err(|e| ProviderError::op("read console of", &name, format!("`{}`: {e}", path.display())))?;
     Ok(tail(&bytes, max_bytes))
-}
-
-/// Whether `uri` names the libvirt of this machine (no host part).
-fn is_local(uri: &str) -> bool {
-    uri.split_once("://").is_some_and(|(scheme, rest)| !scheme.contains('+') || scheme.ends_with("+unix"))
-        && uri.split_once("://").is_some_and(|(_, rest)| rest.starts_with('/'))
 }
 
 /// The end of `bytes`, at most `max` of them, starting after a line break when there is one to cut
@@ -225,17 +239,8 @@ mod tests {
         let log = b"first line\r\nsecond line\r\nthird\r\n";
         assert_eq!(tail(log, 1000), "first line\nsecond line\nthird\n");
         assert_eq!(tail(log, 20), "third\n");
-        assert_eq!(tail(b"no newline at all", 5), " all");
+        assert_eq!(tail(b"no newline at all", 5), "t all");
         assert_eq!(tail(b"", 10), "");
-    }
-
-    #[test]
-    fn only_local_uris_have_a_console_log_here() {
-        assert!(is_local("qemu:///system"));
-        assert!(is_local("qemu+unix:///system"));
-        assert!(is_local("test:///default"));
-        assert!(!is_local("qemu+ssh://host/system"));
-        assert!(!is_local("qemu://host/system"));
     }
 
     #[test]
@@ -248,7 +253,7 @@ mod tests {
         // libvirt's test driver has no virDomainOpenChannel: the error must say so, not hang or panic.
         let h = crate::LibvirtProvider::new().open("test:///default").unwrap();
         let dom = h.connection().lookup_domain_by_name("test").unwrap();
-        let id = dom.get_uuid_string().unwrap();
+        let id = dom.uuid_string().unwrap();
         let err = open_agent_channel(&h, &id).err().expect("the test driver has no channels");
         assert!(err.to_string().contains("open agent channel `test`"), "{err}");
         assert!(open_agent_channel(&h, "00000000-0000-0000-0000-000000000000").is_err());

@@ -139,7 +139,12 @@ fn write_devices(w: &mut crate::xml::XmlWriter, req: &GuestRequest) -> io::Resul
             w.empty("model", &[("type", "virtio")])
         })?;
     }
-    w.empty("serial", &[("type", "pty")])?;
+    // virtlogd keeps everything the guest writes on its serial console, from the first boot message:
+    // what an error about a guest that never came up shows (`channel::console_tail`).
+    w.elem("serial", &[("type", "pty")], |w| {
+        let log = crate::channel::console_log_path(&req.name);
+        w.empty("log", &[("file", &log.to_string_lossy()), ("append", "off")])
+    })?;
     w.elem("channel", &[("type", "unix")], |w| {
         w.empty("source", &[("mode", "bind")])?;
         w.empty("target", &[("type", "virtio"), ("name", AGENT_CHANNEL)])
@@ -304,7 +309,9 @@ mod tests {
       <source network="wan"/>
       <model type="virtio"/>
     </interface>
-    <serial type="pty"/>
+    <serial type="pty">
+      <log file="/var/log/libvirt/qemu/l1-console.log" append="off"/>
+    </serial>
     <channel type="unix">
       <source mode="bind"/>
       <target type="virtio" name="dev.nestform.agent.0"/>

@@ -1,4 +1,5 @@
-//! What a libvirt host is: [`HostFacts`], and which domain type its guests get.
+//! What a libvirt host is: [`HostFacts`], which domain type its guests get, and the CPU a guest gets
+//! under TCG ([`tcg_cpu_for`]).
 //!
 //! The domain type deserves its own note. On QEMU, `kvm` is right when the host's KVM can run a
 //! standard guest, and `qemu` (TCG, emulation) otherwise. libvirt's capabilities list `kvm` whenever
@@ -7,13 +8,17 @@
 //! URI nestform also requires the hardware module (`kvm_intel` or `kvm_amd`) to be loaded, which is
 //! what a machine with VMX/SVM has, and takes TCG when only `kvm_pvm` is there. On a remote URI the
 //! local `/sys` says nothing about the remote host, so libvirt's capabilities decide.
-
-use std::path::Path;
+//!
+//! One function, [`decide`], makes that choice from a [`Probe`] (what libvirt and, on a local URI,
+//! this machine's `/proc` and `/sys` say); both the domain type a connection uses and the
+//! `acceleration` its facts report come from it, so the plan shows what apply does.
 
 use nestform_provider::{HostFacts, ProviderError};
 use virt::connect::Connect;
+use virt::error::ErrorNumber;
 
-use crate::error::op;
+use crate::error::{is, op};
+use crate::kvm::{KvmModules, LocalKvm, PVM_MODULE};
 use crate::xml::Element;
 
 /// Whether a libvirt URI names this machine: no host part (`qemu:///system`, `test+unix:///default`).
@@ -43,57 +48,129 @@ fn cpuid_vendor(libvirt: &str) -> String {
     }
 }
 
-/// The local kernel's nesting switch (`/sys/module/kvm_{intel,amd}/parameters/nested`, `Y` or `1`).
-fn local_nesting(sys_module: &Path) -> Option<bool> {
-    ["kvm_intel", "kvm_amd"].iter().find_map(|m| {
-        let value = std::fs::read_to_string(sys_module.join(m).join("parameters/nested")).ok()?;
-        Some(matches!(value.trim(), "Y" | "y" | "1"))
-    })
+/// The CPU model a guest gets under TCG in place of `host-passthrough`, and the features it
+/// requires: `EPYC` with `svm`.
+///
+/// On every host, whatever its vendor: QEMU's TCG emulates AMD's SVM (with nested paging) but not
+/// Intel's VMX; asked for `vmx` it warns "TCG doesn't support requested feature: CPUID.01H:ECX.vmx"
+/// and drops it (QEMU 10.0, checked with `Skylake-Client,vmx=on` and `Nehalem,vmx=on`), so an Intel
+/// model would leave the guest unable to nest. Under TCG the guest's CPU is emulated, so an AMD model
+/// runs on an Intel host just the same. On this project's machines `EPYC` + `svm` gives the level-1
+/// guest `svm` and `npt`, and `kvm_amd` loads inside it with nested virtualization and nested paging.
+/// libvirt's domain capabilities mark `EPYC` not usable under TCG because of a few features TCG
+/// lacks (`xsavec`, `topoext`, ...); QEMU leaves those out with a warning and the guest runs.
+///
+/// Meant for hosts whose `acceleration` is `tcg`; on a KVM host `host-passthrough` is right.
+pub fn tcg_cpu_for(facts: &HostFacts) -> (String, Vec<String>) {
+    // The facts do not change the answer (see above); the parameter keeps the door open for a host
+    // whose QEMU learns VMX under TCG, without changing callers.
+    let _ = facts;
+    ("EPYC".to_string(), vec!["svm".to_string()])
 }
 
-/// Whether this machine's KVM runs standard guests: a hardware KVM module is loaded (see the module
-/// doc for why `/dev/kvm` alone does not tell).
-fn local_hardware_kvm(sys_module: &Path) -> bool {
-    Path::new("/dev/kvm").exists() && ["kvm_intel", "kvm_amd"].iter().any(|m| sys_module.join(m).exists())
+/// Everything the acceleration decision and the facts rest on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Probe {
+    /// libvirt's driver name: `QEMU`, `Test`, ...
+    pub driver: String,
+    /// Whether the capabilities (or the domain capabilities) offer domain type `kvm` for x86_64.
+    pub kvm_offered: bool,
+    /// The host CPU as libvirt's capabilities describe it.
+    pub host_cpu: HostCpu,
+    /// The default domain capabilities' `host-model` CPU, when the driver has domain capabilities.
+    pub host_model: Option<HostCpu>,
+    /// This machine's `/proc` and `/sys`, on a local URI of the QEMU driver.
+    pub local: Option<LocalKvm>,
 }
 
-pub(crate) fn host_facts(conn: &Connect, uri: &str) -> Result<HostFacts, ProviderError> {
-    let hostname = conn.hostname().map_err(op("read hostname of", uri))?;
-    let node = conn.node_info().map_err(op("read node info of", uri))?;
-    let caps = Element::parse(&conn.capabilities().map_err(op("read capabilities of", uri))?)
-        .map_err(|e| ProviderError::op("parse capabilities of", uri, e))?;
-    let driver = conn.driver_type().map_err(op("read driver type of", uri))?;
-    let hyp_version = conn.hyp_version().map_err(op("read hypervisor version of", uri))?;
-    let lib_version = conn.lib_version().map_err(op("read libvirt version of", uri))?;
-    let nesting = if driver.eq_ignore_ascii_case("qemu") && is_local(uri) {
-        local_nesting(Path::new("/sys/module"))
-    } else {
-        None
-    };
-    Ok(HostFacts {
-        hostname,
-        cpus: node.cpus,
-        memory_bytes: node.memory.saturating_mul(1024),
-        cpu_vendor: caps.text_at(&["host", "cpu", "vendor"]).filter(|v| !v.is_empty()).map(cpuid_vendor),
-        libvirt_version: version_string(lib_version),
-        hypervisor: format!("{driver} {}", version_string(hyp_version)),
-        nesting,
-        ..HostFacts::default()
-    })
+/// A CPU libvirt describes: model, vendor and features.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HostCpu {
+    pub model: Option<String>,
+    /// libvirt's vendor name (`AMD`, `Intel`).
+    pub vendor: Option<String>,
+    pub features: Vec<String>,
 }
 
-/// The `<domain type>` guests on this connection get: `test` on the test driver, `kvm` or `qemu` on
-/// QEMU (module doc), and the driver's own name otherwise.
-pub(crate) fn domain_type(conn: &Connect, uri: &str) -> Result<String, ProviderError> {
-    let driver = conn.driver_type().map_err(op("read driver type of", uri))?;
-    if !driver.eq_ignore_ascii_case("qemu") {
-        return Ok(driver.to_ascii_lowercase());
+impl HostCpu {
+    fn from_element(cpu: &Element) -> HostCpu {
+        let text = |name: &str| cpu.text_at(&[name]).filter(|t| !t.is_empty()).map(str::to_string);
+        HostCpu {
+            model: text("model"),
+            vendor: text("vendor"),
+            features: cpu
+                .children("feature")
+                .filter(|f| !matches!(f.attr("policy"), Some("disable" | "forbid")))
+                .filter_map(|f| f.attr("name").map(str::to_string))
+                .collect(),
+        }
     }
-    let caps = Element::parse(&conn.capabilities().map_err(op("read capabilities of", uri))?)
-        .map_err(|e| ProviderError::op("parse capabilities of", uri, e))?;
-    let kvm_offered = caps_offer_kvm(&caps);
-    let usable = kvm_offered && (!is_local(uri) || local_hardware_kvm(Path::new("/sys/module")));
-    Ok(if usable { "kvm" } else { "qemu" }.to_string())
+
+    /// `svm` or `vmx` when the features list one.
+    fn virt_extension(&self) -> Option<String> {
+        ["vmx", "svm"].into_iter().find(|x| self.features.iter().any(|f| f == x)).map(str::to_string)
+    }
+}
+
+/// The decision: the `<domain type>` and, on QEMU, the acceleration with its reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub domain_type: String,
+    /// `kvm` or `tcg` on QEMU; `None` on drivers without a choice (the test driver).
+    pub acceleration: Option<&'static str>,
+    pub reason: Option<String>,
+}
+
+/// `AMD-V` or `VT-x`, the names people know the extensions by.
+fn extension_name(ext: &str) -> &'static str {
+    if ext == "svm" {
+        "AMD-V"
+    } else {
+        "VT-x"
+    }
+}
+
+/// The one place that picks a host's acceleration (module doc).
+pub(crate) fn decide(p: &Probe) -> Decision {
+    if !p.driver.eq_ignore_ascii_case("qemu") {
+        return Decision { domain_type: p.driver.to_ascii_lowercase(), acceleration: None, reason: None };
+    }
+    let tcg = |why: String| Decision {
+        domain_type: "qemu".into(),
+        acceleration: Some("tcg"),
+        reason: Some(format!("{why}, so guests are emulated (TCG)")),
+    };
+    let kvm =
+        |why: String| Decision { domain_type: "kvm".into(), acceleration: Some("kvm"), reason: Some(why) };
+    if !p.kvm_offered {
+        return tcg("libvirt offers no `kvm` domain type on this host".into());
+    }
+    let Some(local) = &p.local else {
+        let ext = p.host_cpu.virt_extension().or_else(|| p.host_model.as_ref()?.virt_extension());
+        return kvm(match ext {
+            Some(ext) => format!("KVM with {}", extension_name(&ext)),
+            None => "KVM (libvirt offers the `kvm` domain type)".into(),
+        });
+    };
+    match local.module.as_deref() {
+        Some(module) => {
+            let ext = if module == "kvm_amd" { "svm" } else { "vmx" };
+            kvm(format!("KVM with {}", extension_name(ext)))
+        }
+        None if local.pvm => tcg(format!(
+            "`/dev/kvm` belongs to PVM (module `{PVM_MODULE}`), which cannot run a standard guest kernel"
+        )),
+        None => match &local.virt_extension {
+            Some(ext) => {
+                let module = if ext == "svm" { "kvm_amd" } else { "kvm_intel" };
+                tcg(format!("the CPU has `{ext}` but module `{module}` is not loaded (`modprobe {module}`)"))
+            }
+            None if local.dev_kvm => {
+                tcg("`/dev/kvm` is there but no `kvm_intel` or `kvm_amd` module is loaded".into())
+            }
+            None => tcg("there is no `/dev/kvm` and no `kvm_intel` or `kvm_amd` module".into()),
+        },
+    }
 }
 
 /// Whether the capabilities offer domain type `kvm` for x86_64 guests.
@@ -104,9 +181,171 @@ fn caps_offer_kvm(caps: &Element) -> bool {
         .any(|a| a.children("domain").any(|d| d.attr("type") == Some("kvm")))
 }
 
+/// From the default domain capabilities: whether their domain type is `kvm`, and the `host-model`
+/// CPU (model and the features it requires).
+fn parse_domain_caps(domcaps: &Element) -> (bool, Option<HostCpu>) {
+    let kvm = domcaps.text_at(&["domain"]) == Some("kvm");
+    let host_model = domcaps
+        .child("cpu")
+        .and_then(|cpu| cpu.children("mode").find(|m| m.attr("name") == Some("host-model")))
+        .filter(|m| m.attr("supported") != Some("no"))
+        .map(HostCpu::from_element);
+    (kvm, host_model)
+}
+
+/// Gathers a [`Probe`]: capabilities, domain capabilities (where the driver has them) and, on a
+/// local QEMU URI, what `local` reads from this machine.
+pub(crate) fn probe(conn: &Connect, uri: &str, local: &KvmModules) -> Result<Probe, ProviderError> {
+    let driver = conn.driver_type().map_err(op("read driver type of", uri))?;
+    let caps = conn.capabilities().map_err(op("read capabilities of", uri))?;
+    let qemu = driver.eq_ignore_ascii_case("qemu");
+    let domcaps = if qemu {
+        match conn.domain_capabilities(None, Some("x86_64"), None, None, 0) {
+            Ok(xml) => Some(xml),
+            // Capabilities alone still decide; the host-model CPU only adds detail.
+            Err(e) if is(&e, ErrorNumber::NoSupport) || is(&e, ErrorNumber::InvalidArg) => None,
+            Err(e) => return Err(op("read domain capabilities of", uri)(e)),
+        }
+    } else {
+        None
+    };
+    let local = (qemu && is_local(uri)).then(|| local.probe());
+    probe_from(driver, &caps, domcaps.as_deref(), local)
+        .map_err(|e| ProviderError::op("parse capabilities of", uri, e))
+}
+
+/// The pure half of [`probe`]: a [`Probe`] from the driver name, the capabilities and domain
+/// capabilities XML, and the local machine's KVM.
+fn probe_from(
+    driver: String,
+    caps: &str,
+    domcaps: Option<&str>,
+    local: Option<LocalKvm>,
+) -> Result<Probe, String> {
+    let caps = Element::parse(caps)?;
+    let (domcaps_kvm, host_model) = match domcaps {
+        Some(xml) => parse_domain_caps(&Element::parse(xml)?),
+        None => (false, None),
+    };
+    Ok(Probe {
+        kvm_offered: caps_offer_kvm(&caps) || domcaps_kvm,
+        host_cpu: caps.path(&["host", "cpu"]).map(HostCpu::from_element).unwrap_or_default(),
+        host_model,
+        local,
+        driver,
+    })
+}
+
+/// The facts of a probed host, with the decision [`decide`] makes for it.
+pub(crate) fn facts_from(
+    probe: &Probe,
+    hostname: String,
+    cpus: u32,
+    memory_bytes: u64,
+    lib_version: u32,
+    hyp_version: u32,
+) -> HostFacts {
+    let decision = decide(probe);
+    let local = probe.local.as_ref();
+    let virt_extension = local
+        .and_then(|l| l.virt_extension.clone())
+        .or_else(|| probe.host_cpu.virt_extension())
+        .or_else(|| probe.host_model.as_ref()?.virt_extension());
+    let nesting = match decision.acceleration {
+        // TCG emulates SVM for its guests (`tcg_cpu_for`), whatever the host's modules say.
+        Some("tcg") => Some(true),
+        Some(_) => {
+            local.and_then(|l| l.parameters.get("nested")).map(|v| matches!(v.as_str(), "Y" | "y" | "1"))
+        }
+        None => None,
+    };
+    let qemu = probe.driver.eq_ignore_ascii_case("qemu");
+    HostFacts {
+        hostname,
+        cpus,
+        memory_bytes,
+        cpu_vendor: probe
+            .host_cpu
+            .vendor
+            .as_deref()
+            .map(cpuid_vendor)
+            .or_else(|| local.and_then(|l| l.cpu_vendor.clone())),
+        libvirt_version: version_string(lib_version),
+        hypervisor: format!("{} {}", probe.driver, version_string(hyp_version)),
+        nesting,
+        virt_extension,
+        acceleration: decision.acceleration.map(str::to_string),
+        acceleration_reason: decision.reason,
+        kvm_module: local.and_then(|l| l.module.clone()),
+        kvm_parameters: local.map(|l| l.parameters.clone()).unwrap_or_default(),
+        qemu_version: qemu.then(|| version_string(hyp_version)),
+    }
+}
+
+pub(crate) fn host_facts(conn: &Connect, uri: &str) -> Result<HostFacts, ProviderError> {
+    let probe = probe(conn, uri, &KvmModules::system())?;
+    let hostname = conn.hostname().map_err(op("read hostname of", uri))?;
+    let node = conn.node_info().map_err(op("read node info of", uri))?;
+    let hyp_version = conn.hyp_version().map_err(op("read hypervisor version of", uri))?;
+    let lib_version = conn.lib_version().map_err(op("read libvirt version of", uri))?;
+    Ok(facts_from(&probe, hostname, node.cpus, node.memory.saturating_mul(1024), lib_version, hyp_version))
+}
+
+/// The `<domain type>` guests on this connection get: `test` on the test driver, `kvm` or `qemu` on
+/// QEMU (module doc), and the driver's own name otherwise.
+pub(crate) fn domain_type(conn: &Connect, uri: &str) -> Result<String, ProviderError> {
+    Ok(decide(&probe(conn, uri, &KvmModules::system())?).domain_type)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kvm::tests::fake_root;
+
+    /// Capabilities shaped like this lab machine's (QEMU 10.0.2 under PVM): `kvm` offered, an AMD host
+    /// CPU without `svm`.
+    const CAPS_PVM: &str = "<capabilities><host><cpu><arch>x86_64</arch><model>kvm64-v1</model><vendor>AMD</vendor>\
+        <feature name='pclmuldq'/><feature name='hypervisor'/></cpu></host>\
+        <guest><os_type>hvm</os_type><arch name='i686'><domain type='qemu'/><domain type='kvm'/></arch></guest>\
+        <guest><os_type>hvm</os_type><arch name='x86_64'><domain type='qemu'/><domain type='kvm'/></arch></guest>\
+        </capabilities>";
+    /// A real AMD machine's capabilities.
+    const CAPS_AMD: &str =
+        "<capabilities><host><cpu><arch>x86_64</arch><model>EPYC-Rome</model><vendor>AMD</vendor>\
+        <feature name='svm'/><feature name='npt'/></cpu></host>\
+        <guest><arch name='x86_64'><domain type='qemu'/><domain type='kvm'/></arch></guest></capabilities>";
+    /// A host without KVM at all.
+    const CAPS_TCG_ONLY: &str = "<capabilities><host><cpu><arch>x86_64</arch><vendor>Intel</vendor>\
+        <feature name='vmx'/></cpu></host><guest><arch name='x86_64'><domain type='qemu'/></arch></guest>\
+        <guest><arch name='i686'><domain type='kvm'/></arch></guest></capabilities>";
+    /// Domain capabilities of an Intel KVM host: `host-model` requires `vmx`.
+    const DOMCAPS_INTEL: &str = "<domainCapabilities><path>/usr/bin/qemu-system-x86_64</path><domain>kvm</domain>\
+        <arch>x86_64</arch><cpu><mode name='host-passthrough' supported='yes'/>\
+        <mode name='host-model' supported='yes'><model fallback='forbid'>Skylake-Client-IBRS</model>\
+        <vendor>Intel</vendor><feature policy='require' name='vmx'/><feature policy='disable' name='hle'/></mode>\
+        <mode name='custom' supported='yes'><model usable='yes' vendor='Intel'>Skylake-Client</model></mode>\
+        </cpu></domainCapabilities>";
+    /// A test-driver-like host: no guest types QEMU would know.
+    const CAPS_TEST: &str = "<capabilities><host><cpu><arch>i686</arch></cpu></host>\
+        <guest><arch name='i686'><domain type='test'/></arch></guest></capabilities>";
+
+    fn local(flags: &str, modules: &[(&str, &[(&str, &str)])]) -> LocalKvm {
+        let dir = fake_root(flags, true, modules);
+        KvmModules::at(dir.path(), "/nonexistent/modprobe").probe()
+    }
+
+    fn qemu(caps: &str, domcaps: Option<&str>, local: Option<LocalKvm>) -> Probe {
+        probe_from("QEMU".into(), caps, domcaps, local).unwrap()
+    }
+
+    fn pvm() -> LocalKvm {
+        local("hypervisor", &[("kvm", &[("halt_poll_ns", "200000")]), ("kvm_pvm", &[("force", "N")])])
+    }
+
+    /// Facts as `host_facts` would build them for QEMU 10.0.2 on libvirt 11.3.0.
+    fn facts(p: &Probe) -> HostFacts {
+        facts_from(p, "lab".into(), 2, 24 << 30, 11_003_000, 10_000_002)
+    }
 
     #[test]
     fn local_uris_have_no_host() {
@@ -133,24 +372,144 @@ mod tests {
     }
 
     #[test]
-    fn nesting_reads_the_module_parameter() {
-        let dir = std::env::temp_dir().join(format!("nf-sysmod-{}", std::process::id()));
-        let params = dir.join("kvm_amd/parameters");
-        std::fs::create_dir_all(&params).unwrap();
-        assert_eq!(local_nesting(&dir.join("nothing")), None);
-        std::fs::write(params.join("nested"), "1\n").unwrap();
-        assert_eq!(local_nesting(&dir), Some(true));
-        std::fs::write(params.join("nested"), "N\n").unwrap();
-        assert_eq!(local_nesting(&dir), Some(false));
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn kvm_offer_is_read_from_capabilities() {
+        assert!(caps_offer_kvm(&Element::parse(CAPS_PVM).unwrap()));
+        assert!(!caps_offer_kvm(&Element::parse(CAPS_TCG_ONLY).unwrap()), "i686 `kvm` does not count");
     }
 
     #[test]
-    fn kvm_offer_is_read_from_capabilities() {
-        let with = "<capabilities><guest><arch name='x86_64'><domain type='qemu'/><domain type='kvm'/></arch></guest></capabilities>";
-        let without = "<capabilities><guest><arch name='x86_64'><domain type='qemu'/></arch></guest>\
-                       <guest><arch name='i686'><domain type='kvm'/></arch></guest></capabilities>";
-        assert!(caps_offer_kvm(&Element::parse(with).unwrap()));
-        assert!(!caps_offer_kvm(&Element::parse(without).unwrap()));
+    fn domain_capabilities_give_the_host_model() {
+        let (kvm, model) = parse_domain_caps(&Element::parse(DOMCAPS_INTEL).unwrap());
+        assert!(kvm);
+        let model = model.unwrap();
+        assert_eq!(model.model.as_deref(), Some("Skylake-Client-IBRS"));
+        assert_eq!(model.vendor.as_deref(), Some("Intel"));
+        assert_eq!(model.features, vec!["vmx"], "disabled features are not the CPU's");
+        assert_eq!(model.virt_extension().as_deref(), Some("vmx"));
+    }
+
+    #[test]
+    fn pvm_means_tcg_with_the_reason() {
+        let d = decide(&qemu(CAPS_PVM, None, Some(pvm())));
+        assert_eq!(d.domain_type, "qemu");
+        assert_eq!(d.acceleration, Some("tcg"));
+        assert_eq!(
+            d.reason.unwrap(),
+            "`/dev/kvm` belongs to PVM (module `kvm_pvm`), which cannot run a standard guest kernel, so guests \
+             are emulated (TCG)"
+        );
+    }
+
+    #[test]
+    fn a_hardware_module_means_kvm() {
+        let amd = local("svm", &[("kvm", &[]), ("kvm_amd", &[("nested", "1")])]);
+        let d = decide(&qemu(CAPS_AMD, None, Some(amd)));
+        assert_eq!((d.domain_type.as_str(), d.acceleration), ("kvm", Some("kvm")));
+        assert_eq!(d.reason.as_deref(), Some("KVM with AMD-V"));
+        let intel = local("vmx", &[("kvm_intel", &[("nested", "Y")])]);
+        assert_eq!(decide(&qemu(CAPS_PVM, None, Some(intel))).reason.as_deref(), Some("KVM with VT-x"));
+    }
+
+    #[test]
+    fn a_cpu_with_svm_but_no_module_says_what_to_load() {
+        let d = decide(&qemu(CAPS_AMD, None, Some(local("svm", &[("kvm", &[])]))));
+        assert_eq!(d.domain_type, "qemu");
+        assert_eq!(
+            d.reason.unwrap(),
+            "the CPU has `svm` but module `kvm_amd` is not loaded (`modprobe kvm_amd`), so guests are emulated (TCG)"
+        );
+    }
+
+    #[test]
+    fn no_kvm_in_libvirt_means_tcg_even_with_a_module() {
+        let intel = local("vmx", &[("kvm_intel", &[("nested", "Y")])]);
+        for l in [Some(intel), None] {
+            let d = decide(&qemu(CAPS_TCG_ONLY, None, l));
+            assert_eq!((d.domain_type.as_str(), d.acceleration), ("qemu", Some("tcg")));
+            assert_eq!(
+                d.reason.unwrap(),
+                "libvirt offers no `kvm` domain type on this host, so guests are emulated (TCG)"
+            );
+        }
+    }
+
+    #[test]
+    fn remote_hosts_are_judged_by_libvirt_alone() {
+        // A local PVM machine's `/sys` must not decide for a remote AMD host.
+        let d = decide(&qemu(CAPS_AMD, None, None));
+        assert_eq!((d.domain_type.as_str(), d.reason.as_deref()), ("kvm", Some("KVM with AMD-V")));
+        let d = decide(&qemu(CAPS_PVM, Some(DOMCAPS_INTEL), None));
+        assert_eq!(d.reason.as_deref(), Some("KVM with VT-x"), "the host-model CPU shows `vmx`");
+        let d = decide(&qemu(CAPS_PVM, None, None));
+        assert_eq!(d.reason.as_deref(), Some("KVM (libvirt offers the `kvm` domain type)"));
+    }
+
+    #[test]
+    fn other_drivers_keep_their_own_type() {
+        let p = probe_from("Test".into(), CAPS_TEST, None, None).unwrap();
+        assert_eq!(decide(&p), Decision { domain_type: "test".into(), acceleration: None, reason: None });
+        let f = facts(&p);
+        assert_eq!((f.acceleration, f.nesting, f.qemu_version, f.kvm_module), (None, None, None, None));
+        assert_eq!(f.hypervisor, "Test 10.0.2");
+    }
+
+    #[test]
+    fn acceleration_always_matches_the_domain_type() {
+        let amd = || local("svm", &[("kvm_amd", &[("nested", "1")])]);
+        let probes = [
+            qemu(CAPS_PVM, None, Some(pvm())),
+            qemu(CAPS_AMD, None, Some(amd())),
+            qemu(CAPS_AMD, None, Some(local("svm", &[]))),
+            qemu(CAPS_TCG_ONLY, None, Some(amd())),
+            qemu(CAPS_AMD, Some(DOMCAPS_INTEL), None),
+            qemu(CAPS_TCG_ONLY, None, None),
+        ];
+        for p in &probes {
+            let (d, f) = (decide(p), facts(p));
+            let expected = if d.domain_type == "kvm" { "kvm" } else { "tcg" };
+            assert_eq!(f.acceleration.as_deref(), Some(expected), "{p:?}");
+            assert!(f.acceleration_reason.is_some(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn facts_of_a_pvm_host() {
+        let f = facts(&qemu(CAPS_PVM, None, Some(pvm())));
+        assert_eq!(f.hypervisor, "QEMU 10.0.2");
+        assert_eq!(f.qemu_version.as_deref(), Some("10.0.2"));
+        assert_eq!(f.libvirt_version, "11.3.0");
+        assert_eq!(f.cpu_vendor.as_deref(), Some("AuthenticAMD"));
+        assert_eq!(f.acceleration.as_deref(), Some("tcg"));
+        assert_eq!(f.virt_extension, None, "neither cpuinfo nor libvirt shows `svm`");
+        assert_eq!(f.kvm_module, None, "`kvm_pvm` is not a vendor module");
+        assert!(f.kvm_parameters.is_empty());
+        assert_eq!(f.nesting, Some(true), "TCG emulates SVM, so guests can nest");
+    }
+
+    #[test]
+    fn facts_of_an_intel_host_with_nesting_off() {
+        let intel = local("vmx", &[("kvm", &[]), ("kvm_intel", &[("nested", "N"), ("ept", "Y")])]);
+        let f =
+            facts(&qemu(CAPS_TCG_ONLY.replace("i686", "x86_64").as_str(), Some(DOMCAPS_INTEL), Some(intel)));
+        assert_eq!(f.acceleration.as_deref(), Some("kvm"));
+        assert_eq!(f.acceleration_reason.as_deref(), Some("KVM with VT-x"));
+        assert_eq!(f.virt_extension.as_deref(), Some("vmx"));
+        assert_eq!(f.cpu_vendor.as_deref(), Some("GenuineIntel"));
+        assert_eq!(f.kvm_module.as_deref(), Some("kvm_intel"));
+        let params: Vec<_> = f.kvm_parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(params, ["ept=Y", "nested=N"]);
+        assert_eq!(f.nesting, Some(false));
+    }
+
+    #[test]
+    fn tcg_guests_get_epyc_with_svm_on_any_host() {
+        for vendor in ["AuthenticAMD", "GenuineIntel"] {
+            let f = HostFacts {
+                cpu_vendor: Some(vendor.into()),
+                acceleration: Some("tcg".into()),
+                ..Default::default()
+            };
+            assert_eq!(tcg_cpu_for(&f), ("EPYC".to_string(), vec!["svm".to_string()]), "{vendor}");
+        }
     }
 }

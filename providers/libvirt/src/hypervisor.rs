@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nestform_provider::{
-    GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest, NetworkStatus, ObjectKind, OwnedObject,
-    ProviderError,
+    AgentChannel, GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest, NetworkStatus,
+    ObjectKind, OwnedObject, ProviderError,
 };
 use nestform_types::Owner;
 use virt::connect::Connect;
@@ -168,6 +168,37 @@ impl Hypervisor for LibvirtHypervisor {
 
     fn facts(&self) -> Result<HostFacts, ProviderError> {
         crate::facts::host_facts(&self.conn, &self.uri)
+    }
+
+    /// Local QEMU hosts only: the module files and `modprobe` are this machine's (see `kvm`).
+    fn set_kvm_module_options(
+        &self,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        if !crate::facts::is_local(&self.uri) {
+            return Err(ProviderError::Unsupported(format!(
+                "kvm_module_options on the remote host {}; it needs a local host for now",
+                self.uri
+            )));
+        }
+        // The test driver's guests run on no KVM; its "host" must not reload this machine's modules.
+        if !matches!(self.domain_type.as_str(), "kvm" | "qemu") {
+            return Err(ProviderError::Unsupported(format!(
+                "kvm_module_options on {}, whose guests do not run on KVM",
+                self.uri
+            )));
+        }
+        let running = || -> Result<Vec<String>, String> {
+            let active = self
+                .conn
+                .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                .map_err(|e| e.message().to_string())?;
+            active.iter().map(|d| d.name().map_err(|e| e.message().to_string())).collect()
+        };
+        crate::kvm::KvmModules::system()
+            .apply(options, running)
+            .map(drop)
+            .map_err(|e| ProviderError::op("set KVM module options on", &self.uri, e))
     }
 
     fn list_owned(&self) -> Result<Vec<OwnedObject>, ProviderError> {
@@ -390,5 +421,13 @@ impl Hypervisor for LibvirtHypervisor {
 
     fn guest_definition(&self, req: &GuestRequest, owner: &Owner) -> String {
         domain_xml(req, owner, &self.domain_type, None)
+    }
+
+    fn open_agent(&self, id: &str) -> Result<AgentChannel, ProviderError> {
+        crate::channel::open_agent_channel(self, id).map(AgentChannel::from)
+    }
+
+    fn console_tail(&self, id: &str, max_bytes: usize) -> Result<String, ProviderError> {
+        crate::channel::console_tail(self, id, max_bytes)
     }
 }

@@ -7,8 +7,10 @@
 //! - `xml`: quick-xml reading (a small element tree) and writing helpers.
 //! - `domain`, `network`: the XML nestform writes and what it reads back; pure.
 //! - `storage`: the `nestform` pool and its volumes.
-//! - `facts`: host facts and the domain type (`kvm`, `qemu` for TCG, `test`).
+//! - `facts`: host facts and the domain type (`kvm`, `qemu` for TCG, `test`), the CPU of TCG guests.
+//! - `kvm`: this machine's KVM modules (`/proc`, `/sys`) and `kvm_module_options`.
 //! - `hypervisor`: the trait implementation, the only place that calls libvirt for objects.
+//! - `channel`: a guest's agent channel (`virDomainOpenChannel`) and the tail of its console log.
 //!
 //! What libvirt's test driver (`test:///default`, `test+unix:///default`) cannot do, and how the
 //! provider copes: it rejects `VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA` (the volume is created
@@ -16,10 +18,12 @@
 //! [`ProviderError::Unsupported`]), and keeps pool "directories" in memory only. Network and domain
 //! metadata, pools, volumes and undefine flags it handles like QEMU does.
 
+pub mod channel;
 mod domain;
 mod error;
 mod facts;
 mod hypervisor;
+mod kvm;
 mod network;
 mod storage;
 mod xml;
@@ -30,6 +34,7 @@ use std::sync::{Arc, Once};
 use nestform_provider::{Hypervisor, Provider, ProviderError};
 
 pub use domain::ROOT_SHARE_TAG;
+pub use facts::tcg_cpu_for;
 pub use hypervisor::LibvirtHypervisor;
 
 /// The name of the virtio-serial channel nestform's agent listens on inside each guest
