@@ -3,8 +3,9 @@
 //!
 //! Plain `std::time::Instant` (no harness): `cargo bench -p nestform-engine --bench plan`. Each case is
 //! planned several times (`NESTFORM_BENCH_RUNS`, default 9) and printed as the minimum and median in
-//! milliseconds, so one slow run on a shared machine does not decide the figure (the first run, the
-//! closest to what one CLI invocation pays, is printed in parentheses):
+//! milliseconds, so one slow run on a shared machine does not decide the figure (the first run is
+//! printed in parentheses). Each run plans into fresh memory, as one CLI invocation does (see
+//! `measure`):
 //!
 //! - `empty`: from an empty state, everything is created;
 //! - `existing`: against the state that applying the first plan leaves, nothing to do;
@@ -124,22 +125,26 @@ fn plan_once(config: &Config, state: &State) -> (Plan, f64) {
     (plan, ms)
 }
 
-/// Plans `runs` times; the last plan, and the minimum, median and first time in milliseconds. The
-/// first is the closest to what one CLI invocation pays: later runs may reuse memory the allocator
-/// kept from the one before.
+/// Plans `runs` times; the last plan, and the minimum, median and first time in milliseconds.
+///
+/// Every plan is kept until all runs are done, so each run plans into memory the process has not
+/// used yet, as one CLI invocation does (and pays for the pages it touches). Dropping each plan
+/// before the next run measured the allocator instead: glibc hands the freed pages back and faults
+/// them in again, or keeps them, depending on how the previous run's frees fell.
 fn measure(config: &Config, state: &State, runs: usize) -> (Plan, [f64; 3]) {
     let mut times: Vec<f64> = Vec::with_capacity(runs);
-    let mut last = None;
+    let mut plans = Vec::with_capacity(runs);
     for _ in 0..runs {
-        // The previous plan is dropped outside the timed part, as a caller would after rendering.
-        drop(last.take());
         let (plan, ms) = plan_once(config, state);
         times.push(ms);
-        last = Some(plan);
+        plans.push(plan);
+    }
+    if std::env::var_os("NESTFORM_BENCH_VERBOSE").is_some() {
+        println!("  runs: {times:.1?}");
     }
     let first = times[0];
     times.sort_by(f64::total_cmp);
-    (last.expect("at least one run"), [times[0], times[times.len() / 2], first])
+    (plans.pop().expect("at least one run"), [times[0], times[times.len() / 2], first])
 }
 
 /// The state after applying `plan`, with the attributes a provider would compute.
@@ -171,7 +176,8 @@ fn main() {
     let runs: usize = std::env::var("NESTFORM_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(9);
     let runs = runs.max(1);
     println!("{runs} runs per case; min / median (first) in ms");
-    // `NESTFORM_BENCH_GUESTS=10000` measures one size only (for a profiler).
+    // `NESTFORM_BENCH_GUESTS=10000` measures one size only (for a profiler); `NESTFORM_BENCH_VERBOSE=1`
+    // prints every run.
     let sizes: Vec<usize> = match std::env::var("NESTFORM_BENCH_GUESTS").ok().and_then(|g| g.parse().ok()) {
         Some(n) => vec![n],
         None => vec![1_000, 4_000, 10_000],

@@ -1,10 +1,14 @@
 //! The kernel command line of a lab guest and the complete [`BootRequest`] the provider boots it with.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nestform_provider::BootRequest;
+use nestform_types::LabInstall;
 
-use crate::{Initramfs, LabError, LabKernel};
+use crate::{build_initramfs, Initramfs, InitramfsOptions, LabError, LabKernel};
+
+/// The environment variable that names the agent binary lab guests run, overriding the default.
+pub const AGENT_ENV: &str = "NESTFORM_AGENT_BIN";
 
 /// What differs between lab guests booted from the same kernel and initramfs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +61,40 @@ pub fn boot_request(
     })
 }
 
+/// Everything a lab guest boots with, for a `lab { kernel, modules }` install block: finds the kernel,
+/// builds (or reuses) the initramfs in `initramfs_dir`, and returns the boot request with the
+/// initramfs it uses.
+pub fn lab_boot(
+    install: &LabInstall,
+    guest: &LabGuest<'_>,
+    initramfs_dir: &Path,
+) -> Result<(BootRequest, Initramfs), LabError> {
+    let kernel = LabKernel::for_install(install)?;
+    let initramfs = build_initramfs(&kernel, initramfs_dir, &InitramfsOptions::default())?;
+    let boot = boot_request(&kernel, &initramfs, guest)?;
+    Ok((boot, initramfs))
+}
+
+/// The agent binary lab guests run: `$NESTFORM_AGENT_BIN`, else `nestform-agent` next to `exe` (the
+/// running nestform binary: cargo and the packages put both in one directory). Made absolute, since
+/// the guest resolves it from its root.
+pub fn agent_path(exe: &Path) -> Result<PathBuf, LabError> {
+    agent_path_from(std::env::var_os(AGENT_ENV), exe)
+}
+
+fn agent_path_from(env: Option<std::ffi::OsString>, exe: &Path) -> Result<PathBuf, LabError> {
+    let candidate = match env.filter(|v| !v.is_empty()) {
+        Some(path) => PathBuf::from(path),
+        None => exe.with_file_name("nestform-agent"),
+    };
+    let absolute = std::path::absolute(&candidate).unwrap_or(candidate);
+    if absolute.is_file() {
+        Ok(absolute)
+    } else {
+        Err(LabError::AgentMissing { path: absolute })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +134,22 @@ mod tests {
                 root_share: Some("/".into()),
             }
         );
+    }
+
+    #[test]
+    fn the_agent_is_found_next_to_the_running_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("nestform");
+        let err = agent_path_from(None, &exe).unwrap_err();
+        assert!(
+            matches!(&err, LabError::AgentMissing { path } if *path == dir.path().join("nestform-agent")),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("nestform-agent"), b"").unwrap();
+        assert_eq!(agent_path_from(None, &exe).unwrap(), dir.path().join("nestform-agent"));
+        let named = dir.path().join("other-agent");
+        std::fs::write(&named, b"").unwrap();
+        assert_eq!(agent_path_from(Some(named.clone().into()), &exe).unwrap(), named);
     }
 
     #[test]

@@ -29,7 +29,7 @@ mod modules;
 
 use std::path::{Path, PathBuf};
 
-pub use boot::{boot_request, kernel_cmdline, LabGuest};
+pub use boot::{agent_path, boot_request, kernel_cmdline, lab_boot, LabGuest, AGENT_ENV};
 pub use init::{init_script, AGENT_PORT, ROOT_TAG};
 pub use initramfs::{build_initramfs, Initramfs, InitramfsOptions, DEFAULT_BUSYBOX, DEFAULT_INITRAMFS_DIR};
 pub use kernel::{default_cache_dir, KernelSearch, LabKernel, DEFAULT_KERNEL_DIR};
@@ -59,6 +59,8 @@ pub enum LabError {
     Decompress { path: PathBuf, message: String },
     #[error("cannot use busybox `{}`: {message}", path.display())]
     Busybox { path: PathBuf, message: String },
+    #[error("no agent binary at `{}`: build it with `cargo build -p nestform-agent` or set `NESTFORM_AGENT_BIN`", path.display())]
+    AgentMissing { path: PathBuf },
     #[error("the {what} `{value}` cannot go on a kernel command line")]
     CmdlineValue { what: &'static str, value: String },
     #[error("`{}`: {source}", path.display())]

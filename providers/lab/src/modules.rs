@@ -53,7 +53,9 @@ pub struct ModuleIndex {
 /// A module to load: its name and its file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModuleFile {
+    /// The kernel's name of the module (`kvm_amd`).
     pub name: String,
+    /// Its file, possibly compressed.
     pub path: PathBuf,
 }
 
@@ -274,6 +276,11 @@ kernel/drivers/char/hw_random/virtio-rng.ko.xz: kernel/drivers/virtio/virtio.ko 
         lzma_rs::xz_compress(&mut body.as_slice(), &mut packed).unwrap();
         std::fs::write(&xz, packed).unwrap();
         assert_eq!(read_module(&xz).unwrap(), body);
+        let zst = dir.path().join("m.ko.zst");
+        let packed =
+            ruzstd::encoding::compress_to_vec(body.as_slice(), ruzstd::encoding::CompressionLevel::Fastest);
+        std::fs::write(&zst, packed).unwrap();
+        assert_eq!(read_module(&zst).unwrap(), body);
         let plain = dir.path().join("m.ko");
         std::fs::write(&plain, &body).unwrap();
         assert_eq!(read_module(&plain).unwrap(), body);

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nestform_provider::{
-    AgentChannel, GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest, NetworkStatus,
-    ObjectKind, OwnedObject, ProviderError,
+    AgentChannel, CpuRequest, GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest,
+    NetworkStatus, ObjectKind, OwnedObject, ProviderError,
 };
 use nestform_types::Owner;
 use virt::connect::Connect;
@@ -61,6 +61,20 @@ impl LibvirtHypervisor {
     /// The `<domain type>` this host's guests get: `kvm`, `qemu` (TCG) or `test`.
     pub fn domain_type(&self) -> &str {
         &self.domain_type
+    }
+
+    /// The domain XML for `req` on this host. Under TCG (`qemu`), a guest that asks for the host's
+    /// CPU gets the closest model that can still nest instead ([`crate::tcg_cpu_for`]): the host CPU
+    /// is not what TCG emulates, and without svm the guest could not be a hypervisor.
+    fn definition(&self, req: &GuestRequest, owner: &Owner, uuid: Option<&str>) -> String {
+        if self.domain_type == "qemu"
+            && matches!(req.cpu, CpuRequest::HostPassthrough | CpuRequest::HostModel)
+        {
+            let (name, require) = crate::tcg_cpu_for(&nestform_provider::HostFacts::default());
+            let req = GuestRequest { cpu: CpuRequest::Model { name, require }, ..req.clone() };
+            return domain_xml(&req, owner, &self.domain_type, uuid);
+        }
+        domain_xml(req, owner, &self.domain_type, uuid)
     }
 
     /// The underlying connection, for what the trait does not cover (channels to agents).
@@ -290,7 +304,7 @@ impl Hypervisor for LibvirtHypervisor {
             undo(&created);
             return Err(e);
         }
-        let xml = domain_xml(req, owner, &self.domain_type, None);
+        let xml = self.definition(req, owner, None);
         let dom = match self.conn.define_domain_xml(&xml) {
             Ok(dom) => dom,
             Err(e) => {
@@ -347,7 +361,7 @@ impl Hypervisor for LibvirtHypervisor {
                 Ok(())
             })?;
         }
-        let xml = domain_xml(req, owner, &self.domain_type, Some(id));
+        let xml = self.definition(req, owner, Some(id));
         self.conn.define_domain_xml(&xml).map_err(op("define domain", &req.name))?;
         let wanted: Vec<_> = req.disks.iter().map(|d| volume_name(&req.name, d)).collect();
         let removed: Vec<_> =
@@ -420,7 +434,7 @@ impl Hypervisor for LibvirtHypervisor {
     }
 
     fn guest_definition(&self, req: &GuestRequest, owner: &Owner) -> String {
-        domain_xml(req, owner, &self.domain_type, None)
+        self.definition(req, owner, None)
     }
 
     fn open_agent(&self, id: &str) -> Result<AgentChannel, ProviderError> {

@@ -73,8 +73,8 @@ pub(crate) fn plan_changes(
             let recorded = recorded.resources.get(&node.addr);
             change.reasons.extend(super::drift::drift(&change, st, recorded));
         }
-        // A no-op's `before` is its `after` (see `own_change`); anything else shows what it was.
-        if change.action != Action::NoOp && change.before.is_none() {
+        // A no-op's `before` is its `after` (see `own_change`); a change shows what it was.
+        if !matches!(change.action, Action::NoOp | Action::Create) && change.before.is_none() {
             change.before = st.map(state_attributes);
         }
         // The spec is what apply creates or changes; a no-op needs none, and thousands of copies
@@ -206,7 +206,8 @@ fn own_change(
 }
 
 /// What the guest that `node` runs inside forces on it: the guest whose change started the cascade,
-/// and that change (`Replace`, `Delete`, or `Update` for a restart).
+/// and that change (`Replace`, `Delete`, `Update` for a restart, or `Create` for a guest that was
+/// deleted outside nestform, taking what ran inside it along).
 fn cascade_source(
     node: &GraphNode,
     graph: &ResourceGraph,
@@ -221,6 +222,15 @@ fn cascade_source(
     let g = &changes[*at.get(guest)?];
     let kind = match g.action {
         Action::Replace | Action::Delete => g.action,
+        // Only a guest known to have vanished (drift, or cascaded from one): a guest that is new in
+        // configuration says nothing about what state recorded inside another one.
+        Action::Create
+            if g.reasons
+                .iter()
+                .any(|r| matches!(r, ChangeReason::Drift { .. } | ChangeReason::Cascade { .. })) =>
+        {
+            Action::Create
+        }
         Action::Update if g.restart => Action::Update,
         _ => return None,
     };
@@ -269,6 +279,22 @@ fn apply_cascade(c: &mut ResourceChange, origin: ResourceAddr, kind: Action) {
                 after.retain(|k, _| is_configured(ty, k));
             }
             c.after_unknown = unknown_keys(c.addr.ty);
+            c.reasons.push(reason);
+        }
+        // The guest it ran inside is gone (deleted outside nestform, so refresh removed it), and it
+        // went with it: it is created again, not changed.
+        (Action::Create, Action::NoOp | Action::Update | Action::Replace) => {
+            c.action = Action::Create;
+            c.restart = false;
+            c.before = None;
+            c.id = None;
+            c.attribute_changes.clear();
+            c.reasons.clear();
+            let ty = c.addr.ty;
+            if let Some(Value::Object(after)) = &mut c.after {
+                after.retain(|k, _| is_configured(ty, k));
+            }
+            c.after_unknown = unknown_keys(ty);
             c.reasons.push(reason);
         }
         // Only guests stop with the guest they run inside; networks and hosts come back with it

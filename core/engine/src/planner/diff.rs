@@ -20,7 +20,7 @@ use crate::plan::AttributeChange;
 
 /// The `type` tag a serialized [`ResourceSpec`] carries; state written from a whole `ResourceSpec` may
 /// hold it, and it is not an attribute.
-const TAG: &str = "type";
+pub(crate) const TAG: &str = "type";
 
 /// The spec's own attributes, without the `type` tag.
 pub(crate) fn spec_attributes(spec: &ResourceSpec) -> Map<String, Value> {

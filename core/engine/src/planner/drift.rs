@@ -59,7 +59,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use nestform_state::State;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::super::tests::{addr, three_levels, Conf};
     use super::super::{plan_after_refresh, PlanInput, PlanOptions};
@@ -164,5 +164,46 @@ mod tests {
         let created: Vec<String> =
             plan.changes.iter().filter(|c| c.action != Action::NoOp).map(|c| c.addr.to_string()).collect();
         assert_eq!(created, ["nested_guest.g3"]);
+    }
+
+    #[test]
+    fn what_ran_inside_a_vanished_guest_is_created_again() {
+        let conf = three_levels();
+        let recorded = conf.applied();
+        let mut refreshed = recorded.clone();
+        refreshed.resources.remove(&addr("nested_guest.g1"));
+        let plan = planned(&conf, &refreshed, &recorded);
+        let g1 = change(&plan, "nested_guest.g1");
+        assert_eq!(g1.reasons, [ChangeReason::Drift { detail: "it was deleted outside nestform".into() }]);
+        for inner in ["kvm_host.l1", "nested_guest.g2", "kvm_host.l2", "nested_guest.g3"] {
+            let c = change(&plan, inner);
+            assert_eq!(c.action, Action::Create, "{inner}");
+            assert_eq!(c.reasons, [ChangeReason::Cascade { guest: addr("nested_guest.g1") }], "{inner}");
+            assert!(c.before.is_none() && c.id.is_none(), "{inner}");
+            assert!(c.after.as_ref().unwrap().get("id").is_none(), "{inner}");
+            assert_eq!(c.after_unknown, [computed(inner)].into(), "{inner}");
+        }
+        assert_eq!(change(&plan, "nat_network.lan").action, Action::NoOp);
+        assert_eq!(plan.counts(), (5, 0, 0, 0));
+        let text = render_plan(&plan);
+        assert!(
+            text.contains(
+                "  # nested_guest.g3 will be created (level 3, on kvm_host.l2)\n  # (because \
+                 `nested_guest.g1`, which it runs inside, no longer exists and is created again)\n"
+            ),
+            "{text}"
+        );
+        let json = plan_json(&plan);
+        let rc = json["resource_changes"].as_array().unwrap();
+        let g3 = rc.iter().find(|c| c["address"] == "nested_guest.g3").unwrap();
+        assert_eq!(g3["action_reason"], "create_because_drift");
+        assert_eq!(g3["change"]["before"], Value::Null);
+        // Without the state before refresh there is no telling why g1 is missing: nothing else moves.
+        let plan = super::super::tests::plan_of_config(&conf, &refreshed);
+        assert_eq!(plan.counts(), (1, 0, 0, 0));
+    }
+
+    fn computed(addr: &str) -> String {
+        if addr.starts_with("kvm_host") { "facts" } else { "id" }.to_string()
     }
 }

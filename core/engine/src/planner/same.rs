@@ -17,7 +17,7 @@ use nestform_types::{ResourceSpec, ResourceType};
 use serde::ser::{self, Impossible, Serialize};
 use serde_json::{Map, Value};
 
-use super::diff::is_configured;
+use super::diff::{is_configured, TAG};
 
 /// True when `spec`'s attributes equal the configured attributes in `state` (the state's computed
 /// attributes and `type` tag aside): exactly when the attribute diff would be empty.
@@ -75,6 +75,8 @@ struct Fields<'a> {
     map: &'a Map<String, Value>,
     /// `map` in its order, walked alongside the fields.
     order: serde_json::map::Iter<'a>,
+    /// Every field so far was the next key of `order`.
+    in_order: bool,
     /// How many fields were compared (each found in `map`).
     seen: usize,
     /// For the spec itself: the resource type whose computed attributes `map` may also hold.
@@ -100,18 +102,26 @@ fn variant<'a>(expected: &'a Value, name: &str) -> Result<&'a Value, Differs> {
 impl<'a> Fields<'a> {
     fn new(expected: &'a Value, top: Option<ResourceType>) -> Result<Self, Differs> {
         let map = expected.as_object().ok_or(Differs)?;
-        Ok(Fields { map, order: map.iter(), seen: 0, top, key: None })
+        Ok(Fields { map, order: map.iter(), in_order: true, seen: 0, top, key: None })
+    }
+
+    /// The spec's own fields against the state's attributes. A `type` tag first is no attribute.
+    fn top(ty: ResourceType, map: &'a Map<String, Value>) -> Self {
+        let mut order = map.iter();
+        if map.keys().next().is_some_and(|k| k == TAG) {
+            order.next();
+        }
+        Fields { map, order, in_order: true, seen: 0, top: Some(ty), key: None }
     }
 
     fn field<T: ?Sized + Serialize>(&mut self, key: &str, value: &T) -> R {
-        if let Some(ty) = self.top {
-            // A field the table does not know as configured: leave it to the full diff.
-            check(is_configured(ty, key))?;
-        }
         // State is written in the spec's field order, so the key is usually at the same position.
         let expected = match self.order.next() {
-            Some((k, v)) if k == key => v,
-            _ => self.map.get(key).ok_or(Differs)?,
+            Some((k, v)) if self.in_order && k == key => v,
+            _ => {
+                self.in_order = false;
+                self.map.get(key).ok_or(Differs)?
+            }
         };
         value.serialize(Same(expected))?;
         self.seen += 1;
@@ -120,9 +130,16 @@ impl<'a> Fields<'a> {
 
     fn end(self) -> R {
         match self.top {
+            // Nothing more than the fields.
             None => check(self.seen == self.map.len()),
-            // Every configured attribute in state was one of the fields compared.
-            Some(ty) => check(self.map.keys().filter(|k| is_configured(ty, k)).count() == self.seen),
+            // The diff compares the spec's fields (all equal) and every configured attribute only in
+            // state: what follows the fields must be computed attributes (or the tag). State in
+            // another order than the spec's is rare, and left to the full diff.
+            Some(ty) => {
+                check(self.in_order)?;
+                let mut rest = self.order;
+                check(rest.all(|(k, _)| !is_configured(ty, k)))
+            }
         }
     }
 }
@@ -272,7 +289,7 @@ impl<'a> ser::Serializer for Top<'a> {
     type SerializeStructVariant = Impossible<(), Differs>;
 
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Fields<'a>, Differs> {
-        Ok(Fields { map: self.map, order: self.map.iter(), seen: 0, top: Some(self.ty), key: None })
+        Ok(Fields::top(self.ty, self.map))
     }
 
     // A spec is a struct; anything else is for the full diff.
@@ -513,26 +530,31 @@ mod tests {
             let attrs = state.resources[addr].attributes.as_object().unwrap();
             assert!(spec_matches_state(addr.ty, spec, attrs), "{addr}");
             assert!(by_diff(addr.ty, spec, attrs));
-            // A `type` tag and computed attributes, in any order, change nothing.
+            // A `type` tag first and computed attributes after change nothing.
             let mut tagged = Map::new();
-            tagged.insert("id".into(), json!("x"));
             tagged.insert("type".into(), json!(addr.ty.as_str()));
-            tagged.extend(attrs.iter().rev().map(|(k, v)| (k.clone(), v.clone())));
+            tagged.extend(attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+            tagged.insert("mac_addresses".into(), json!([]));
             assert!(spec_matches_state(addr.ty, spec, &tagged), "{addr}");
+            // Another order is left to the diff, which finds nothing either.
+            let reversed: Map<String, Value> =
+                attrs.iter().rev().map(|(k, v)| (k.clone(), v.clone())).collect();
+            assert!(!spec_matches_state(addr.ty, spec, &reversed) || attrs.len() < 2, "{addr}");
+            assert!(by_diff(addr.ty, spec, &reversed));
         }
         let ty = ResourceType::NestedGuest;
         let spec = ResourceSpec::NestedGuest(guest_spec("g", "kvm_host.l0"));
         let base = spec_attributes(&spec);
-        let variants: Vec<Box<dyn Fn(&mut Map<String, Value>)>> = vec![
-            Box::new(|m| drop(m.insert("vcpus".into(), json!(2)))),
-            Box::new(|m| drop(m.insert("memory".into(), json!("1GiB")))),
-            Box::new(|m| drop(m.remove("running"))),
-            Box::new(|m| drop(m.insert("install".into(), json!({"lab": {}})))),
-            Box::new(|m| m["disks"][0]["size"] = json!("9GiB")),
-            Box::new(|m| drop(m["disks"][0].as_object_mut().map(|d| d.remove("bus")))),
-            Box::new(|m| m["disks"].as_array_mut().unwrap().push(json!({"name": "b"}))),
-            Box::new(|m| drop(m.insert("networks".into(), json!([])))),
-            Box::new(|m| drop(m.insert("mac_addresses".into(), json!([])))),
+        let variants: &[fn(&mut Map<String, Value>)] = &[
+            |m| drop(m.insert("vcpus".into(), json!(2))),
+            |m| drop(m.insert("memory".into(), json!("1GiB"))),
+            |m| drop(m.remove("running")),
+            |m| drop(m.insert("install".into(), json!({"lab": {}}))),
+            |m| m["disks"][0]["size"] = json!("9GiB"),
+            |m| drop(m["disks"][0].as_object_mut().map(|d| d.remove("bus"))),
+            |m| m["disks"].as_array_mut().unwrap().push(json!({"name": "b"})),
+            |m| drop(m.insert("networks".into(), json!([]))),
+            |m| drop(m.insert("mac_addresses".into(), json!([]))),
         ];
         for (i, change) in variants.iter().enumerate() {
             let mut state = base.clone();

@@ -197,6 +197,7 @@ fn reason(action: Action, ty: ResourceType, r: &ChangeReason) -> String {
             let what = match action {
                 Action::Delete => "is destroyed",
                 Action::Replace => "is replaced",
+                Action::Create => "no longer exists and is created again",
                 _ => "restarts",
             };
             format!("because `{guest}`, which it runs inside, {what}")

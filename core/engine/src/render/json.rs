@@ -217,7 +217,10 @@ fn action_reason(c: &ResourceChange) -> Option<String> {
         Action::Delete if has(|r| matches!(r, ChangeReason::NotInConfig)) => {
             "delete_because_no_resource_config"
         }
-        Action::Create if has(|r| matches!(r, ChangeReason::Drift { .. })) => "create_because_drift",
+        // Created again because it, or the guest it ran inside, was deleted outside nestform.
+        Action::Create if has(|r| matches!(r, ChangeReason::Drift { .. } | ChangeReason::Cascade { .. })) => {
+            "create_because_drift"
+        }
         Action::Update if has(|r| matches!(r, ChangeReason::Drift { .. })) => "update_because_drift",
         _ => return None,
     };
