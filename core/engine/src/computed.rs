@@ -3,23 +3,36 @@
 //! them in state) agree on.
 //!
 //! A plan must not promise what apply does not deliver: guests' `addresses`, `kernel` and
-//! `boot_seconds` come from the in-guest agent, which a later version adds, so they are not listed
-//! here yet. Benchmarks stay plannable, but apply refuses them in this version; `results` is what a
-//! benchmark will compute once it runs.
+//! `boot_seconds` come from the in-guest agent, so only guests with one (`lab` installs) are promised
+//! them ([`promised_attributes`]). Benchmarks stay plannable, but apply refuses them in this version;
+//! `results` is what a benchmark will compute once it runs.
 
-use nestform_types::ResourceType;
+use nestform_types::{InstallSpec, ResourceSpec, ResourceType};
 
-/// The attributes apply sets on a resource of type `ty` when it creates (or replaces) one, in the
+/// What a guest's agent reports, recorded when the guest comes up.
+pub const AGENT_ATTRIBUTES: [&str; 3] = ["addresses", "kernel", "boot_seconds"];
+
+/// The attributes apply may set on a resource of type `ty` when it creates (or replaces) one, in the
 /// order plans list them. Every other attribute a plan shows comes from the configuration.
 pub fn computed_attributes(ty: ResourceType) -> &'static [&'static str] {
     match ty {
-        // The libvirt domain UUID.
-        ResourceType::NestedGuest => &["id"],
+        // The libvirt domain UUID, and what the agent reports.
+        ResourceType::NestedGuest => &["id", "addresses", "kernel", "boot_seconds"],
         // The libvirt network UUID and the bridge libvirt picked for it.
         ResourceType::NatNetwork => &["id", "bridge"],
         // What the hypervisor reports: CPUs, memory, nesting.
         ResourceType::KvmHost => &["facts"],
         ResourceType::Benchmark => &["results"],
+    }
+}
+
+/// The attributes apply sets on this resource: a guest without an agent gets only its `id`.
+pub fn promised_attributes(spec: &ResourceSpec) -> &'static [&'static str] {
+    match spec {
+        ResourceSpec::NestedGuest(g) if !(g.running && matches!(g.install, Some(InstallSpec::Lab(_)))) => {
+            &["id"]
+        }
+        other => computed_attributes(other.resource_type()),
     }
 }
 
@@ -34,9 +47,27 @@ mod tests {
 
     #[test]
     fn guests_promise_only_what_apply_sets() {
-        assert_eq!(computed_attributes(ResourceType::NestedGuest), ["id"]);
-        for later in ["addresses", "kernel", "boot_seconds"] {
-            assert!(!is_computed_attribute(ResourceType::NestedGuest, later), "{later}");
+        let mut guest = nestform_types::NestedGuestSpec {
+            host: "kvm_host.l0".parse().unwrap(),
+            name: "g".into(),
+            vcpus: 1,
+            memory: nestform_types::ByteSize::mib(64),
+            cpu: nestform_types::default_cpu(),
+            disks: vec![],
+            networks: vec![],
+            running: true,
+            install: None,
+        };
+        assert_eq!(promised_attributes(&ResourceSpec::NestedGuest(guest.clone())), ["id"]);
+        guest.install = Some(InstallSpec::Lab(Default::default()));
+        assert_eq!(
+            promised_attributes(&ResourceSpec::NestedGuest(guest.clone())),
+            ["id", "addresses", "kernel", "boot_seconds"]
+        );
+        guest.running = false;
+        assert_eq!(promised_attributes(&ResourceSpec::NestedGuest(guest)), ["id"]);
+        for agent in AGENT_ATTRIBUTES {
+            assert!(is_computed_attribute(ResourceType::NestedGuest, agent), "{agent}");
         }
         assert_eq!(computed_attributes(ResourceType::NatNetwork), ["id", "bridge"]);
         assert!(is_computed_attribute(ResourceType::KvmHost, "facts"));

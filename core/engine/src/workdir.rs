@@ -93,10 +93,11 @@ impl Workdir {
         options: PlanOptions,
         refresh: bool,
     ) -> Result<Planned, EngineError> {
-        let state = self.state()?;
+        let recorded = self.state()?;
         let hosts = Hosts::new(provider);
         let mut warnings = config.warnings.clone();
-        let (state, facts) = if refresh {
+        let hypervisors;
+        let planned = if refresh {
             let configured: BTreeMap<ResourceAddr, KvmHostSpec> = config
                 .resources
                 .values()
@@ -105,22 +106,27 @@ impl Workdir {
                     _ => None,
                 })
                 .collect();
-            let refreshed = crate::refresh::refresh_hosts(&configured, &state, &hosts);
-            for w in refreshed.warnings {
-                warnings.push(Diagnostic::warning(w));
+            let refreshed = crate::refresh::refresh_hosts(&configured, &recorded, &hosts);
+            for w in &refreshed.warnings {
+                warnings.push(Diagnostic::warning(w.clone()));
             }
-            (refreshed.state, refreshed.facts)
+            hypervisors = hosts.all();
+            let input = PlanInput {
+                config,
+                state: &refreshed.state,
+                facts: &refreshed.facts,
+                hypervisors: &hypervisors,
+                options,
+            };
+            // With the state as it was recorded, the plan can tell what changed outside nestform.
+            planner::plan_after_refresh(input, &recorded)?
         } else {
-            (state, BTreeMap::new())
+            hypervisors = BTreeMap::new();
+            let facts = BTreeMap::new();
+            let input =
+                PlanInput { config, state: &recorded, facts: &facts, hypervisors: &hypervisors, options };
+            planner::plan_with_warnings(input)?
         };
-        let hypervisors = hosts.all();
-        let planned = planner::plan_with_warnings(PlanInput {
-            config,
-            state: &state,
-            facts: &facts,
-            hypervisors: &hypervisors,
-            options,
-        })?;
         warnings.extend(planned.warnings);
         Ok(Planned { plan: planned.plan, hosts, warnings })
     }

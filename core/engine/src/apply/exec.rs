@@ -56,6 +56,7 @@ pub(crate) struct Context {
     pub stop_timeout: Duration,
     /// How long a booted guest's agent gets to answer.
     pub agent_timeout: Duration,
+    pub boot: Arc<dyn crate::request::BootAssets>,
     pub index: ChangeIndex,
 }
 
@@ -109,7 +110,14 @@ impl Context {
                 Ok(StateUpdate::Nothing)
             }
             (Some(ResourceSpec::NestedGuest(spec)), OpKind::Create | OpKind::Update) => {
-                let req = guest_request(spec, |n| view.network_name(n));
+                let mut req = guest_request(spec, |n| view.network_name(n));
+                if let Some(boot) = self
+                    .boot
+                    .boot(spec, c.level)
+                    .map_err(|e| ProviderError::op("prepare the boot of", &spec.name, e))?
+                {
+                    req.boot = boot;
+                }
                 let h = host()?;
                 let started = Instant::now();
                 let status = if kind == OpKind::Create {

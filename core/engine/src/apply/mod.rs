@@ -49,7 +49,7 @@ pub trait StateSink: Send + Sync {
 }
 
 /// How to apply.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ApplyOptions {
     /// Operations running at once at most (Terraform's `-parallelism`).
     pub parallelism: usize,
@@ -61,6 +61,8 @@ pub struct ApplyOptions {
     pub stop_timeout: Duration,
     /// How long a booted guest's agent gets to answer before the guest counts as failed.
     pub agent_timeout: Duration,
+    /// What lab guests boot: kernel, initramfs and command line.
+    pub boot: Arc<dyn crate::request::BootAssets>,
 }
 
 impl ApplyOptions {
@@ -72,6 +74,7 @@ impl ApplyOptions {
             events,
             stop_timeout: Duration::from_secs(60),
             agent_timeout: Duration::from_secs(120),
+            boot: Arc::new(crate::request::LabAssets),
         }
     }
 }
@@ -148,6 +151,7 @@ pub async fn apply(
         hosts: hosts.clone(),
         stop_timeout: opts.stop_timeout,
         agent_timeout: opts.agent_timeout,
+        boot: opts.boot.clone(),
     });
     let journal = Arc::new(Journal::start(state, sink));
     let all_ops = graph.ops;

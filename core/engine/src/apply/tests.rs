@@ -183,7 +183,7 @@ async fn run_with(
     cancel: watch::Receiver<bool>,
 ) -> Run {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut opts = ApplyOptions::new(cancel, tx);
+    let mut opts = test_options(cancel, tx);
     opts.parallelism = parallelism;
     let sink = Arc::new(Snapshots::new(&state));
     let outcome = apply(plan, state, hosts, opts, sink.clone()).await;
@@ -426,7 +426,7 @@ async fn persists_each_change_before_anything_built_on_it_starts() {
     });
     let (_tx, cancel) = watch::channel(false);
     let (tx, _rx) = mpsc::unbounded_channel();
-    let mut opts = ApplyOptions::new(cancel, tx);
+    let mut opts = test_options(cancel, tx);
     opts.parallelism = 10;
     let outcome = apply(&basic(), State::new(), &hosts, opts, sink.clone()).await;
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
@@ -550,7 +550,7 @@ async fn a_lab_guest_whose_agent_never_answers_is_recorded_tainted() {
     let hosts = Hosts::new(Arc::new(memory.clone()));
     let (tx, _rx) = mpsc::unbounded_channel();
     let (_cancel_tx, cancel) = watch::channel(false);
-    let mut opts = ApplyOptions::new(cancel, tx);
+    let mut opts = test_options(cancel, tx);
     opts.agent_timeout = Duration::from_millis(500);
     let sink = Arc::new(Snapshots::new(&State::new()));
     let outcome = apply(&lab_plan(), State::new(), &hosts, opts, sink).await;
@@ -629,4 +629,21 @@ async fn kvm_module_options_are_set_only_when_they_differ_and_never_under_runnin
     let errors: Vec<_> = r.outcome.errors.iter().map(|(_, e)| e.clone()).collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("`g1`") && errors[0].contains("stop them first"), "{}", errors[0]);
+}
+
+/// Boots every guest from its disk: the engine's tests need no kernel or initramfs.
+struct DiskBoot;
+
+impl crate::request::BootAssets for DiskBoot {
+    fn boot(
+        &self,
+        _: &nestform_types::NestedGuestSpec,
+        _: u32,
+    ) -> Result<Option<nestform_provider::BootRequest>, String> {
+        Ok(None)
+    }
+}
+
+fn test_options(cancel: watch::Receiver<bool>, events: mpsc::UnboundedSender<ApplyEvent>) -> ApplyOptions {
+    ApplyOptions { boot: Arc::new(DiskBoot), ..ApplyOptions::new(cancel, events) }
 }

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use super::diff::{diff, is_computed, is_configured, spec_attributes, split_state};
 use super::same::spec_matches_state;
 use super::{Inputs, PlanOptions, Problem};
-use crate::computed::computed_attributes;
+use crate::computed::{computed_attributes, promised_attributes};
 use crate::graph::{DesiredResource, GraphNode, GraphProblem, ResourceGraph};
 use crate::plan::{Action, ChangeReason, Effect, ResourceChange};
 use crate::request::guest_request;
@@ -43,6 +43,7 @@ pub(crate) fn plan_changes(
     let mut problems = Vec::new();
     if !inputs.options.destroy {
         problems.extend(super::checks::host_checks(desired, inputs.facts));
+        problems.extend(super::checks::lab_checks(desired));
     }
     problems.extend(unmatched_addresses(&graph, inputs.state, inputs.options));
     if problems.iter().any(|p| p.error) {
@@ -82,6 +83,10 @@ pub(crate) fn plan_changes(
         if matches!(change.action, Action::Create | Action::Update | Action::Replace) {
             change.spec = spec.cloned();
         }
+        // What apply will compute depends on the spec (a guest's agent), which cascades did not see.
+        if let (Action::Create | Action::Replace, Some(spec)) = (change.action, spec) {
+            change.after_unknown = unknown_keys(node.addr.ty, Some(spec));
+        }
         at.insert(&node.addr, changes.len());
         changes.push(change);
     }
@@ -112,8 +117,13 @@ fn state_attributes(s: &ResourceState) -> Value {
     }
 }
 
-fn unknown_keys(ty: ResourceType) -> BTreeSet<String> {
-    computed_attributes(ty).iter().map(|k| k.to_string()).collect()
+/// What apply will compute for the resource (all its type may compute when the spec is not at hand).
+fn unknown_keys(ty: ResourceType, spec: Option<&ResourceSpec>) -> BTreeSet<String> {
+    let keys = match spec {
+        Some(spec) => promised_attributes(spec),
+        None => computed_attributes(ty),
+    };
+    keys.iter().map(|k| k.to_string()).collect()
 }
 
 /// The change a resource needs on its own account, before cascades. `None` for a resource that
@@ -160,7 +170,7 @@ fn own_change(
         (Some(spec), None) => {
             c.action = Action::Create;
             c.after = Some(Value::Object(spec_attributes(spec)));
-            c.after_unknown = unknown_keys(ty);
+            c.after_unknown = unknown_keys(ty, Some(spec));
         }
         (Some(spec), Some(s)) => {
             let empty = Map::new();
@@ -184,7 +194,7 @@ fn own_change(
             let strongest = c.attribute_changes.iter().map(|a| a.effect).max();
             if !c.reasons.is_empty() || strongest == Some(Effect::Replace) {
                 c.action = Action::Replace;
-                c.after_unknown = unknown_keys(ty);
+                c.after_unknown = unknown_keys(ty, Some(spec));
             } else {
                 // Computed attributes stay as they are.
                 for (k, v) in before.iter().filter(|(k, _)| is_computed(ty, k)) {
@@ -278,7 +288,7 @@ fn apply_cascade(c: &mut ResourceChange, origin: ResourceAddr, kind: Action) {
             if let Some(Value::Object(after)) = &mut c.after {
                 after.retain(|k, _| is_configured(ty, k));
             }
-            c.after_unknown = unknown_keys(c.addr.ty);
+            c.after_unknown = unknown_keys(c.addr.ty, c.spec.as_ref());
             c.reasons.push(reason);
         }
         // The guest it ran inside is gone (deleted outside nestform, so refresh removed it), and it
@@ -294,7 +304,7 @@ fn apply_cascade(c: &mut ResourceChange, origin: ResourceAddr, kind: Action) {
             if let Some(Value::Object(after)) = &mut c.after {
                 after.retain(|k, _| is_configured(ty, k));
             }
-            c.after_unknown = unknown_keys(ty);
+            c.after_unknown = unknown_keys(ty, c.spec.as_ref());
             c.reasons.push(reason);
         }
         // Only guests stop with the guest they run inside; networks and hosts come back with it

@@ -5,10 +5,40 @@
 use std::collections::{BTreeMap, HashMap};
 
 use nestform_provider::HostFacts;
-use nestform_types::{ByteSize, ResourceAddr, ResourceSpec};
+use nestform_types::{ByteSize, InstallSpec, ResourceAddr, ResourceSpec};
 
 use super::Problem;
 use crate::graph::DesiredResource;
+
+/// Lab guests whose kernel or modules cannot be found: an error at `lab.kernel` (or `lab.modules`,
+/// or the `lab` block when both are the defaults), before anything is created. Each distinct pair of
+/// paths is looked up once, however many guests share it.
+pub(crate) fn lab_checks(desired: &[DesiredResource<'_>]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut seen: HashMap<(Option<&str>, Option<&str>), Option<String>> = HashMap::new();
+    for d in desired {
+        let ResourceSpec::NestedGuest(g) = d.spec else { continue };
+        let Some(InstallSpec::Lab(lab)) = &g.install else { continue };
+        let key = (lab.kernel.as_deref(), lab.modules.as_deref());
+        let missing = seen
+            .entry(key)
+            .or_insert_with(|| nestform_lab::LabKernel::for_install(lab).err().map(|e| e.to_string()));
+        if let Some(why) = missing {
+            let attr = match key {
+                (Some(_), _) => "lab.kernel",
+                (None, Some(_)) => "lab.modules",
+                (None, None) => "lab",
+            };
+            problems.push(Problem::error(
+                d.addr,
+                attr,
+                format!("`{}` cannot boot: {why}", d.addr),
+                "give `lab { kernel = \"/path/to/vmlinuz\", modules = \"/path/to/lib/modules/VERSION\" }`, or run `tests/guest-kernel.sh` as root to fetch Debian's kernel".into(),
+            ));
+        }
+    }
+    problems
+}
 
 /// Problems with placing the configured guests on the hosts whose facts are known.
 pub(crate) fn host_checks(
