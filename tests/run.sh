@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 netns="${NESTFORM_TEST_NETNS:-nestform-test}"
 trap 'bash tests/setup-host.sh --stop-netns "$netns" || true' EXIT
 bash tests/setup-host.sh --netns "$netns"
+# Lab guests boot a kernel of their own: the host's, or Debian's generic one fetched (not installed).
+bash tests/guest-kernel.sh
 
 cargo fmt --all -- --check
 cargo test --workspace --locked --no-fail-fast
+# One lab guest booted straight through the provider, printing boot-to-agent time, the exec round
+# trip and file throughput over the channel.
+cargo test --locked -p nestform-lab --test boot -- --ignored --test-threads 1 --nocapture

@@ -82,6 +82,19 @@ pub enum Command {
     Exec(ExecArgs),
     /// Show a guest's serial console output
     Console(ConsoleArgs),
+    /// Copy a file into or out of a guest: `nestform cp ./f nested_guest.g1:/tmp/f`
+    Cp(CpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Where from: a local path, `-` for standard input, or `nested_guest.NAME:/path`
+    pub source: String,
+    /// Where to: a local path, `-` for standard output, or `nested_guest.NAME:/path`
+    pub destination: String,
+    /// Seconds to wait for the agent to answer
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub wait: u64,
 }
 
 #[derive(Debug, Args)]

@@ -58,7 +58,7 @@ pub fn wait_for_agent(
             Ok(channel) => {
                 // Each attempt gets a short handshake: a guest still booting has nobody on the port.
                 let options = ClientOptions {
-                    handshake_timeout: remaining.min(Duration::from_secs(3)),
+                    handshake_timeout: remaining.min(Duration::from_secs(1)),
                     ..ClientOptions::default()
                 };
                 match AgentClient::handshake_with(Channel(channel), &options) {

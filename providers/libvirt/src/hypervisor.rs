@@ -430,7 +430,16 @@ impl Hypervisor for LibvirtHypervisor {
             Err(e) => return Err(op("undefine domain", &facts.name)(e)),
         }
         let volumes: Vec<_> = facts.volumes.into_iter().map(|(_, v)| v).collect();
-        self.delete_volumes(&volumes)
+        self.delete_volumes(&volumes)?;
+        // QEMU's logs of a guest nestform made go with it, on a host whose files nestform can reach.
+        if self.domain_type != "test" && crate::facts::is_local(&self.uri) {
+            let qemu_log =
+                std::path::Path::new(crate::channel::CONSOLE_LOG_DIR).join(format!("{}.log", facts.name));
+            for log in [crate::channel::console_log_path(&facts.name), qemu_log] {
+                let _ = std::fs::remove_file(log);
+            }
+        }
+        Ok(())
     }
 
     fn guest_definition(&self, req: &GuestRequest, owner: &Owner) -> String {

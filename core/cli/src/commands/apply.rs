@@ -109,6 +109,10 @@ fn execute(
         });
         let mut opts = ApplyOptions::new(cancel_rx, events_tx);
         opts.parallelism = parallelism.max(1);
+        // How long a booted guest's agent gets (seconds); the default suits a guest emulated by TCG.
+        if let Some(secs) = std::env::var("NESTFORM_AGENT_TIMEOUT").ok().and_then(|v| v.parse::<u64>().ok()) {
+            opts.agent_timeout = Duration::from_secs(secs);
+        }
         let outcome = nestform_engine::apply::apply(plan, state, hosts, opts, sink.clone()).await;
         let _ = printer.await;
         outcome

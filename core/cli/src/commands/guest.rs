@@ -11,7 +11,7 @@ use nestform_engine::agent::{guest_in_state, wait_for_agent};
 use nestform_engine::workdir::Workdir;
 
 use super::{addrs, provider, report};
-use crate::args::{ConsoleArgs, ExecArgs};
+use crate::args::{ConsoleArgs, CpArgs, ExecArgs};
 
 pub fn exec(workdir: &Workdir, args: ExecArgs) -> Result<ExitCode, Report> {
     let addr = addrs("address", std::slice::from_ref(&args.address))?.remove(0);
@@ -53,6 +53,59 @@ pub fn exec(workdir: &Workdir, args: ExecArgs) -> Result<ExitCode, Report> {
         return Ok(ExitCode::from((128 + signal).clamp(0, 255) as u8));
     }
     Ok(ExitCode::from(status.code.unwrap_or(1).clamp(0, 255) as u8))
+}
+
+/// `nestform cp SRC DST`: one side is `ADDR:PATH` in a guest, the other a local path (`-` for
+/// standard input or output).
+pub fn cp(workdir: &Workdir, args: CpArgs) -> Result<ExitCode, Report> {
+    let (remote, local, upload) = match (split_remote(&args.source), split_remote(&args.destination)) {
+        (None, Some(remote)) => (remote, args.source.clone(), true),
+        (Some(remote), None) => (remote, args.destination.clone(), false),
+        _ => {
+            return Err(miette::miette!(
+                help = "write the guest side as `nested_guest.NAME:/path`, like `nestform cp ./f nested_guest.g1:/tmp/f`",
+                "exactly one of `{}` and `{}` must be in a guest",
+                args.source,
+                args.destination
+            ))
+        }
+    };
+    let (addr, path) = remote;
+    let addr = addrs("address", &[addr])?.remove(0);
+    let state = workdir.state().map_err(report)?;
+    let guest = guest_in_state(&state, &addr, provider()).map_err(|e| miette::miette!("{e}"))?;
+    let client = wait_for_agent(&*guest.hypervisor, &guest.id, &guest.name, Duration::from_secs(args.wait))
+        .map_err(|e| miette::miette!("{e}"))?;
+    let failed = |e: nestform_agent::ClientError| miette::miette!("copying to or from `{addr}` failed: {e}");
+    if upload {
+        let mut input: Box<dyn Read> = if local == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::fs::File::open(&local).into_diagnostic()?)
+        };
+        let mode = if local == "-" {
+            0o644
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(&local).into_diagnostic()?.permissions().mode() & 0o7777
+        };
+        client.put_file(&path, &mut input, mode).map_err(failed)?;
+    } else {
+        let mut out: Box<dyn Write> = if local == "-" {
+            Box::new(std::io::stdout().lock())
+        } else {
+            Box::new(std::fs::File::create(&local).into_diagnostic()?)
+        };
+        client.get_file(&path, &mut out).map_err(failed)?;
+        out.flush().into_diagnostic()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nested_guest.g1:/tmp/f` → (`nested_guest.g1`, `/tmp/f`); a local path → `None`.
+fn split_remote(arg: &str) -> Option<(String, String)> {
+    let (addr, path) = arg.split_once(':')?;
+    addr.starts_with("nested_guest.").then(|| (addr.to_string(), path.to_string()))
 }
 
 pub fn console(workdir: &Workdir, args: ConsoleArgs) -> Result<ExitCode, Report> {

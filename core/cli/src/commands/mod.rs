@@ -47,6 +47,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Report> {
         Command::State(StateCommand::Show { address }) => state::show(&workdir, address),
         Command::Exec(a) => guest::exec(&workdir, a),
         Command::Console(a) => guest::console(&workdir, a),
+        Command::Cp(a) => guest::cp(&workdir, a),
     }
 }
 

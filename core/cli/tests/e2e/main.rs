@@ -5,6 +5,7 @@
 
 mod basics;
 mod examples;
+mod lab;
 mod lifecycle;
 mod schemas;
 mod support;
