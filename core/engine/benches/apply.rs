@@ -122,6 +122,7 @@ fn plan(lineage: &str) -> Plan {
         replace: vec![],
         changes,
         output_changes: BTreeMap::new(),
+        hosts: BTreeMap::new(),
     }
 }
 

@@ -129,12 +129,24 @@ pub fn facts(client: &AgentClient, guest: &str) -> Result<Facts, AgentError> {
     client.facts().map_err(|e| AgentError::Failed { guest: guest.to_string(), message: e.to_string() })
 }
 
+/// Whether the guest has an address other than loopback and IPv6 link-local ones.
+pub fn has_address(facts: &Facts) -> bool {
+    facts.addresses.iter().any(|a| usable(&a.address))
+}
+
+fn usable(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => !v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
+    }
+}
+
 /// The computed attributes a guest gets from its agent: `kernel`, `addresses`, `boot_seconds`.
 pub fn guest_attributes(facts: &Facts, boot: Duration) -> Vec<(&'static str, serde_json::Value)> {
     let addresses: Vec<String> = facts
         .addresses
         .iter()
-        .filter(|a| !a.address.is_loopback())
+        .filter(|a| usable(&a.address))
         .map(|a| format!("{}/{}", a.address, a.prefix_len))
         .collect();
     vec![

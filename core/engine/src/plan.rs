@@ -30,6 +30,9 @@ pub struct Plan {
     /// Every resource instance in configuration or state, in dependency order (no-ops included).
     pub changes: Vec<ResourceChange>,
     pub output_changes: BTreeMap<String, OutputChange>,
+    /// What each host reached while planning reported: versions, CPU, acceleration and why.
+    #[serde(default)]
+    pub hosts: BTreeMap<ResourceAddr, nestform_provider::HostFacts>,
 }
 
 /// The closed set of things that can happen to one resource.

@@ -112,7 +112,7 @@ impl Context {
                 // A started lab guest is ready when its agent answers, as after a create.
                 if let Some(ResourceSpec::NestedGuest(spec)) = &c.spec {
                     if has_agent(spec) {
-                        self.agent_attributes(&*h, id, &spec.name, started)
+                        self.agent_attributes(&*h, id, spec, started)
                             .map_err(|e| Failure::Provider(ProviderError::op("start", &spec.name, e)))?;
                     }
                 }
@@ -135,7 +135,7 @@ impl Context {
                     // recorded tainted, so the next plan replaces it.
                     if has_agent(spec) {
                         let mut computed = vec![("id", status.id.clone().into())];
-                        match self.agent_attributes(&*h, &status.id, &spec.name, started) {
+                        match self.agent_attributes(&*h, &status.id, spec, started) {
                             Ok(attrs) => computed.extend(attrs),
                             Err(e) => {
                                 let mut update = self.put(c, status.id.clone(), &computed);
@@ -199,12 +199,20 @@ impl Context {
         &self,
         h: &dyn Hypervisor,
         id: &str,
-        name: &str,
+        spec: &nestform_types::NestedGuestSpec,
         started: Instant,
     ) -> Result<Vec<(&'static str, serde_json::Value)>, AgentError> {
-        let client = agent::wait_for_agent(h, id, name, self.agent_timeout)?;
-        let facts = agent::facts(&client, name)?;
-        Ok(agent::guest_attributes(&facts, started.elapsed()))
+        let client = agent::wait_for_agent(h, id, &spec.name, self.agent_timeout)?;
+        let boot = started.elapsed();
+        // The agent answers as soon as it runs; DHCP may still be under way. A guest on networks gets
+        // a little while for its addresses, so state records them.
+        let mut facts = agent::facts(&client, &spec.name)?;
+        let deadline = Instant::now() + ADDRESS_WAIT;
+        while !spec.networks.is_empty() && !agent::has_address(&facts) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(250));
+            facts = agent::facts(&client, &spec.name)?;
+        }
+        Ok(agent::guest_attributes(&facts, boot))
     }
 
     /// Asks a lab guest's agent to write its disks' caches out (`sync`). Best effort: a guest whose
@@ -258,6 +266,9 @@ impl Context {
         )
     }
 }
+
+/// How long a booted guest on networks gets to have an address before its facts are recorded.
+const ADDRESS_WAIT: Duration = Duration::from_secs(15);
 
 /// Why an operation failed: a provider call, or something after which state must still record what
 /// exists.

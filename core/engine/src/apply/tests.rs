@@ -111,6 +111,7 @@ pub(crate) fn plan_of(lineage: &str, changes: Vec<ResourceChange>) -> Plan {
         replace: vec![],
         changes,
         output_changes: BTreeMap::new(),
+        hosts: BTreeMap::new(),
     }
 }
 

@@ -115,6 +115,7 @@ fn plan_inner(input: PlanInput<'_>, recorded: Option<&State>) -> Result<Planned,
         replace: options.replace,
         changes,
         output_changes,
+        hosts: facts.clone(),
     };
     Ok(Planned { plan, warnings: diagnostics(config, problems) })
 }

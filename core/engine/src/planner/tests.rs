@@ -662,6 +662,7 @@ pub(crate) fn plan_of(changes: Vec<ResourceChange>) -> crate::plan::Plan {
         replace: Vec::new(),
         changes,
         output_changes: BTreeMap::new(),
+        hosts: BTreeMap::new(),
     }
 }
 

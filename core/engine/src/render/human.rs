@@ -12,6 +12,7 @@ use crate::plan::{Action, AttributeChange, ChangeReason, Effect, OutputChange, P
 /// The whole plan as text, ending with the summary line.
 pub fn render_plan(plan: &Plan) -> String {
     let mut out = String::new();
+    render_hosts(&mut out, plan);
     if plan.is_empty() {
         out.push_str("No changes. Your infrastructure matches the configuration.\n");
         return out;
@@ -21,7 +22,8 @@ pub fn render_plan(plan: &Plan) -> String {
         out.push_str("nestform will perform the following actions:\n");
         for c in changed {
             out.push('\n');
-            render_change(&mut out, c);
+            let accel = c.host.as_ref().and_then(|h| plan.hosts.get(h)?.acceleration.as_deref());
+            render_change(&mut out, c, accel.filter(|_| c.addr.ty == ResourceType::NestedGuest));
         }
         out.push('\n');
     }
@@ -64,13 +66,54 @@ fn headline(c: &ResourceChange) -> &'static str {
     }
 }
 
-fn render_change(out: &mut String, c: &ResourceChange) {
+/// What refresh learned of each host: versions, CPU, and how its guests run and why.
+fn render_hosts(out: &mut String, plan: &Plan) {
+    if plan.hosts.is_empty() {
+        return;
+    }
+    out.push_str("Hosts:\n");
+    for (addr, f) in &plan.hosts {
+        let vendor = f.cpu_vendor.as_deref().map(|v| format!(", {v}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {addr}: {} (libvirt {}){vendor}, {} CPUs, {}",
+            f.hypervisor,
+            f.libvirt_version,
+            f.cpus,
+            nestform_types::ByteSize(f.memory_bytes)
+        );
+        if let Some(accel) = &f.acceleration {
+            let why = f.acceleration_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            let _ = writeln!(out, "    guests run under {}{why}", accel.to_uppercase());
+        }
+        match (&f.kvm_module, f.nesting) {
+            (Some(m), nesting) => {
+                let nested =
+                    f.kvm_parameters.get("nested").map(|v| format!(" nested={v}")).unwrap_or_default();
+                let n = match nesting {
+                    Some(true) => ", guests can nest",
+                    Some(false) => ", guests cannot nest",
+                    None => "",
+                };
+                let _ = writeln!(out, "    KVM module {m}{nested}{n}");
+            }
+            (None, Some(true)) => out.push_str("    no KVM module; emulated guests can still nest (svm)\n"),
+            (None, _) => {}
+        }
+    }
+    out.push('\n');
+}
+
+fn render_change(out: &mut String, c: &ResourceChange, accel: Option<&str>) {
     // A promoted host names the guest it runs in, read from its own `guest` attribute.
     let promoted = [&c.after, &c.before]
         .into_iter()
         .find_map(|v| v.as_ref()?.get("guest")?.as_str().map(String::from))
         .filter(|_| c.addr.ty == ResourceType::KvmHost);
     let place = match (&c.host, promoted) {
+        (Some(h), _) if accel.is_some() => {
+            format!("level {}, on {h}, {}", c.level, accel.unwrap_or_default().to_uppercase())
+        }
         (Some(h), _) => format!("level {}, on {h}", c.level),
         (None, Some(g)) => format!("level {}, inside {g}", c.level),
         (None, None) => format!("level {}", c.level),
@@ -249,6 +292,39 @@ mod tests {
     fn render(conf: &Conf, state: &State, options: PlanOptions) -> String {
         let (changes, _) = run_with(conf, state, &BTreeMap::new(), &xml_hypervisors(), options).unwrap();
         render_plan(&plan_of(changes))
+    }
+
+    #[test]
+    fn hosts_and_each_guests_acceleration_are_shown() {
+        let (changes, _) =
+            run_with(&small(), &State::new(), &BTreeMap::new(), &xml_hypervisors(), PlanOptions::default())
+                .unwrap();
+        let mut plan = plan_of(changes);
+        let facts = nestform_provider::HostFacts {
+            hostname: "h".into(),
+            cpus: 2,
+            memory_bytes: 12 << 30,
+            cpu_vendor: Some("AuthenticAMD".into()),
+            libvirt_version: "11.3.0".into(),
+            hypervisor: "QEMU 10.0.2".into(),
+            nesting: Some(true),
+            acceleration: Some("tcg".into()),
+            acceleration_reason: Some("`/dev/kvm` belongs to PVM".into()),
+            ..Default::default()
+        };
+        plan.hosts.insert("kvm_host.l0".parse().unwrap(), facts);
+        let text = render_plan(&plan);
+        assert!(
+            text.starts_with(
+                "Hosts:\n  kvm_host.l0: QEMU 10.0.2 (libvirt 11.3.0), AuthenticAMD, 2 CPUs, 12GiB\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("    guests run under TCG: `/dev/kvm` belongs to PVM\n"), "{text}");
+        assert!(text.contains("    no KVM module; emulated guests can still nest (svm)\n"), "{text}");
+        assert!(text.contains("# nested_guest.g1 will be created (level 1, on kvm_host.l0, TCG)"), "{text}");
+        // The network on the same host is not a guest: no acceleration in its line.
+        assert!(text.contains("# nat_network.lan will be created (level 0, on kvm_host.l0)\n"), "{text}");
     }
 
     #[test]
