@@ -14,6 +14,11 @@ pub const AGENT_PORT: &str = "dev.nestform.agent.0";
 /// The 9p tag of the parent's root, as the libvirt provider writes it (`ROOT_SHARE_TAG`).
 pub const ROOT_TAG: &str = "nestform-root";
 
+/// The unix sockets the agent may relay to: libvirtd's socket, under both names Debian gives it
+/// (`/var/run` links to `/run`), so the controller can reach a libvirtd started inside the guest
+/// (`promote`). The agent compares paths lexically, hence both.
+pub const RELAY_ALLOW: [&str; 2] = ["/var/run/libvirt/libvirt-sock", "/run/libvirt/libvirt-sock"];
+
 /// Where the init script keeps udhcpc's hook inside the initramfs.
 pub const UDHCPC_SCRIPT_PATH: &str = "etc/nestform/udhcpc.script";
 
@@ -35,6 +40,7 @@ pub fn init_script(modules: &[String]) -> String {
         .replace("@PORT@", AGENT_PORT)
         .replace("@TAG@", ROOT_TAG)
         .replace("@UDHCPC@", &format!("/{UDHCPC_SCRIPT_PATH}"))
+        .replace("@RELAY@", &RELAY_ALLOW.map(|p| format!(" --relay-allow {p}")).concat())
 }
 
 const INIT_TEMPLATE: &str = r#"#!/bin/sh
@@ -104,12 +110,13 @@ for d in proc sys dev run; do
   mkdir -p "/newroot/$d"
   mount --move "/$d" "/newroot/$d"
 done
-mount -t tmpfs tmpfs /newroot/tmp
+# No tmpfs of its own on /tmp: the overlay already keeps the guest's writes in memory, and the parent's
+# /tmp must stay visible (the agent, or the project that built it, may live there).
 
 [ -n "$agent" ] || fail "no \`nestform.agent=\` on the kernel command line"
 [ -x "/newroot$agent" ] || fail "the agent \`$agent\` is not an executable file in the parent's root"
 say "starting \`$agent\` after $(cut -d' ' -f1 /newroot/proc/uptime) s"
-exec chroot /newroot "$agent" --port /dev/virtio-ports/@PORT@
+exec chroot /newroot "$agent" --port /dev/virtio-ports/@PORT@@RELAY@
 "#;
 
 /// udhcpc's hook: applies a lease with busybox `ip`. It runs in the initramfs (udhcpc was started
@@ -152,11 +159,14 @@ mod tests {
         assert!(kvm.contains("load kvm\ngrep -qw svm /proc/cpuinfo && load kvm_amd\ngrep -qw vmx /proc/cpuinfo && load kvm_intel\n"));
         assert!(!script.contains('@'), "a placeholder is left:\n{script}");
         assert!(script.contains("trans=virtio,version=9p2000.L,ro nestform-root /mnt/lower"));
-        assert!(script.contains("--port /dev/virtio-ports/dev.nestform.agent.0"));
+        assert!(script.contains("--port /dev/virtio-ports/dev.nestform.agent.0 "));
         assert!(script.contains("-s /etc/nestform/udhcpc.script -b"));
         // DHCP runs in the background, and the agent is the last thing init does.
         assert!(script.contains(">/dev/null 2>&1 &\n"));
-        assert!(script.trim_end().ends_with("--port /dev/virtio-ports/dev.nestform.agent.0"));
+        assert!(script.trim_end().ends_with(
+            "--port /dev/virtio-ports/dev.nestform.agent.0 \
+             --relay-allow /var/run/libvirt/libvirt-sock --relay-allow /run/libvirt/libvirt-sock"
+        ));
     }
 
     #[test]

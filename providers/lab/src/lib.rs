@@ -16,6 +16,8 @@
 //! - `init`: the generated `/init` script and DHCP hook.
 //! - `initramfs`: the cpio archive and its content-hash cache.
 //! - `boot`: the kernel command line and the [`BootRequest`](nestform_provider::BootRequest).
+//! - [`promote`]: libvirtd started inside a running lab guest, through its agent.
+//! - [`tunnel`]: a local unix socket that reaches that libvirtd through the agent's relay.
 //!
 //! Pure Rust and no libvirt: the libvirt provider boots what this crate builds. The module load
 //! order, the init script and the cache are nestform's own; cpio, gzip, xz, zstd and SHA-256 come from
@@ -26,11 +28,13 @@ mod init;
 mod initramfs;
 mod kernel;
 mod modules;
+pub mod promote;
+pub mod tunnel;
 
 use std::path::{Path, PathBuf};
 
 pub use boot::{agent_path, boot_request, kernel_cmdline, lab_boot, LabGuest, AGENT_ENV};
-pub use init::{init_script, AGENT_PORT, ROOT_TAG};
+pub use init::{init_script, AGENT_PORT, RELAY_ALLOW, ROOT_TAG};
 pub use initramfs::{build_initramfs, Initramfs, InitramfsOptions, DEFAULT_BUSYBOX, DEFAULT_INITRAMFS_DIR};
 pub use kernel::{default_cache_dir, KernelSearch, LabKernel, DEFAULT_KERNEL_DIR};
 pub use modules::{module_name, LoadOrder, ModuleFile, ModuleIndex, OPTIONAL_MODULES, REQUIRED_MODULES};

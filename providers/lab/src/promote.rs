@@ -1,0 +1,340 @@
+//! Promoting a running lab guest to a hypervisor: libvirtd started inside it, through its agent only.
+//!
+//! A lab guest already has its parent's whole userland (QEMU, libvirt) through the 9p root, but no
+//! daemon runs there: init `exec`s the agent and nothing else. [`start_libvirt`] does, in order:
+//!
+//! 1. checks that `/` is the tmpfs overlay lab guests boot with, so every file written below lands in
+//!    the guest's memory and never in the parent's root (and refuses otherwise);
+//! 2. makes sure KVM is there: the vendor module (`kvm_amd` / `kvm_intel`) loaded, `/dev/kvm` present,
+//!    and `/dev/kvm` given to group `kvm` with mode 0660 (what udev would do; without it libvirt
+//!    reprobes QEMU on every call, see lab-facts);
+//! 3. hides the parent's libvirt objects (persistent domains, networks, pools): the guest sees the
+//!    parent's `/etc/libvirt`, so its libvirtd would otherwise list, and autostart, the parent's guests;
+//! 4. writes the settings a libvirtd in a lab guest needs into the guest's `/etc/libvirt/qemu.conf`
+//!    ([`QEMU_CONF_SETTINGS`]);
+//! 5. starts `virtlogd -d` and `libvirtd -d` unless they run, logging to files under
+//!    `/var/log/libvirt` in the guest, and waits (bounded) until the socket exists and
+//!    `virsh -c qemu:///system version` answers inside the guest.
+//!
+//! Every step is safe to repeat, so calling [`start_libvirt`] on a guest where libvirtd already runs
+//! only checks it. The steps are shell snippets run by the agent: the guest has a shell and the
+//! tools, and the agent has no business knowing about libvirt.
+
+use std::time::{Duration, Instant};
+
+use nestform_agent::{AgentClient, ClientError, ExecRequest, ExecResult};
+
+/// The guest's QEMU driver configuration, edited by [`start_libvirt`].
+pub const QEMU_CONF: &str = "/etc/libvirt/qemu.conf";
+/// libvirtd's log in the guest; its tail goes into errors.
+pub const LIBVIRTD_LOG: &str = "/var/log/libvirt/libvirtd.log";
+/// virtlogd's log in the guest.
+pub const VIRTLOGD_LOG: &str = "/var/log/libvirt/virtlogd.log";
+/// The system libvirtd's socket in the guest (the tunnel relays to it).
+pub const LIBVIRT_SOCKET: &str = "/var/run/libvirt/libvirt-sock";
+
+/// What a libvirtd inside a lab guest needs to start KVM guests: no mount namespaces and no cgroups
+/// (the guest has neither set up), and QEMU as root (`/dev/kvm` and the 9p root are root's). Without
+/// them QEMU failed with "-accel kvm: Could not access KVM kernel module".
+pub const QEMU_CONF_SETTINGS: [(&str, &str); 4] =
+    [("namespaces", "[]"), ("cgroup_controllers", "[]"), ("user", "\"root\""), ("group", "\"root\"")];
+
+/// The line that starts nestform's block in `qemu.conf`; everything after it is nestform's.
+const CONF_MARKER: &str = "# nestform: settings of a libvirtd in a lab guest";
+
+/// How [`start_libvirt`] behaves.
+#[derive(Clone, Debug)]
+pub struct PromoteOptions {
+    /// How long to wait for libvirtd to answer after starting it. The first start probes QEMU's
+    /// capabilities, which under TCG takes tens of seconds.
+    pub ready_timeout: Duration,
+    /// Hide the parent's persistent domains, networks and storage pools from the guest's libvirtd.
+    pub hide_parent_objects: bool,
+}
+
+impl Default for PromoteOptions {
+    fn default() -> Self {
+        PromoteOptions { ready_timeout: Duration::from_secs(180), hide_parent_objects: true }
+    }
+}
+
+/// What [`start_libvirt`] found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromoteReport {
+    /// The vendor KVM module loaded in the guest (`kvm_amd`, `kvm_intel`), if any.
+    pub kvm_module: Option<String>,
+    /// That module's `nested` parameter, as the guest's `/sys` shows it.
+    pub kvm_nested: Option<String>,
+    /// Whether `/dev/kvm` exists in the guest.
+    pub dev_kvm: bool,
+    /// Whether the guest could read the `qemu.conf` it sees (the parent's, or one written by an
+    /// earlier call) and kept its settings; false: it was unreadable and only nestform's block is in
+    /// the guest's file.
+    pub qemu_conf_inherited: bool,
+    /// Whether this call started `virtlogd` (false: it already ran).
+    pub started_virtlogd: bool,
+    /// Whether this call started `libvirtd` (false: it already ran).
+    pub started_libvirtd: bool,
+    /// What `virsh version` answered inside the guest.
+    pub virsh_version: String,
+    /// How long the whole call took.
+    pub elapsed: Duration,
+}
+
+/// What promoting a lab guest failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    #[error("talking to the agent failed while {step}: {source}")]
+    Agent { step: &'static str, source: ClientError },
+    #[error("the guest's root is not a tmpfs overlay (`{root}`): refusing to write its files, which could be the parent's")]
+    NotOverlay { root: String },
+    #[error("{step} failed in the guest ({status}): {output}")]
+    Step { step: &'static str, status: String, output: String },
+    #[error(
+        "libvirtd in the guest did not answer within `{timeout:?}` (last: {last}); log tail:\n{log_tail}"
+    )]
+    NotReady { timeout: Duration, last: String, log_tail: String },
+}
+
+/// Starts libvirtd inside the lab guest `client` talks to (see the module doc). Idempotent.
+pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<PromoteReport, PromoteError> {
+    let start = Instant::now();
+    let root = run(client, "reading the guest's mounts", ROOT_FS)?;
+    let root = String::from_utf8_lossy(&root.stdout).trim().to_string();
+    if root != "overlay" {
+        return Err(PromoteError::NotOverlay { root });
+    }
+
+    let kvm = checked(client, "loading KVM", KVM_SCRIPT)?;
+    let kvm = String::from_utf8_lossy(&kvm.stdout).into_owned();
+    let value = |key: &str| {
+        kvm.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).filter(|v| !v.is_empty())
+    };
+    let kvm_module = value("module").map(str::to_string);
+    let kvm_nested = value("nested").map(str::to_string);
+    let dev_kvm = value("dev_kvm") == Some("yes");
+
+    if opts.hide_parent_objects {
+        checked(client, "hiding the parent's libvirt objects", HIDE_SCRIPT)?;
+    }
+
+    // The parent's qemu.conf is root's 0600 file on Debian, which the guest cannot read through 9p
+    // (the parent's QEMU serves the share as its own user); then the guest starts from libvirt's
+    // defaults plus nestform's block.
+    let conf = run(client, "reading qemu.conf", &format!("cat {QEMU_CONF}"))?;
+    let qemu_conf_inherited = conf.status.success();
+    let existing =
+        if qemu_conf_inherited { String::from_utf8_lossy(&conf.stdout).into_owned() } else { String::new() };
+    let conf = qemu_conf_with_settings(&existing);
+    client
+        .put_file(QEMU_CONF, &mut conf.as_bytes(), 0o600)
+        .map_err(|source| PromoteError::Agent { step: "writing qemu.conf", source })?;
+
+    let daemons = checked(client, "starting the libvirt daemons", &daemons_script())
+        .map_err(|e| with_log_tail(client, e))?;
+    let daemons = String::from_utf8_lossy(&daemons.stdout).into_owned();
+    let started_virtlogd = daemons.lines().any(|l| l == "started=virtlogd");
+    let started_libvirtd = daemons.lines().any(|l| l == "started=libvirtd");
+
+    let virsh_version = wait_ready(client, opts.ready_timeout)?;
+    Ok(PromoteReport {
+        kvm_module,
+        kvm_nested,
+        dev_kvm,
+        qemu_conf_inherited,
+        started_virtlogd,
+        started_libvirtd,
+        virsh_version,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// `existing` (the guest's `qemu.conf`) with [`QEMU_CONF_SETTINGS`]: earlier assignments of those
+/// keys are commented out (libvirt refuses a key set twice) and nestform's block goes at the end;
+/// an earlier nestform block is replaced, so applying it twice gives the same file.
+pub fn qemu_conf_with_settings(existing: &str) -> String {
+    let mut out = String::new();
+    for line in existing.lines() {
+        if line == CONF_MARKER {
+            break;
+        }
+        let key = line.split('=').next().unwrap_or("").trim();
+        if line.contains('=') && QEMU_CONF_SETTINGS.iter().any(|(k, _)| *k == key) {
+            out.push_str("# (set below by nestform) ");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str(CONF_MARKER);
+    out.push('\n');
+    for (key, value) in QEMU_CONF_SETTINGS {
+        out.push_str(&format!("{key} = {value}\n"));
+    }
+    out
+}
+
+/// The file system type of `/` in the guest.
+const ROOT_FS: &str = "awk '$2 == \"/\" { t = $3 } END { print t }' /proc/self/mounts";
+
+/// Loads the vendor KVM module if the CPU has the extension and it is not loaded (init loads it from
+/// the initramfs; `modprobe` finds nothing in the parent's `/lib/modules` for the guest's kernel, so it
+/// is a last try only), gives `/dev/kvm` to group `kvm`, and reports what it found.
+const KVM_SCRIPT: &str = r#"
+module=
+for m in kvm_amd kvm_intel; do [ -d "/sys/module/$m" ] && module=$m; done
+if [ -z "$module" ]; then
+  if grep -qw svm /proc/cpuinfo; then want=kvm_amd; elif grep -qw vmx /proc/cpuinfo; then want=kvm_intel; else want=; fi
+  if [ -n "$want" ] && modprobe "$want" >/dev/null 2>&1; then module=$want; fi
+fi
+echo "module=$module"
+[ -n "$module" ] && echo "nested=$(cat "/sys/module/$module/parameters/nested" 2>/dev/null)"
+if [ -c /dev/kvm ]; then
+  echo dev_kvm=yes
+  # What Debian's udev rule does; only then does libvirt keep its QEMU capability cache.
+  chgrp kvm /dev/kvm 2>/dev/null && chmod 0660 /dev/kvm
+else
+  echo dev_kvm=no
+fi
+exit 0
+"#;
+
+/// Removes, in the guest's overlay only, the parent's persistent libvirt objects and their state.
+const HIDE_SCRIPT: &str = r#"
+set -e
+for d in /etc/libvirt/qemu /etc/libvirt/qemu/networks /etc/libvirt/storage; do
+  [ -d "$d" ] || continue
+  find "$d" -maxdepth 1 -name '*.xml' -type f -exec rm -f {} +
+  rm -rf "$d/autostart"
+done
+rm -rf /var/lib/libvirt/qemu/domain-* /var/lib/libvirt/dnsmasq/*
+"#;
+
+/// Starts each daemon unless it runs (its pid file names a live process), in its own session so the
+/// agent's process-group clean-up never reaches it, logging warnings and errors to a file.
+fn daemons_script() -> String {
+    format!(
+        r#"
+mkdir -p /var/log/libvirt /run/libvirt
+running() {{ [ -f "/run/$1.pid" ] && kill -0 "$(cat "/run/$1.pid")" 2>/dev/null; }}
+start() {{
+  name=$1; log=$2
+  running "$name" && return 0
+  # The parent's log may be root's 0600 file, which the guest cannot read through 9p (the parent's
+  # QEMU serves it as its own user), so appending would fail on the copy-up: start a log of our own.
+  rm -f "$log"
+  LIBVIRT_LOG_OUTPUTS="3:file:$log" setsid "$name" -d </dev/null >>"$log" 2>&1 || {{ echo "\`$name -d\` failed"; exit 1; }}
+  echo "started=$name"
+}}
+start virtlogd {VIRTLOGD_LOG}
+start libvirtd {LIBVIRTD_LOG}
+"#
+    )
+}
+
+/// Waits until libvirtd's socket exists and `virsh version` answers; returns virsh's output.
+fn wait_ready(client: &AgentClient, timeout: Duration) -> Result<String, PromoteError> {
+    let deadline = Instant::now() + timeout;
+    let check = format!("test -S {LIBVIRT_SOCKET} || {{ echo 'no socket yet'; exit 1; }}; virsh -c qemu:///system version 2>&1");
+    let mut last = String::from("nothing tried");
+    while Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        let r = client
+            .exec(ExecRequest::new(["sh", "-c", &check]).timeout(left.min(Duration::from_secs(60))))
+            .map_err(|source| PromoteError::Agent { step: "asking libvirtd", source })?;
+        let out = String::from_utf8_lossy(&r.stdout).trim().to_string();
+        if r.status.success() {
+            return Ok(out);
+        }
+        last = if out.is_empty() { format!("{:?}", r.status) } else { out };
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(PromoteError::NotReady { timeout, last, log_tail: log_tail(client) })
+}
+
+/// The end of both daemons' logs in the guest, for error messages.
+pub fn log_tail(client: &AgentClient) -> String {
+    let script = format!("for f in {LIBVIRTD_LOG} {VIRTLOGD_LOG}; do [ -f \"$f\" ] && {{ echo \"== $f\"; tail -n 20 \"$f\"; }}; done; true");
+    match client.exec(ExecRequest::new(["sh", "-c", &script]).timeout(Duration::from_secs(10))) {
+        Ok(r) => String::from_utf8_lossy(&r.stdout).trim_end().to_string(),
+        Err(e) => format!("(cannot read the logs: {e})"),
+    }
+}
+
+fn with_log_tail(client: &AgentClient, e: PromoteError) -> PromoteError {
+    match e {
+        PromoteError::Step { step, status, output } => {
+            PromoteError::Step { step, status, output: format!("{output}\n{}", log_tail(client)) }
+        }
+        other => other,
+    }
+}
+
+/// Runs `script` with `sh -c`, whatever its exit status.
+fn run(client: &AgentClient, step: &'static str, script: &str) -> Result<ExecResult, PromoteError> {
+    client
+        .exec(ExecRequest::new(["sh", "-c", script]).timeout(Duration::from_secs(60)))
+        .map_err(|source| PromoteError::Agent { step, source })
+}
+
+/// Runs `script`, which must succeed.
+fn checked(client: &AgentClient, step: &'static str, script: &str) -> Result<ExecResult, PromoteError> {
+    let r = run(client, step, script)?;
+    if r.status.success() {
+        return Ok(r);
+    }
+    let mut output = String::from_utf8_lossy(&r.stdout).trim().to_string();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    if !stderr.trim().is_empty() {
+        output = format!("{output}\n{}", stderr.trim());
+    }
+    Err(PromoteError::Step { step, status: format!("{:?}", r.status), output })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEBIAN: &str = "# Master configuration file for the QEMU driver.\n#user = \"libvirt-qemu\"\n\
+                          user = \"libvirt-qemu\"\nsecurity_driver = \"none\"\n";
+
+    #[test]
+    fn qemu_conf_gets_the_settings_once_however_often_it_is_applied() {
+        let once = qemu_conf_with_settings(DEBIAN);
+        assert_eq!(
+            once,
+            "# Master configuration file for the QEMU driver.\n#user = \"libvirt-qemu\"\n\
+             # (set below by nestform) user = \"libvirt-qemu\"\nsecurity_driver = \"none\"\n\
+             # nestform: settings of a libvirtd in a lab guest\n\
+             namespaces = []\ncgroup_controllers = []\nuser = \"root\"\ngroup = \"root\"\n"
+        );
+        let twice = qemu_conf_with_settings(&once);
+        assert_eq!(twice.matches("# (set below by nestform)").count(), 1, "{twice}");
+        assert_eq!(twice, once);
+        // A guest without a qemu.conf gets just the block.
+        assert!(qemu_conf_with_settings("").starts_with(CONF_MARKER));
+    }
+
+    #[test]
+    fn the_scripts_are_valid_shell() {
+        for script in [ROOT_FS.to_string(), KVM_SCRIPT.to_string(), HIDE_SCRIPT.to_string(), daemons_script()]
+        {
+            let out = std::process::Command::new("sh").args(["-n", "-c", &script]).output().expect("sh runs");
+            assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+
+    #[test]
+    fn the_kvm_script_reports_in_key_value_lines() {
+        // Runs for real on this machine: reads only, except `chgrp`/`chmod` of an existing
+        // `/dev/kvm`, which needs root and is what udev does anyway; so only run the read part.
+        let probe = KVM_SCRIPT
+            .replace("chgrp kvm /dev/kvm 2>/dev/null && chmod 0660 /dev/kvm", ":")
+            .replace("modprobe \"$want\"", "false");
+        let out = std::process::Command::new("sh").args(["-c", &probe]).output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.lines().any(|l| l.starts_with("module=")), "{text}");
+        let expected = if std::path::Path::new("/dev/kvm").exists() { "dev_kvm=yes" } else { "dev_kvm=no" };
+        assert!(text.lines().any(|l| l == expected), "{text}");
+    }
+}

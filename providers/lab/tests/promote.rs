@@ -1,0 +1,215 @@
+//! End to end on this machine's real libvirt: a level-1 lab guest is promoted to a hypervisor
+//! (`start_libvirt` through its agent), the controller reaches that libvirtd through a
+//! [`LibvirtTunnel`], and, through the tunnel, boots a level-2 lab guest and talks to its agent.
+//!
+//! Ignored by default: it needs root, `qemu:///system` (`tests/setup-host.sh --netns NAME`), a guest
+//! kernel (`tests/guest-kernel.sh`) and several minutes. Run with
+//! `cargo test -p nestform-lab --test promote -- --ignored --nocapture`. It creates no network and
+//! no storage pool; its guests, logs and initramfs go also when it fails (drop guards). Set
+//! `NESTFORM_PROMOTE_LEVEL2=0` to stop after level 1.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nestform_agent::{AgentClient, ClientOptions, ExecRequest};
+use nestform_lab::promote::{start_libvirt, PromoteOptions, QEMU_CONF};
+use nestform_lab::tunnel::LibvirtTunnel;
+use nestform_lab::{boot_request, build_initramfs, Initramfs, InitramfsOptions, LabGuest, LabKernel};
+use nestform_provider::{CpuRequest, GuestRequest, Hypervisor, Provider};
+use nestform_provider_libvirt::channel::{console_log_path, console_tail, open_agent_channel};
+use nestform_provider_libvirt::{LibvirtHypervisor, LibvirtProvider};
+use nestform_types::Owner;
+
+const LEVEL1_AGENT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Level 2 runs under TCG inside TCG when the provider judges acceleration by the controller's
+/// `/sys` (see the caveat in the report), so it gets much longer.
+const LEVEL2_AGENT_TIMEOUT: Duration = Duration::from_secs(900);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The agent binary the guests run, built now so it has the current `--relay-allow` handling.
+fn agent_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NESTFORM_AGENT_BIN") {
+        return PathBuf::from(bin);
+    }
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "nestform-agent", "--bin", "nestform-agent"])
+        .current_dir(&root)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building nestform-agent failed");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    target.join("debug/nestform-agent")
+}
+
+fn kernel() -> LabKernel {
+    LabKernel::find(None, None).unwrap_or_else(|first| {
+        eprintln!("{first}; running tests/guest-kernel.sh");
+        let status =
+            Command::new("bash").arg(workspace_root().join("tests/guest-kernel.sh")).status().unwrap();
+        assert!(status.success(), "tests/guest-kernel.sh failed");
+        LabKernel::find(None, None).expect("a kernel after tests/guest-kernel.sh")
+    })
+}
+
+/// Deletes a guest when dropped, also when the test fails. `local_logs`: its console logs are files
+/// on this machine (level 1); a level-2 guest's are inside level 1 and go with it.
+struct GuestGuard<'h> {
+    h: &'h LibvirtHypervisor,
+    id: String,
+    name: String,
+    local_logs: bool,
+}
+
+impl Drop for GuestGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.h.delete_guest(&self.id) {
+            eprintln!("cleaning up: deleting guest `{}` failed: {e}", self.name);
+        }
+        if self.local_logs {
+            let _ = std::fs::remove_file(console_log_path(&self.name));
+            let _ = std::fs::remove_file(format!("/var/log/libvirt/qemu/{}.log", self.name));
+        }
+    }
+}
+
+fn boot<'h>(
+    h: &'h LibvirtHypervisor,
+    kernel: &LabKernel,
+    initramfs: &Initramfs,
+    agent: &Path,
+    level: u32,
+    memory_mib: u64,
+) -> GuestGuard<'h> {
+    let name = format!("nf-promote-l{level}-{}", std::process::id());
+    let guest = LabGuest { hostname: &name, level, agent };
+    let req = GuestRequest {
+        name: name.clone(),
+        vcpus: 1,
+        memory_bytes: memory_mib << 20,
+        cpu: CpuRequest::Model { name: "EPYC".into(), require: vec!["svm".into()] },
+        disks: vec![],
+        interfaces: vec![],
+        boot: boot_request(kernel, initramfs, &guest).unwrap(),
+        running: true,
+    };
+    let owner =
+        Owner { lineage: "nestform-lab-promote-test".into(), address: format!("nested_guest.l{level}") };
+    let status = h.create_guest(&req, &owner).unwrap_or_else(|e| panic!("create level-{level} guest: {e}"));
+    assert!(status.running);
+    GuestGuard { h, id: status.id, name, local_logs: level == 1 }
+}
+
+fn wait_for_agent(h: &LibvirtHypervisor, id: &str, timeout: Duration) -> AgentClient {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < timeout {
+        match open_agent_channel(h, id) {
+            Ok(channel) => {
+                let options =
+                    ClientOptions { handshake_timeout: Duration::from_secs(2), ..ClientOptions::default() };
+                match AgentClient::handshake_with(channel, &options) {
+                    Ok(client) => return client,
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let console = console_tail(h, id, 3000).unwrap_or_else(|e| e.to_string());
+    panic!("the agent did not answer within {timeout:?} (last: {last}); console:\n{console}")
+}
+
+fn sh(client: &AgentClient, script: &str) -> String {
+    let r = client.exec(ExecRequest::new(["sh", "-c", script]).timeout(Duration::from_secs(60))).unwrap();
+    String::from_utf8_lossy(&r.stdout).trim().to_string()
+}
+
+/// Mean `exec true` round trip over `n` calls.
+fn exec_true(client: &AgentClient, n: u32) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
+        assert!(client.exec(ExecRequest::new(["true"])).unwrap().status.success());
+    }
+    t.elapsed() / n
+}
+
+#[test]
+#[ignore = "boots real nested guests on qemu:///system: run with --ignored as root"]
+fn a_promoted_lab_guest_serves_libvirt_through_the_tunnel() {
+    let agent = agent_binary();
+    let kernel = kernel();
+    // Not under /tmp: level 1 mounts a fresh tmpfs there, and it must see the initramfs to boot level 2.
+    let cache = tempfile::Builder::new().prefix("nestform-promote-").tempdir_in("/var/tmp").unwrap();
+    std::fs::set_permissions(cache.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let initramfs = build_initramfs(&kernel, cache.path(), &InitramfsOptions::default()).unwrap();
+    let parent_conf = std::fs::read(QEMU_CONF).unwrap_or_default();
+
+    let h = LibvirtProvider::new().open("qemu:///system").expect("qemu:///system (run tests/setup-host.sh)");
+    eprintln!("level 0: domain type `{}`", h.domain_type());
+    let t = Instant::now();
+    let l1 = boot(&h, &kernel, &initramfs, &agent, 1, 1024);
+    let client = wait_for_agent(&h, &l1.id, LEVEL1_AGENT_TIMEOUT);
+    eprintln!("level 1: boot to agent {:.2?}", t.elapsed());
+    eprintln!("level 1: agent argv: {}", sh(&client, "tr '\\0' ' ' < /proc/1/cmdline"));
+
+    let first = start_libvirt(&client, &PromoteOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("level 1: start_libvirt {:.2?}: {first:#?}", first.elapsed);
+    assert!(first.virsh_version.contains("Running hypervisor: QEMU"), "{}", first.virsh_version);
+    // Idempotent: the daemons run, so the second call only checks them.
+    let again = start_libvirt(&client, &PromoteOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!again.started_libvirtd && !again.started_virtlogd, "{again:#?}");
+    eprintln!("level 1: second start_libvirt {:.2?}", again.elapsed);
+
+    // The guest's qemu.conf has the settings; the parent's file (its lower layer) is untouched.
+    let guest_conf = sh(&client, &format!("cat {QEMU_CONF}"));
+    for line in ["namespaces = []", "cgroup_controllers = []", "user = \"root\"", "group = \"root\""] {
+        assert!(guest_conf.lines().any(|l| l == line), "no `{line}` in the guest's qemu.conf:\n{guest_conf}");
+    }
+    assert_eq!(std::fs::read(QEMU_CONF).unwrap_or_default(), parent_conf, "the parent's qemu.conf changed");
+    assert_eq!(guest_conf.matches("# nestform:").count(), 1, "{guest_conf}");
+
+    let tunnel = LibvirtTunnel::open(&client).unwrap();
+    eprintln!("tunnel: {}", tunnel.uri());
+    let t = Instant::now();
+    let h2 = LibvirtProvider::new()
+        .open(&tunnel.uri())
+        .unwrap_or_else(|e| panic!("{e} (tunnel: {:?})", tunnel.last_error()));
+    eprintln!("level 1 via tunnel: connected in {:.2?}, domain type `{}`", t.elapsed(), h2.domain_type());
+    let generic: std::sync::Arc<dyn Hypervisor> = LibvirtProvider::new().connect(&tunnel.uri()).unwrap();
+    let facts = generic.facts().unwrap();
+    eprintln!("level 1 via tunnel: facts {facts:#?}");
+    let owned = generic.list_owned().unwrap();
+    eprintln!("level 1 via tunnel: list_owned {owned:?}");
+    // The parent's domains (level 1 itself among them) are hidden from the guest's libvirtd.
+    assert!(owned.is_empty(), "{owned:?}");
+    drop(generic);
+
+    if std::env::var("NESTFORM_PROMOTE_LEVEL2").as_deref() == Ok("0") {
+        return;
+    }
+    let t = Instant::now();
+    let l2 = boot(&h2, &kernel, &initramfs, &agent, 2, 384);
+    let created = t.elapsed();
+    let owned = h2.list_owned().unwrap();
+    assert_eq!(owned.len(), 1, "{owned:?}");
+    let client2 = wait_for_agent(&h2, &l2.id, LEVEL2_AGENT_TIMEOUT);
+    let boot_to_agent = t.elapsed();
+    let facts2 = client2.facts().unwrap();
+    assert_eq!(facts2.nesting_level, 2);
+    assert_eq!(facts2.hostname, l2.name);
+    eprintln!("level 2: create_guest {created:.2?}, boot to agent {boot_to_agent:.2?}, facts {facts2:?}");
+    eprintln!("level 2: QEMU argv accel: {}", sh(&client, "ps -eo args | grep -o 'accel=[a-z]*' | sort -u"));
+    eprintln!("level 2: exec `true` round trip {:.2?} (mean of 10)", exec_true(&client2, 10));
+    eprintln!("level 1: exec `true` round trip {:.2?} (mean of 10)", exec_true(&client, 10));
+    drop(client2);
+    drop(l2);
+    assert!(h2.list_owned().unwrap().is_empty(), "the level-2 guest is left");
+}
