@@ -183,12 +183,9 @@ pub struct PlanArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
-pub struct ApplyArgs {
-    /// A plan saved with `nestform plan -out FILE`
-    pub plan_file: Option<PathBuf>,
-    #[command(flatten)]
-    pub flags: PlanFlags,
+/// How `apply` and `destroy` run.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct RunFlags {
     /// Do not ask for confirmation
     #[arg(long = "auto-approve")]
     pub auto_approve: bool,
@@ -198,15 +195,21 @@ pub struct ApplyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `nestform plan -out FILE`
+    pub plan_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub flags: PlanFlags,
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+#[derive(Debug, Args)]
 pub struct DestroyArgs {
     #[command(flatten)]
     pub flags: PlanFlags,
-    /// Do not ask for confirmation
-    #[arg(long = "auto-approve")]
-    pub auto_approve: bool,
-    /// How many operations run at once
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    pub parallelism: usize,
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,7 @@ use nestform_engine::workdir::{read_plan_file, Workdir};
 use nestform_state::{IncrementalStore, State};
 
 use super::{plan_options, print_warnings, provider, report, var_inputs};
-use crate::args::{ApplyArgs, DestroyArgs, PlanFlags};
+use crate::args::{ApplyArgs, DestroyArgs, PlanFlags, RunFlags};
 use crate::ui;
 
 pub fn run(workdir: &Workdir, args: ApplyArgs) -> Result<ExitCode, Report> {
@@ -23,22 +23,21 @@ pub fn run(workdir: &Workdir, args: ApplyArgs) -> Result<ExitCode, Report> {
         // A saved plan is applied exactly as it was shown, without planning or asking again.
         let plan = read_plan_file(path).map_err(report)?;
         let state = workdir.check_current(&plan, path).map_err(report)?;
-        return execute(workdir, &plan, state, &Hosts::new(provider()), args.parallelism);
+        return execute(workdir, &plan, state, &Hosts::new(provider()), args.run.parallelism);
     }
-    plan_confirm_execute(workdir, &args.flags, false, args.auto_approve, args.parallelism)
+    plan_confirm_execute(workdir, &args.flags, false, args.run)
 }
 
 pub fn destroy(workdir: &Workdir, args: DestroyArgs) -> Result<ExitCode, Report> {
     let _lock = workdir.lock("destroy").map_err(report)?;
-    plan_confirm_execute(workdir, &args.flags, true, args.auto_approve, args.parallelism)
+    plan_confirm_execute(workdir, &args.flags, true, args.run)
 }
 
 fn plan_confirm_execute(
     workdir: &Workdir,
     flags: &PlanFlags,
     destroy: bool,
-    auto_approve: bool,
-    parallelism: usize,
+    run: RunFlags,
 ) -> Result<ExitCode, Report> {
     let vars = var_inputs(&flags.vars)?;
     let config = workdir.config(&vars).map_err(report)?;
@@ -49,7 +48,7 @@ fn plan_confirm_execute(
     if planned.plan.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    if !auto_approve {
+    if !run.auto_approve {
         let (question, detail) = if destroy {
             (
                 "Do you really want to destroy all resources?",
@@ -64,7 +63,7 @@ fn plan_confirm_execute(
         }
     }
     let state = workdir.state().map_err(report)?;
-    execute(workdir, &planned.plan, state, &planned.hosts, parallelism)
+    execute(workdir, &planned.plan, state, &planned.hosts, run.parallelism)
 }
 
 /// Writes the state file after every finished resource, serializing only what changed.
