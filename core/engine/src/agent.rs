@@ -91,11 +91,11 @@ pub struct GuestHandle {
     pub name: String,
 }
 
-/// Finds guest `addr` in `state` and connects to the host it runs on.
+/// Finds guest `addr` in `state` and connects to the host it runs on, at any nesting level.
 pub fn guest_in_state(
     state: &nestform_state::State,
     addr: &nestform_types::ResourceAddr,
-    provider: std::sync::Arc<dyn nestform_provider::Provider>,
+    hosts: &crate::hosts::Hosts,
 ) -> Result<GuestHandle, String> {
     use nestform_types::ResourceType;
     if addr.ty != ResourceType::NestedGuest {
@@ -107,20 +107,8 @@ pub fn guest_in_state(
         .ok_or_else(|| format!("no guest `{addr}` in the state; apply the configuration first"))?;
     let id = r.id.clone().ok_or_else(|| format!("`{addr}` has no id in the state"))?;
     let name = r.attributes.get("name").and_then(|n| n.as_str()).unwrap_or(&addr.name).to_string();
-    let host_addr = r.host.as_ref().ok_or_else(|| format!("`{addr}` has no host in the state"))?;
-    let host = state
-        .resources
-        .get(host_addr)
-        .ok_or_else(|| format!("its host `{host_addr}` is not in the state"))?;
-    let uri = match host.attributes.get("uri").and_then(|u| u.as_str()) {
-        Some(uri) => uri.to_string(),
-        None => {
-            return Err(format!(
-                "its host `{host_addr}` is a promoted guest; reaching guests inside promoted hosts comes in a later version"
-            ))
-        }
-    };
-    let hypervisor = provider.connect(&uri).map_err(|e| e.to_string())?;
+    let host = r.host.as_ref().ok_or_else(|| format!("`{addr}` has no host in the state"))?;
+    let hypervisor = hosts.connect_recorded(state, host).map_err(|e| e.to_string())?;
     Ok(GuestHandle { hypervisor, id, name })
 }
 

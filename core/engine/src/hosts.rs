@@ -29,7 +29,21 @@ struct Inner {
 struct Conns {
     by_uri: BTreeMap<String, Arc<dyn Hypervisor>>,
     by_addr: BTreeMap<ResourceAddr, Arc<dyn Hypervisor>>,
+    /// Tunnels into promoted guests' libvirtd, alive as long as the cache.
+    tunnels: Vec<nestform_lab::tunnel::LibvirtTunnel>,
+    /// Guests created during this run, by address: their id and libvirt name (for promoting them).
+    guests: BTreeMap<ResourceAddr, (String, String)>,
 }
+
+/// Where a guest that is promoted to a host runs: its host's connection and its id there.
+pub struct PromotedGuest<'a> {
+    pub parent: Arc<dyn Hypervisor>,
+    pub id: &'a str,
+    pub name: &'a str,
+}
+
+/// How long a promoted guest's agent gets to answer, and its libvirtd to start.
+const PROMOTE_AGENT_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
 impl Hosts {
     /// An empty cache that opens connections through `provider`.
@@ -72,6 +86,88 @@ impl Hosts {
         let h = conns.by_uri.entry(uri.to_string()).or_insert(fresh).clone();
         conns.by_addr.insert(addr.clone(), h.clone());
         Ok(h)
+    }
+
+    /// The connection to the libvirtd inside a promoted guest, `addr`'s host, opened on first use:
+    /// through the guest's agent (reached through its own host's connection), libvirtd is started in
+    /// the guest and a local tunnel is opened to it; the provider connects through the tunnel like to
+    /// any other URI. No SSH and no guest network is involved.
+    pub fn connect_promoted(
+        &self,
+        addr: &ResourceAddr,
+        guest: PromotedGuest<'_>,
+    ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+        if let Some(h) = self.get(addr) {
+            return Ok(h);
+        }
+        let fail =
+            |step: &str, e: String| ProviderError::op("promote", addr.to_string(), format!("{step}: {e}"));
+        let client = crate::agent::wait_for_agent(&*guest.parent, guest.id, guest.name, PROMOTE_AGENT_WAIT)
+            .map_err(|e| fail("reaching its agent", e.to_string()))?;
+        let options = nestform_lab::promote::PromoteOptions::default();
+        nestform_lab::promote::start_libvirt(&client, &options)
+            .map_err(|e| fail("starting libvirtd in the guest", e.to_string()))?;
+        let tunnel = nestform_lab::tunnel::LibvirtTunnel::open(&client)
+            .map_err(|e| fail("opening a tunnel to it", e.to_string()))?;
+        let h = self.inner.provider.connect(&tunnel.uri())?;
+        let mut conns = self.lock();
+        conns.by_uri.insert(tunnel.uri(), h.clone());
+        conns.by_addr.insert(addr.clone(), h.clone());
+        conns.tunnels.push(tunnel);
+        Ok(h)
+    }
+
+    /// The connection to the `kvm_host` at `host` as `state` records it: by its URI, or (for a promoted
+    /// host) through the agent of the guest it promotes, whose own host is connected first, down to
+    /// level 0. What `exec`, `cp`, `console` and refresh use to reach any level.
+    pub fn connect_recorded(
+        &self,
+        state: &nestform_state::State,
+        host: &ResourceAddr,
+    ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+        self.connect_recorded_at(state, host, 0)
+    }
+
+    fn connect_recorded_at(
+        &self,
+        state: &nestform_state::State,
+        host: &ResourceAddr,
+        depth: usize,
+    ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+        let fail = |message: String| ProviderError::Connect { uri: host.to_string(), message };
+        if depth > 32 {
+            return Err(fail("its nesting does not end".into()));
+        }
+        if let Some(h) = self.get(host) {
+            return Ok(h);
+        }
+        let r = state.resources.get(host).ok_or_else(|| fail("it is not in the state".into()))?;
+        let attr = |k: &str| r.attributes.get(k).and_then(|v| v.as_str()).map(String::from);
+        if let Some(uri) = attr("uri") {
+            return self.connect_uri(host, &uri);
+        }
+        let guest: ResourceAddr = attr("guest")
+            .and_then(|g| g.parse().ok())
+            .ok_or_else(|| fail("the state records neither its `uri` nor its `guest`".into()))?;
+        let g = state
+            .resources
+            .get(&guest)
+            .ok_or_else(|| fail(format!("its guest `{guest}` is not in the state")))?;
+        let id = g.id.clone().ok_or_else(|| fail(format!("its guest `{guest}` has no id in the state")))?;
+        let name = g.attributes.get("name").and_then(|v| v.as_str()).unwrap_or(&guest.name).to_string();
+        let parent_host = g.host.clone().ok_or_else(|| fail(format!("its guest `{guest}` has no host")))?;
+        let parent = self.connect_recorded_at(state, &parent_host, depth + 1)?;
+        self.connect_promoted(host, PromotedGuest { parent, id: &id, name: &name })
+    }
+
+    /// Remembers a guest created in this run, so a host that promotes it can find it.
+    pub fn note_guest(&self, addr: &ResourceAddr, id: &str, name: &str) {
+        self.lock().guests.insert(addr.clone(), (id.to_string(), name.to_string()));
+    }
+
+    /// The id and name of a guest created in this run.
+    pub fn guest(&self, addr: &ResourceAddr) -> Option<(String, String)> {
+        self.lock().guests.get(addr).cloned()
     }
 
     /// The connection most recently made for `addr`, if any.

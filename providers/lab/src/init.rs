@@ -55,6 +55,10 @@ mkdir -p /proc /sys /dev /run /tmp /mnt/lower /mnt/rw /newroot
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# Pseudo-terminals and shared memory: QEMU (a promoted guest's guests) needs a PTY for each console.
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t tmpfs -o mode=0755 tmpfs /run
 
 hostname=nestform-guest
@@ -116,7 +120,10 @@ done
 [ -n "$agent" ] || fail "no \`nestform.agent=\` on the kernel command line"
 [ -x "/newroot$agent" ] || fail "the agent \`$agent\` is not an executable file in the parent's root"
 say "starting \`$agent\` after $(cut -d' ' -f1 /newroot/proc/uptime) s"
-exec chroot /newroot "$agent" --port /dev/virtio-ports/@PORT@@RELAY@
+# PID 1 must reap every orphan in the guest (the QEMU processes of a promoted guest's libvirtd among them,
+# or libvirt waits forever for a zombie to go): busybox init does, and brings the agent back should it exit.
+echo "::respawn:/bin/busybox chroot /newroot $agent --port /dev/virtio-ports/@PORT@@RELAY@" >/etc/inittab
+exec /bin/busybox init
 "#;
 
 /// udhcpc's hook: applies a lease with busybox `ip`. It runs in the initramfs (udhcpc was started
@@ -161,12 +168,14 @@ mod tests {
         assert!(script.contains("trans=virtio,version=9p2000.L,ro nestform-root /mnt/lower"));
         assert!(script.contains("--port /dev/virtio-ports/dev.nestform.agent.0 "));
         assert!(script.contains("-s /etc/nestform/udhcpc.script -b"));
-        // DHCP runs in the background, and the agent is the last thing init does.
+        // DHCP runs in the background; last, busybox init becomes PID 1 (it reaps orphans) and runs the
+        // agent, chrooted into the overlay, from its inittab.
         assert!(script.contains(">/dev/null 2>&1 &\n"));
-        assert!(script.trim_end().ends_with(
-            "--port /dev/virtio-ports/dev.nestform.agent.0 \
-             --relay-allow /var/run/libvirt/libvirt-sock --relay-allow /run/libvirt/libvirt-sock"
+        assert!(script.contains(
+            "::respawn:/bin/busybox chroot /newroot $agent --port /dev/virtio-ports/dev.nestform.agent.0 \
+             --relay-allow /var/run/libvirt/libvirt-sock --relay-allow /run/libvirt/libvirt-sock\" >/etc/inittab\n"
         ));
+        assert!(script.trim_end().ends_with("exec /bin/busybox init"));
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! 2. makes sure KVM is there: the vendor module (`kvm_amd` / `kvm_intel`) loaded, `/dev/kvm` present,
 //!    and `/dev/kvm` given to group `kvm` with mode 0660 (what udev would do; without it libvirt
 //!    reprobes QEMU on every call, see lab-facts);
-//! 3. hides the parent's libvirt objects (persistent domains, networks, pools): the guest sees the
-//!    parent's `/etc/libvirt`, so its libvirtd would otherwise list, and autostart, the parent's guests;
+//! 3. mounts `/dev/pts` (QEMU's serial console is a pty; lab init mounts only devtmpfs), puts an
+//!    empty tmpfs over each parent's libvirt directory the guest cannot read, and hides the
+//!    parent's libvirt objects (persistent domains, networks, pools): the guest sees the parent's
+//!    `/etc/libvirt`, so its libvirtd would otherwise list, and autostart, the parent's guests;
 //! 4. writes the settings a libvirtd in a lab guest needs into the guest's `/etc/libvirt/qemu.conf`
 //!    ([`QEMU_CONF_SETTINGS`]);
 //! 5. starts `virtlogd -d` and `libvirtd -d` unless they run, logging to files under
@@ -67,6 +69,8 @@ pub struct PromoteReport {
     pub kvm_nested: Option<String>,
     /// Whether `/dev/kvm` exists in the guest.
     pub dev_kvm: bool,
+    /// The parent's libvirt directories the guest could not read, now covered by its own empty tmpfs.
+    pub private_dirs: Vec<String>,
     /// Whether the guest could read the `qemu.conf` it sees (the parent's, or one written by an
     /// earlier call) and kept its settings; false: it was unreadable and only nestform's block is in
     /// the guest's file.
@@ -91,7 +95,7 @@ pub enum PromoteError {
     #[error("{step} failed in the guest ({status}): {output}")]
     Step { step: &'static str, status: String, output: String },
     #[error(
-        "libvirtd in the guest did not answer within `{timeout:?}` (last: {last}); log tail:\n{log_tail}"
+        "libvirtd in the guest did not come up (waited at most `{timeout:?}`, last: {last}); log tail:\n{log_tail}"
     )]
     NotReady { timeout: Duration, last: String, log_tail: String },
 }
@@ -114,6 +118,10 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
     let kvm_nested = value("nested").map(str::to_string);
     let dev_kvm = value("dev_kvm") == Some("yes");
 
+    checked(client, "mounting /dev/pts", DEVPTS_SCRIPT)?;
+    let private =
+        checked(client, "covering the parent's unreadable libvirt directories", PRIVATE_DIRS_SCRIPT)?;
+    let private_dirs = String::from_utf8_lossy(&private.stdout).lines().map(str::to_string).collect();
     if opts.hide_parent_objects {
         checked(client, "hiding the parent's libvirt objects", HIDE_SCRIPT)?;
     }
@@ -142,6 +150,7 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
         kvm_nested,
         dev_kvm,
         qemu_conf_inherited,
+        private_dirs,
         started_virtlogd,
         started_libvirtd,
         virsh_version,
@@ -198,6 +207,29 @@ fi
 exit 0
 "#;
 
+/// Mounts `/dev/pts`: lab init mounts only devtmpfs, and QEMU's serial console (a pty) failed with
+/// "Failed to create PTY: No such file or directory" without it.
+const DEVPTS_SCRIPT: &str = r#"
+set -e
+mkdir -p /dev/pts
+grep -q '^devpts /dev/pts ' /proc/self/mounts || mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+[ -e /dev/ptmx ] || ln -s pts/ptmx /dev/ptmx
+"#;
+
+/// Puts an empty tmpfs (same mode) over each libvirt directory of the parent that the guest cannot
+/// list: root's 0700/0711 directories (`/etc/libvirt/secrets`, `/var/cache/libvirt`) reach the guest
+/// through 9p served by the parent's QEMU as its own user, so libvirtd failed with "cannot open
+/// directory '/etc/libvirt/secrets': Permission denied". Their content (the parent's secrets and
+/// capability cache) is not the guest's anyway. Prints each directory it covered.
+const PRIVATE_DIRS_SCRIPT: &str = r#"
+set -e
+for d in $(find /etc/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt -type d 2>/dev/null); do
+  ls "$d" >/dev/null 2>&1 && continue
+  mount -t tmpfs -o "mode=$(stat -c %a "$d")" tmpfs "$d"
+  echo "$d"
+done
+"#;
+
 /// Removes, in the guest's overlay only, the parent's persistent libvirt objects and their state.
 const HIDE_SCRIPT: &str = r#"
 set -e
@@ -234,7 +266,13 @@ start libvirtd {LIBVIRTD_LOG}
 /// Waits until libvirtd's socket exists and `virsh version` answers; returns virsh's output.
 fn wait_ready(client: &AgentClient, timeout: Duration) -> Result<String, PromoteError> {
     let deadline = Instant::now() + timeout;
-    let check = format!("test -S {LIBVIRT_SOCKET} || {{ echo 'no socket yet'; exit 1; }}; virsh -c qemu:///system version 2>&1");
+    // Exit 2: libvirtd is gone (it failed after daemonizing), so waiting longer is pointless.
+    let check = format!(
+        "[ -f /run/libvirtd.pid ] && kill -0 \"$(cat /run/libvirtd.pid)\" 2>/dev/null \
+           || {{ echo 'libvirtd is not running'; exit 2; }}; \
+         test -S {LIBVIRT_SOCKET} || {{ echo 'no socket yet'; exit 1; }}; \
+         virsh -c qemu:///system version 2>&1"
+    );
     let mut last = String::from("nothing tried");
     while Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
@@ -246,6 +284,9 @@ fn wait_ready(client: &AgentClient, timeout: Duration) -> Result<String, Promote
             return Ok(out);
         }
         last = if out.is_empty() { format!("{:?}", r.status) } else { out };
+        if r.status.code == Some(2) {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     Err(PromoteError::NotReady { timeout, last, log_tail: log_tail(client) })
@@ -316,7 +357,10 @@ mod tests {
 
     #[test]
     fn the_scripts_are_valid_shell() {
-        for script in [ROOT_FS.to_string(), KVM_SCRIPT.to_string(), HIDE_SCRIPT.to_string(), daemons_script()]
+        for script in [ROOT_FS, KVM_SCRIPT, DEVPTS_SCRIPT, PRIVATE_DIRS_SCRIPT, HIDE_SCRIPT]
+            .map(String::from)
+            .into_iter()
+            .chain([daemons_script()])
         {
             let out = std::process::Command::new("sh").args(["-n", "-c", &script]).output().expect("sh runs");
             assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));

@@ -28,6 +28,11 @@ use nestform_agent::AgentClient;
 
 use crate::promote::LIBVIRT_SOCKET;
 
+/// The prefix of each tunnel's private directory name. The libvirt provider keys on it
+/// (`facts::TUNNEL_DIR_PREFIX`): a socket in such a directory reaches a guest's libvirtd, so that
+/// connection's `/sys`, logs and KVM modules are not this machine's. Keep the two in step.
+pub const TUNNEL_DIR_PREFIX: &str = "nestform-tunnel-";
+
 /// How long dropping the tunnel waits for its connections' threads to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -70,7 +75,7 @@ impl LibvirtTunnel {
 
     /// A tunnel to the guest's unix socket `remote` (which must be on the agent's allowlist).
     pub fn to_socket(client: &AgentClient, remote: &str) -> Result<LibvirtTunnel, TunnelError> {
-        let dir = tempfile::Builder::new().prefix("nestform-tunnel-").tempdir().map_err(TunnelError::Dir)?;
+        let dir = tempfile::Builder::new().prefix(TUNNEL_DIR_PREFIX).tempdir().map_err(TunnelError::Dir)?;
         // Only this user may reach the socket: whoever connects gets the guest's libvirtd as root.
         // Set before the socket exists, so it is never reachable more widely.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -256,6 +261,8 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(tunnel.uri(), format!("qemu+unix:///system?socket={}", tunnel.path().display()));
+        // What the libvirt provider recognises a tunnel by.
+        assert!(tunnel.uri().contains("/nestform-tunnel-"), "{}", tunnel.uri());
 
         for text in ["hello through the agent", "a second connection"] {
             let mut conn = UnixStream::connect(tunnel.path()).unwrap();

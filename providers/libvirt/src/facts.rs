@@ -21,8 +21,19 @@ use crate::error::{is, op};
 use crate::kvm::{KvmModules, LocalKvm, PVM_MODULE};
 use crate::xml::Element;
 
-/// Whether a libvirt URI names this machine: no host part (`qemu:///system`, `test+unix:///default`).
+/// The directory-name prefix of nestform's tunnels into guests (`nestform_lab::tunnel`): a unix socket
+/// there reaches the libvirtd of a guest, not of this machine.
+const TUNNEL_DIR_PREFIX: &str = "/nestform-tunnel-";
+
+/// Whether a libvirt URI names this machine: no host part (`qemu:///system`, `test+unix:///default`),
+/// and not one of nestform's tunnels into a guest (`qemu+unix:///system?socket=.../nestform-tunnel-X/...`),
+/// whose `/sys`, logs and KVM module are the guest's.
 pub(crate) fn is_local(uri: &str) -> bool {
+    if uri.split_once('?').is_some_and(|(_, query)| {
+        query.split('&').any(|kv| kv.strip_prefix("socket=").is_some_and(|p| p.contains(TUNNEL_DIR_PREFIX)))
+    }) {
+        return false;
+    }
     match uri.split_once("://") {
         Some((_, rest)) => {
             let authority = rest.split(['/', '?']).next().unwrap_or("");
@@ -354,6 +365,8 @@ mod tests {
         assert!(is_local("test:///default"));
         assert!(is_local("qemu+ssh://localhost/system"));
         assert!(!is_local("qemu+ssh://root@lab1/system"));
+        assert!(is_local("qemu+unix:///system?socket=/run/libvirt/libvirt-sock"));
+        assert!(!is_local("qemu+unix:///system?socket=/tmp/nestform-tunnel-Ab12/libvirt-sock"));
         assert!(!is_local("qemu+tcp://10.0.0.2:16509/system?no_verify=1"));
     }
 

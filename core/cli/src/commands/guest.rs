@@ -8,6 +8,7 @@ use std::time::Duration;
 use miette::{IntoDiagnostic, Report};
 use nestform_agent::ExecRequest;
 use nestform_engine::agent::{guest_in_state, wait_for_agent};
+use nestform_engine::hosts::Hosts;
 use nestform_engine::workdir::Workdir;
 
 use super::{addrs, provider, report};
@@ -16,7 +17,7 @@ use crate::args::{ConsoleArgs, CpArgs, ExecArgs};
 pub fn exec(workdir: &Workdir, args: ExecArgs) -> Result<ExitCode, Report> {
     let addr = addrs("address", std::slice::from_ref(&args.address))?.remove(0);
     let state = workdir.state().map_err(report)?;
-    let guest = guest_in_state(&state, &addr, provider()).map_err(|e| miette::miette!("{e}"))?;
+    let guest = guest_in_state(&state, &addr, &Hosts::new(provider())).map_err(|e| miette::miette!("{e}"))?;
     let client = wait_for_agent(&*guest.hypervisor, &guest.id, &guest.name, Duration::from_secs(args.wait))
         .map_err(|e| miette::miette!("{e}"))?;
     let mut request = ExecRequest::new(args.command.clone());
@@ -73,7 +74,7 @@ pub fn cp(workdir: &Workdir, args: CpArgs) -> Result<ExitCode, Report> {
     let (addr, path) = remote;
     let addr = addrs("address", &[addr])?.remove(0);
     let state = workdir.state().map_err(report)?;
-    let guest = guest_in_state(&state, &addr, provider()).map_err(|e| miette::miette!("{e}"))?;
+    let guest = guest_in_state(&state, &addr, &Hosts::new(provider())).map_err(|e| miette::miette!("{e}"))?;
     let client = wait_for_agent(&*guest.hypervisor, &guest.id, &guest.name, Duration::from_secs(args.wait))
         .map_err(|e| miette::miette!("{e}"))?;
     let failed = |e: nestform_agent::ClientError| miette::miette!("copying to or from `{addr}` failed: {e}");
@@ -111,7 +112,7 @@ fn split_remote(arg: &str) -> Option<(String, String)> {
 pub fn console(workdir: &Workdir, args: ConsoleArgs) -> Result<ExitCode, Report> {
     let addr = addrs("address", std::slice::from_ref(&args.address))?.remove(0);
     let state = workdir.state().map_err(report)?;
-    let guest = guest_in_state(&state, &addr, provider()).map_err(|e| miette::miette!("{e}"))?;
+    let guest = guest_in_state(&state, &addr, &Hosts::new(provider())).map_err(|e| miette::miette!("{e}"))?;
     let text = guest
         .hypervisor
         .console_tail(&guest.id, args.bytes)

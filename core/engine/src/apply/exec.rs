@@ -9,7 +9,7 @@ use nestform_types::{Owner, ResourceAddr, ResourceSpec, ResourceType};
 
 use super::ops::{ChangeIndex, HostKind, Op, OpKind, View};
 use crate::agent::{self, AgentError};
-use crate::hosts::{promoted_error, Hosts};
+use crate::hosts::{Hosts, PromotedGuest};
 use crate::plan::{Plan, ResourceChange};
 use crate::refresh::set_attr;
 use crate::request::{guest_request, network_request};
@@ -131,6 +131,7 @@ impl Context {
                 let started = Instant::now();
                 let status = if kind == OpKind::Create {
                     let status = h.create_guest(&req, &owner)?;
+                    self.hosts.note_guest(&c.addr, &status.id, &status.name);
                     // A guest counts as created when its agent answers; one that never does is
                     // recorded tainted, so the next plan replaces it.
                     if has_agent(spec) {
@@ -174,11 +175,15 @@ impl Context {
                 Ok(self.put(c, status.id.clone(), &[("id", status.id.into()), ("bridge", bridge)]))
             }
             (Some(ResourceSpec::KvmHost(spec)), OpKind::Create | OpKind::Update) => {
-                let h = self.hosts.connect(&c.addr, spec)?;
+                let h = self.connect_host(&view, &c.addr, true, 0)?;
                 let mut facts = h.facts()?;
-                // The provider refuses while guests run; it is asked only when something differs.
+                // The provider refuses while guests run; it is asked only when something differs. Inside a
+                // promoted guest the module comes up with the lab's defaults (`nested` on), which is all
+                // this version sets there.
                 let wanted = crate::kvm::differing(&facts, &spec.kvm_module_options);
-                if !wanted.is_empty() {
+                let promoted_default = spec.guest.is_some()
+                    && wanted.iter().all(|(k, v)| k == "nested" && crate::kvm::normalize(v) == "1");
+                if !wanted.is_empty() && !promoted_default {
                     h.set_kvm_module_options(&spec.kvm_module_options)?;
                     facts = h.facts()?;
                 }
@@ -232,10 +237,47 @@ impl Context {
     ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
         let not_found = |what: String| ProviderError::Connect { uri: addr.to_string(), message: what };
         let host = view.host_of(addr, after).ok_or_else(|| not_found("it has no `kvm_host`".into()))?;
-        match view.host_kind(&host, after).or_else(|| view.host_kind(&host, !after)) {
-            Some(HostKind::Uri(uri)) => self.hosts.connect_uri(&host, &uri),
-            Some(HostKind::Promoted(g)) => Err(promoted_error(&host, &g)),
-            None => Err(not_found(format!("its host `{host}` is neither in the plan nor in state"))),
+        self.connect_host(view, &host, after, 0)
+    }
+
+    /// The connection to the `kvm_host` at `host`: by URI at level 0; for a promoted host, through the
+    /// agent of the guest it promotes, whose own host is connected first (recursively, down to level 0).
+    fn connect_host(
+        &self,
+        view: &View<'_>,
+        host: &ResourceAddr,
+        after: bool,
+        depth: usize,
+    ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+        let not_found = |what: String| ProviderError::Connect { uri: host.to_string(), message: what };
+        if depth > 32 {
+            return Err(not_found(
+                "its nesting does not end (a promoted guest that runs inside itself?)".into(),
+            ));
+        }
+        match view.host_kind(host, after).or_else(|| view.host_kind(host, !after)) {
+            Some(HostKind::Uri(uri)) => self.hosts.connect_uri(host, &uri),
+            Some(HostKind::Promoted(g)) => {
+                if let Some(h) = self.hosts.get(host) {
+                    return Ok(h);
+                }
+                let parent_host = view
+                    .host_of(&g, after)
+                    .or_else(|| view.host_of(&g, !after))
+                    .ok_or_else(|| not_found(format!("the guest `{g}` it promotes has no `kvm_host`")))?;
+                let parent = self.connect_host(view, &parent_host, after, depth + 1)?;
+                let (id, name) = self
+                    .hosts
+                    .guest(&g)
+                    .or_else(|| {
+                        let r = self.before.resources.get(&g)?;
+                        let name = r.attributes.get("name")?.as_str()?.to_string();
+                        Some((r.id.clone()?, name))
+                    })
+                    .ok_or_else(|| not_found(format!("the guest `{g}` it promotes does not exist yet")))?;
+                self.hosts.connect_promoted(host, PromotedGuest { parent, id: &id, name: &name })
+            }
+            None => Err(not_found(format!("`{host}` is neither in the plan nor in state"))),
         }
     }
 

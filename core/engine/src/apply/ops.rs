@@ -295,6 +295,19 @@ impl<'a> View<'a> {
     }
 
     /// Where the `kvm_host` at `addr` is, after the plan or as recorded.
+    /// Whether guest `addr` runs nestform's agent (a `lab` install), as planned or as recorded.
+    pub fn runs_agent(&self, addr: &ResourceAddr) -> bool {
+        let planned = self.changes.get(addr).and_then(|&i| match &self.plan.changes[i].spec {
+            Some(ResourceSpec::NestedGuest(g)) => {
+                Some(matches!(g.install, Some(nestform_types::InstallSpec::Lab(_))))
+            }
+            _ => None,
+        });
+        planned.unwrap_or_else(|| {
+            self.state.resources.get(addr).is_some_and(|r| r.attributes.pointer("/install/lab").is_some())
+        })
+    }
+
     pub fn host_kind(&self, addr: &ResourceAddr, after: bool) -> Option<HostKind> {
         let planned = self.changes.get(addr).and_then(|&i| match &self.plan.changes[i].spec {
             Some(ResourceSpec::KvmHost(h)) => match (&h.uri, &h.guest) {
@@ -357,10 +370,12 @@ fn validate(plan: &Plan, view: &View<'_>) -> Refusals {
                 _ => None,
             });
             match (promoted, view.host_kind(&c.addr, builds)) {
-                (Some(g), _) => refuse(format!(
-                    "it promotes the guest `{g}` to a hypervisor; promoted hosts are not supported yet (a later \
-                     version adds them)"
+                // nestform reaches into a promoted guest through its agent, which lab guests run.
+                (Some(g), _) if !view.runs_agent(&g) => refuse(format!(
+                    "it promotes the guest `{g}`, which has no nestform agent to reach its libvirt through; give \
+                     `{g}` a `lab {{}}` install"
                 )),
+                (Some(_), _) => {}
                 (None, None) => refuse("the host has neither `uri` nor `guest`".to_string()),
                 (None, Some(_)) => {}
             }
@@ -386,14 +401,7 @@ fn validate(plan: &Plan, view: &View<'_>) -> Refusals {
                 break;
             };
             match view.host_kind(&host, after).or_else(|| view.host_kind(&host, !after)) {
-                Some(HostKind::Uri(_)) => {}
-                Some(HostKind::Promoted(g)) => {
-                    refuse(format!(
-                        "it lives on `{host}`, the promoted guest `{g}`; changing resources inside promoted hosts \
-                         is not supported yet (a later version adds it)"
-                    ));
-                    break;
-                }
+                Some(HostKind::Uri(_)) | Some(HostKind::Promoted(_)) => {}
                 None => {
                     refuse(format!("its host `{host}` is neither in the plan nor in state"));
                     break;

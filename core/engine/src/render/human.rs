@@ -76,11 +76,11 @@ fn render_hosts(out: &mut String, plan: &Plan) {
         let vendor = f.cpu_vendor.as_deref().map(|v| format!(", {v}")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "  {addr}: {} (libvirt {}){vendor}, {} CPUs, {}",
+            "  {addr}: {} (libvirt {}){vendor}, {} CPUs, {:.1} GiB",
             f.hypervisor,
             f.libvirt_version,
             f.cpus,
-            nestform_types::ByteSize(f.memory_bytes)
+            f.memory_bytes as f64 / (1u64 << 30) as f64
         );
         if let Some(accel) = &f.acceleration {
             let why = f.acceleration_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
@@ -316,7 +316,7 @@ mod tests {
         let text = render_plan(&plan);
         assert!(
             text.starts_with(
-                "Hosts:\n  kvm_host.l0: QEMU 10.0.2 (libvirt 11.3.0), AuthenticAMD, 2 CPUs, 12GiB\n"
+                "Hosts:\n  kvm_host.l0: QEMU 10.0.2 (libvirt 11.3.0), AuthenticAMD, 2 CPUs, 12.0 GiB\n"
             ),
             "{text}"
         );
