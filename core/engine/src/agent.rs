@@ -18,7 +18,7 @@ const CONSOLE_TAIL_BYTES: usize = 2048;
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(
-        "the agent of guest `{guest}` did not answer within {}s{}",
+        "the agent of guest `{guest}` did not answer within {}s (last attempt: {last_error}){}",
         waited.as_secs(),
         console.as_deref().map(|c| format!("; the guest's console ends with:\n{c}")).unwrap_or_default()
     )]
@@ -52,15 +52,18 @@ pub fn wait_for_agent(
 ) -> Result<AgentClient, AgentError> {
     let start = Instant::now();
     let mut last_error;
+    let mut attempt = 0u32;
     loop {
         let remaining = timeout.saturating_sub(start.elapsed());
         match h.open_agent(id) {
             Ok(channel) => {
-                // Each attempt gets a short handshake: a guest still booting has nobody on the port.
-                let options = ClientOptions {
-                    handshake_timeout: remaining.min(Duration::from_secs(1)),
-                    ..ClientOptions::default()
-                };
+                // Short handshakes first (a guest still booting has nobody on the port, and a new open
+                // ends the previous one), then longer ones: a guest deep in the nesting answers slowly,
+                // and an attempt shorter than its round trip would never see the answer.
+                let patience = Duration::from_secs(1 << attempt.min(4));
+                attempt += 1;
+                let options =
+                    ClientOptions { handshake_timeout: remaining.min(patience), ..ClientOptions::default() };
                 match AgentClient::handshake_with(Channel(channel), &options) {
                     Ok(client) => return Ok(client),
                     Err(e) => last_error = e.to_string(),
@@ -89,6 +92,8 @@ pub struct GuestHandle {
     pub hypervisor: std::sync::Arc<dyn Hypervisor>,
     pub id: String,
     pub name: String,
+    /// Keeps the tunnels into promoted guests open as long as the handle lives.
+    _hosts: crate::hosts::Hosts,
 }
 
 /// Finds guest `addr` in `state` and connects to the host it runs on, at any nesting level.
@@ -109,7 +114,7 @@ pub fn guest_in_state(
     let name = r.attributes.get("name").and_then(|n| n.as_str()).unwrap_or(&addr.name).to_string();
     let host = r.host.as_ref().ok_or_else(|| format!("`{addr}` has no host in the state"))?;
     let hypervisor = hosts.connect_recorded(state, host).map_err(|e| e.to_string())?;
-    Ok(GuestHandle { hypervisor, id, name })
+    Ok(GuestHandle { hypervisor, id, name, _hosts: hosts.clone() })
 }
 
 /// Asks the agent for its facts.

@@ -110,6 +110,7 @@ pub fn refresh_hosts(
             Err(_) => {}
         }
     }
+    refresh_promoted(state, &mut refreshed, &mut facts, hosts, &mut warnings);
     Refreshed { state: refreshed, facts, warnings }
 }
 
@@ -196,18 +197,69 @@ fn plan_jobs(
             }
         }
     }
-    for (host, n) in promoted {
-        warnings.push(format!(
-            "the {n} resource(s) on the promoted host `{host}` are not refreshed: promoted hosts are reached \
-             through the nestform agent, which a later version adds"
-        ));
-    }
+    // Resources on promoted hosts are read afterwards, level by level (`refresh_promoted`).
+    let _ = promoted;
     for j in jobs.values_mut() {
         if j.state_uri.is_none() {
             j.state_uri = j.facts_uri.clone();
         }
     }
     jobs.into_values().collect()
+}
+
+/// Promoted hosts in state, shallowest first: each is reached through the agent of the guest it
+/// promotes (whose own host was refreshed before it), and its facts and resources are read like a
+/// level-0 host's. A promoted host whose guest is gone is not reached: what ran inside went with it.
+fn refresh_promoted(
+    recorded: &State,
+    refreshed: &mut State,
+    facts: &mut BTreeMap<ResourceAddr, HostFacts>,
+    hosts: &Hosts,
+    warnings: &mut Vec<String>,
+) {
+    let mut promoted: Vec<(u32, ResourceAddr, ResourceAddr)> = recorded
+        .resources
+        .iter()
+        .filter(|(a, _)| a.ty == ResourceType::KvmHost)
+        .filter_map(|(a, r)| Some((r.level, a.clone(), recorded_host(&r.attributes, r.id.as_deref()).1?)))
+        .collect();
+    promoted.sort();
+    for (_, host, guest) in promoted {
+        if !refreshed.resources.contains_key(&guest) {
+            continue;
+        }
+        let h = match hosts.connect_recorded(refreshed, &host) {
+            Ok(h) => h,
+            Err(e) => {
+                warnings.push(format!(
+                    "cannot reach the promoted host `{host}`, its resources keep their recorded state: {e}"
+                ));
+                continue;
+            }
+        };
+        match h.facts() {
+            Ok(f) => {
+                if let Some(r) = refreshed.resources.get_mut(&host) {
+                    set_attr(&mut r.attributes, "facts", serde_json::to_value(&f).unwrap_or_default());
+                }
+                facts.insert(host.clone(), f);
+            }
+            Err(e) => warnings.push(format!("cannot read the facts of `{host}`: {e}")),
+        }
+        let resources: Vec<ToRead> = recorded
+            .resources
+            .iter()
+            .filter(|(a, r)| {
+                matches!(a.ty, ResourceType::NestedGuest | ResourceType::NatNetwork)
+                    && r.host.as_ref() == Some(&host)
+            })
+            .filter_map(|(a, r)| Some(ToRead { addr: a.clone(), ty: a.ty, id: r.id.clone()? }))
+            .collect();
+        let reads = read_all(&*h, &resources);
+        for (r, read) in resources.iter().zip(reads) {
+            apply_read(refreshed, &r.addr, read, warnings);
+        }
+    }
 }
 
 fn run_job(job: &HostJob, hosts: &Hosts) -> HostResult {

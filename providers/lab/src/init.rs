@@ -60,6 +60,8 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t tmpfs -o mode=0755 tmpfs /run
+# /var/lock points here on Debian; libvirtd locks character devices (an agent channel) in it.
+mkdir -p -m 1777 /run/lock
 
 hostname=nestform-guest
 agent=

@@ -8,10 +8,11 @@
 //! 2. makes sure KVM is there: the vendor module (`kvm_amd` / `kvm_intel`) loaded, `/dev/kvm` present,
 //!    and `/dev/kvm` given to group `kvm` with mode 0660 (what udev would do; without it libvirt
 //!    reprobes QEMU on every call, see lab-facts);
-//! 3. mounts `/dev/pts` (QEMU's serial console is a pty; lab init mounts only devtmpfs), puts an
-//!    empty tmpfs over each parent's libvirt directory the guest cannot read, and hides the
-//!    parent's libvirt objects (persistent domains, networks, pools): the guest sees the parent's
-//!    `/etc/libvirt`, so its libvirtd would otherwise list, and autostart, the parent's guests;
+//! 3. mounts `/dev/pts` (QEMU's serial console is a pty; lab init mounts only devtmpfs) and makes
+//!    `/run/lock` (libvirt locks channel devices there), puts an empty tmpfs over each parent's
+//!    libvirt directory the guest cannot read, and hides the parent's libvirt objects (persistent
+//!    domains, networks, pools): the guest sees the parent's `/etc/libvirt`, so its libvirtd would
+//!    otherwise list, and autostart, the parent's guests;
 //! 4. writes the settings a libvirtd in a lab guest needs into the guest's `/etc/libvirt/qemu.conf`
 //!    ([`QEMU_CONF_SETTINGS`]);
 //! 5. starts `virtlogd -d` and `libvirtd -d` unless they run, logging to files under
@@ -118,7 +119,7 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
     let kvm_nested = value("nested").map(str::to_string);
     let dev_kvm = value("dev_kvm") == Some("yes");
 
-    checked(client, "mounting /dev/pts", DEVPTS_SCRIPT)?;
+    checked(client, "mounting /dev/pts and making /run/lock", DEVPTS_SCRIPT)?;
     let private =
         checked(client, "covering the parent's unreadable libvirt directories", PRIVATE_DIRS_SCRIPT)?;
     let private_dirs = String::from_utf8_lossy(&private.stdout).lines().map(str::to_string).collect();
@@ -208,9 +209,13 @@ exit 0
 "#;
 
 /// Mounts `/dev/pts`: lab init mounts only devtmpfs, and QEMU's serial console (a pty) failed with
-/// "Failed to create PTY: No such file or directory" without it.
+/// "Failed to create PTY: No such file or directory" without it. Makes `/run/lock` (`/var/lock` links
+/// there, and the guest's `/run` is a fresh tmpfs): without it opening a guest's channel failed with
+/// "Couldn't create lock file for device ... in path '/var/lock/LCK.._run_libvirt_...'".
 const DEVPTS_SCRIPT: &str = r#"
 set -e
+mkdir -p /run/lock
+chmod 1777 /run/lock
 mkdir -p /dev/pts
 grep -q '^devpts /dev/pts ' /proc/self/mounts || mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 [ -e /dev/ptmx ] || ln -s pts/ptmx /dev/ptmx

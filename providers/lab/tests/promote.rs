@@ -228,7 +228,10 @@ fn a_promoted_lab_guest_serves_libvirt_through_the_tunnel() {
     assert_eq!(facts2.nesting_level, 2);
     assert_eq!(facts2.hostname, l2.name);
     eprintln!("level 2: create_guest {created:.2?}, boot to agent {boot_to_agent:.2?}, facts {facts2:?}");
-    eprintln!("level 2: QEMU argv accel: {}", sh(&client, "ps -eo args | grep -o 'accel=[a-z]*' | sort -u"));
+    eprintln!(
+        "level 2: QEMU argv accel: {}",
+        sh(&client, "ps -eo args | grep -o -- '-accel [a-z]*' | sort -u")
+    );
     eprintln!("level 2: exec `true` round trip {:.2?} (mean of 10)", exec_true(&client2, 10));
     eprintln!("level 1: exec `true` round trip {:.2?} (mean of 10)", exec_true(&client, 10));
     drop(client2);
