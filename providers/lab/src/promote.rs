@@ -101,6 +101,9 @@ pub enum PromoteError {
     NotReady { timeout: Duration, last: String, log_tail: String },
 }
 
+/// Exists once a guest has been prepared (in its `/run`, so a reboot forgets it).
+const PROMOTED_MARKER: &str = "/run/nestform/promoted";
+
 /// Starts libvirtd inside the lab guest `client` talks to (see the module doc). Idempotent.
 pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<PromoteReport, PromoteError> {
     let start = Instant::now();
@@ -120,11 +123,19 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
     let dev_kvm = value("dev_kvm") == Some("yes");
 
     checked(client, "mounting /dev/pts and making /run/lock", DEVPTS_SCRIPT)?;
-    let private =
-        checked(client, "covering the parent's unreadable libvirt directories", PRIVATE_DIRS_SCRIPT)?;
-    let private_dirs = String::from_utf8_lossy(&private.stdout).lines().map(str::to_string).collect();
-    if opts.hide_parent_objects {
-        checked(client, "hiding the parent's libvirt objects", HIDE_SCRIPT)?;
+    // Covering and hiding the parent's objects happens once per boot: by the next call the files there
+    // are the guest's own (its networks and domains), which must survive.
+    let prepared = run(client, "checking for an earlier promotion", &format!("test -e {PROMOTED_MARKER}"))?
+        .status
+        .success();
+    let mut private_dirs = Vec::new();
+    if !prepared {
+        let private =
+            checked(client, "covering the parent's unreadable libvirt directories", PRIVATE_DIRS_SCRIPT)?;
+        private_dirs = String::from_utf8_lossy(&private.stdout).lines().map(str::to_string).collect();
+        if opts.hide_parent_objects {
+            checked(client, "hiding the parent's libvirt objects", HIDE_SCRIPT)?;
+        }
     }
 
     // The parent's qemu.conf is root's 0600 file on Debian, which the guest cannot read through 9p
@@ -146,6 +157,11 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
     let started_libvirtd = daemons.lines().any(|l| l == "started=libvirtd");
 
     let virsh_version = wait_ready(client, opts.ready_timeout)?;
+    checked(
+        client,
+        "marking the guest promoted",
+        &format!("mkdir -p \"$(dirname {PROMOTED_MARKER})\" && touch {PROMOTED_MARKER}"),
+    )?;
     Ok(PromoteReport {
         kvm_module,
         kvm_nested,
@@ -228,9 +244,13 @@ grep -q '^devpts /dev/pts ' /proc/self/mounts || mount -t devpts -o gid=5,mode=6
 /// capability cache) is not the guest's anyway. Prints each directory it covered.
 const PRIVATE_DIRS_SCRIPT: &str = r#"
 set -e
+# The parent's running guests' state (`domain-N-NAME`) is skipped: hidden below anyway, and it comes
+# and goes while this runs (seen: a directory gone between `find` and `stat`).
 for d in $(find /etc/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt -type d 2>/dev/null); do
+  case "$d" in /var/lib/libvirt/qemu/domain-*) continue ;; esac
   ls "$d" >/dev/null 2>&1 && continue
-  mount -t tmpfs -o "mode=$(stat -c %a "$d")" tmpfs "$d"
+  mode=$(stat -c %a "$d" 2>/dev/null) || continue
+  mount -t tmpfs -o "mode=$mode" tmpfs "$d" || [ ! -d "$d" ] || exit 1
   echo "$d"
 done
 "#;
@@ -243,7 +263,9 @@ for d in /etc/libvirt/qemu /etc/libvirt/qemu/networks /etc/libvirt/storage; do
   find "$d" -maxdepth 1 -name '*.xml' -type f -exec rm -f {} +
   rm -rf "$d/autostart"
 done
-rm -rf /var/lib/libvirt/qemu/domain-* /var/lib/libvirt/dnsmasq/*
+# Runtime state of the parent's running guests and networks; it may change under our feet, so a
+# file that vanished meanwhile is no failure.
+rm -rf /var/lib/libvirt/qemu/domain-* /var/lib/libvirt/dnsmasq/* 2>/dev/null || true
 "#;
 
 /// Starts each daemon unless it runs (its pid file names a live process), in its own session so the

@@ -166,7 +166,7 @@ fn a_promoted_lab_guest_serves_libvirt_through_the_tunnel() {
         panic!("{e}; console:\n{}", console_tail(&h, &l1.id, 3000).unwrap_or_else(|e| e.to_string()))
     });
     eprintln!("level 1: boot to agent {:.2?}", t.elapsed());
-    eprintln!("level 1: agent argv: {}", sh(&client, "tr '\\0' ' ' < /proc/1/cmdline"));
+    eprintln!("level 1: agent: {}", sh(&client, "ps -eo args | grep '[n]estform-agent'"));
 
     let first = start_libvirt(&client, &PromoteOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("level 1: start_libvirt {:.2?}: {first:#?}", first.elapsed);
@@ -230,7 +230,7 @@ fn a_promoted_lab_guest_serves_libvirt_through_the_tunnel() {
     eprintln!("level 2: create_guest {created:.2?}, boot to agent {boot_to_agent:.2?}, facts {facts2:?}");
     eprintln!(
         "level 2: QEMU argv accel: {}",
-        sh(&client, "ps -eo args | grep -o -- '-accel [a-z]*' | sort -u")
+        sh(&client, "ps -eo args | grep '[q]emu-system' | grep -o -- '-accel [a-z]*' | sort -u")
     );
     eprintln!("level 2: exec `true` round trip {:.2?} (mean of 10)", exec_true(&client2, 10));
     eprintln!("level 1: exec `true` round trip {:.2?} (mean of 10)", exec_true(&client, 10));

@@ -182,3 +182,89 @@ fn an_agent_that_never_answers_is_a_timeout_with_the_console() {
     drop(cleanup);
     assert_nothing_left(tag);
 }
+
+/// Two levels in one apply: a lab guest promoted to a hypervisor, with a NAT network and a guest of its
+/// own inside it, reached through the agents; exec at level 2; a no-op re-plan that refreshes through
+/// the promoted host; destroy from the deepest level up, leaving nothing at level 0.
+#[test]
+fn a_guest_promoted_to_a_host_holds_a_guest_of_its_own() {
+    let _turn = take_turn();
+    let tag = "nfe2n";
+    let ws = Workspace::new();
+    ws.write(
+        "main.nf.hcl",
+        &format!(
+            r#"
+kvm_host "l0" {{
+  uri = "{URI}"
+}}
+
+nested_guest "guest1" {{
+  host   = kvm_host.l0
+  name   = "{tag}-g1"
+  vcpus  = 1
+  memory = "1536MiB"
+  lab {{}}
+}}
+
+kvm_host "guest1" {{
+  guest  = nested_guest.guest1
+  nested = true
+}}
+
+nat_network "inner" {{
+  host = kvm_host.guest1
+  name = "{tag}-inner"
+  cidr = "10.213.21.0/24"
+}}
+
+nested_guest "guest2" {{
+  host   = kvm_host.guest1
+  name   = "{tag}-g2"
+  vcpus  = 1
+  memory = "384MiB"
+
+  network "eth0" {{
+    nat_network = nat_network.inner
+  }}
+
+  lab {{}}
+}}
+"#
+        ),
+    );
+    let cleanup = DestroyOnDrop(&ws);
+
+    let r = ws.run(&["apply", "-auto-approve"]);
+    r.success();
+    assert!(r.stdout.contains("nested_guest.guest2: Creation complete"), "{}", r.stdout);
+    // Level 0 holds only guest1: guest2 and its network live inside it.
+    let domains = virsh(&["list", "--all", "--name"]);
+    assert!(domains.contains(&format!("{tag}-g1")) && !domains.contains(&format!("{tag}-g2")), "{domains}");
+
+    // Through two agents: guest2 knows its level and has an address on the network inside guest1.
+    let r = ws.run(&[
+        "exec",
+        "nested_guest.guest2",
+        "--",
+        "sh",
+        "-c",
+        "grep -o 'nestform.level=[0-9]' /proc/cmdline; for i in $(seq 75); do ip -4 -o addr show eth0 | grep -q 10.213.21. && break; sleep 0.2; done; ip -4 -o addr show eth0",
+    ]);
+    r.success();
+    assert!(r.stdout.contains("nestform.level=2"), "{}", r.stdout);
+    assert!(r.stdout.contains("10.213.21."), "no address on the network inside guest1: {}", r.stdout);
+
+    // The plan refreshes through the promoted host and finds nothing to do.
+    let r = ws.run(&["plan", "-detailed-exitcode"]);
+    r.code(0);
+    assert!(r.stdout.contains("kvm_host.guest1: QEMU"), "the promoted host was refreshed: {}", r.stdout);
+
+    let r = ws.run(&["destroy", "-auto-approve"]);
+    r.success();
+    let order: Vec<&str> = r.stdout.lines().filter(|l| l.contains("Destruction complete")).collect();
+    let at = |a: &str| order.iter().position(|l| l.starts_with(a)).unwrap_or(usize::MAX);
+    assert!(at("nested_guest.guest2") < at("nested_guest.guest1"), "deepest first: {order:?}");
+    drop(cleanup);
+    assert_nothing_left(tag);
+}
