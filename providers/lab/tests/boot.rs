@@ -6,8 +6,7 @@
 //! `cargo test -p nestform-lab --test boot -- --ignored --nocapture`. It creates no network and no
 //! storage pool, and removes its domain, its logs and its initramfs also when it fails.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nestform_agent::{AgentClient, ClientOptions, ExecRequest};
@@ -17,43 +16,11 @@ use nestform_provider_libvirt::channel::{console_log_path, open_agent_channel};
 use nestform_provider_libvirt::{LibvirtHypervisor, LibvirtProvider};
 use nestform_types::Owner;
 
+mod common;
+use common::{agent_binary, kernel};
+
 /// Under TCG a 6.1 kernel reaches the agent in well under this; a slower CI machine still fits.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-/// The agent binary the guest runs, built now so it is the current one. `NESTFORM_AGENT_BIN` overrides.
-fn agent_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("NESTFORM_AGENT_BIN") {
-        return PathBuf::from(bin);
-    }
-    let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "nestform-agent", "--bin", "nestform-agent"])
-        .current_dir(&root)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building nestform-agent failed");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let bin = target.join("debug/nestform-agent");
-    assert!(bin.is_file(), "no agent at `{}`", bin.display());
-    bin
-}
-
-/// The kernel: what is there, else what `tests/guest-kernel.sh` fetches.
-fn kernel() -> LabKernel {
-    LabKernel::find(None, None).unwrap_or_else(|first| {
-        eprintln!("{first}; running tests/guest-kernel.sh");
-        let status =
-            Command::new("bash").arg(workspace_root().join("tests/guest-kernel.sh")).status().unwrap();
-        assert!(status.success(), "tests/guest-kernel.sh failed");
-        LabKernel::find(None, None).expect("a kernel after tests/guest-kernel.sh")
-    })
-}
 
 /// Deletes the guest and the files libvirt keeps for it, also when the test fails.
 struct GuestGuard<'h> {

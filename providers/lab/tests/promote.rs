@@ -8,8 +8,7 @@
 //! no storage pool; its guests, logs and initramfs go also when it fails (drop guards). Set
 //! `NESTFORM_PROMOTE_LEVEL2=0` to stop after level 1.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nestform_agent::{AgentClient, ClientOptions, ExecRequest};
@@ -21,41 +20,12 @@ use nestform_provider_libvirt::channel::{console_log_path, console_tail, open_ag
 use nestform_provider_libvirt::{LibvirtHypervisor, LibvirtProvider};
 use nestform_types::Owner;
 
+mod common;
+use common::{agent_binary, kernel};
+
 const LEVEL1_AGENT_TIMEOUT: Duration = Duration::from_secs(180);
 /// Level 2 runs under KVM inside a level 1 that runs under TCG here: give it time.
 const LEVEL2_AGENT_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-/// The agent binary the guests run, built now so it has the current `--relay-allow` handling.
-fn agent_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("NESTFORM_AGENT_BIN") {
-        return PathBuf::from(bin);
-    }
-    let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "nestform-agent", "--bin", "nestform-agent"])
-        .current_dir(&root)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building nestform-agent failed");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    target.join("debug/nestform-agent")
-}
-
-fn kernel() -> LabKernel {
-    LabKernel::find(None, None).unwrap_or_else(|first| {
-        eprintln!("{first}; running tests/guest-kernel.sh");
-        let status =
-            Command::new("bash").arg(workspace_root().join("tests/guest-kernel.sh")).status().unwrap();
-        assert!(status.success(), "tests/guest-kernel.sh failed");
-        LabKernel::find(None, None).expect("a kernel after tests/guest-kernel.sh")
-    })
-}
 
 /// Deletes a guest when dropped, also when the test fails. `local_logs`: its console logs are files
 /// on this machine (level 1); a level-2 guest's are inside level 1 and go with it.
