@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use nestform_provider::{Hypervisor, Provider, ProviderError};
-use nestform_types::{KvmHostSpec, ResourceAddr};
+use nestform_types::ResourceAddr;
 
 /// Thread-safe cache of hypervisor connections, keyed by URI.
 #[derive(Clone)]
@@ -49,25 +49,6 @@ impl Hosts {
     /// An empty cache that opens connections through `provider`.
     pub fn new(provider: Arc<dyn Provider>) -> Self {
         Hosts { inner: Arc::new(Inner { provider, conns: Mutex::new(Conns::default()) }) }
-    }
-
-    /// The connection to the `kvm_host` at `addr`, opened on first use.
-    ///
-    /// Only hosts given by `uri` (level 0) can be reached; a promoted host (`guest = ...`) is reached
-    /// through the nestform agent inside that guest, which a later version adds.
-    pub fn connect(
-        &self,
-        addr: &ResourceAddr,
-        spec: &KvmHostSpec,
-    ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
-        match (&spec.uri, &spec.guest) {
-            (Some(uri), _) => self.connect_uri(addr, uri),
-            (None, Some(guest)) => Err(promoted_error(addr, guest)),
-            (None, None) => Err(ProviderError::Connect {
-                uri: addr.to_string(),
-                message: "the host has neither `uri` nor `guest`".to_string(),
-            }),
-        }
     }
 
     /// The connection to `uri`, remembered as `addr`'s current connection.
@@ -187,25 +168,10 @@ impl Hosts {
     }
 }
 
-/// The error for a host that is a promoted guest.
-pub(crate) fn promoted_error(addr: &ResourceAddr, guest: &ResourceAddr) -> ProviderError {
-    ProviderError::Connect {
-        uri: addr.to_string(),
-        message: format!(
-            "the host is the promoted guest `{guest}`; promoted hosts are reached through the nestform agent, \
-             which a later version adds"
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::apply::fake::FakeProvider;
-
-    fn uri_spec(uri: &str) -> KvmHostSpec {
-        KvmHostSpec { uri: Some(uri.into()), guest: None, nested: false, kvm_module_options: BTreeMap::new() }
-    }
 
     #[test]
     fn caches_one_connection_per_uri() {
@@ -213,27 +179,13 @@ mod tests {
         let hosts = Hosts::new(provider.clone());
         let a: ResourceAddr = "kvm_host.a".parse().unwrap();
         let b: ResourceAddr = "kvm_host.b".parse().unwrap();
-        let h1 = hosts.connect(&a, &uri_spec("fake://one")).unwrap();
-        let h2 = hosts.connect(&a, &uri_spec("fake://one")).unwrap();
-        let h3 = hosts.connect(&b, &uri_spec("fake://one")).unwrap();
+        let h1 = hosts.connect_uri(&a, "fake://one").unwrap();
+        let h2 = hosts.connect_uri(&a, "fake://one").unwrap();
+        let h3 = hosts.connect_uri(&b, "fake://one").unwrap();
         assert!(Arc::ptr_eq(&h1, &h2) && Arc::ptr_eq(&h1, &h3));
         assert_eq!(provider.connects(), 1);
         assert_eq!(hosts.all().len(), 2);
         assert_eq!(hosts.get(&a).unwrap().uri(), "fake://one");
-    }
-
-    #[test]
-    fn refuses_promoted_hosts() {
-        let hosts = Hosts::new(FakeProvider::new());
-        let spec = KvmHostSpec {
-            uri: None,
-            guest: Some("nested_guest.g1".parse().unwrap()),
-            nested: true,
-            kvm_module_options: BTreeMap::new(),
-        };
-        let err = hosts.connect(&"kvm_host.l1".parse().unwrap(), &spec).err().unwrap();
-        assert!(err.to_string().contains("promoted"), "{err}");
-        assert!(hosts.get(&"kvm_host.l1".parse().unwrap()).is_none());
     }
 
     #[test]
@@ -242,7 +194,7 @@ mod tests {
         provider.refuse_connect("fake://down");
         let hosts = Hosts::new(provider.clone());
         let a: ResourceAddr = "kvm_host.a".parse().unwrap();
-        assert!(hosts.connect(&a, &uri_spec("fake://down")).is_err());
+        assert!(hosts.connect_uri(&a, "fake://down").is_err());
         assert!(hosts.get(&a).is_none());
     }
 }

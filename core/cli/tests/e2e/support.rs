@@ -127,10 +127,6 @@ impl TestDriver {
             Err(_) => vec![],
         }
     }
-
-    pub fn pool_exists(&self) -> bool {
-        self.conn.lookup_storage_pool_by_name("nestform").is_ok()
-    }
 }
 
 /// Destroys whatever a test applied when it ends, also when it fails half-way.

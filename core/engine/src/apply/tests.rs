@@ -173,7 +173,6 @@ struct Run {
     outcome: ApplyOutcome,
     events: Vec<ApplyEvent>,
     saved: Vec<State>,
-    changed: Vec<BTreeSet<ResourceAddr>>,
 }
 
 async fn run_with(
@@ -193,10 +192,9 @@ async fn run_with(
         events.push(e);
     }
     let saved = sink.saved.lock().unwrap().clone();
-    let changed = sink.changed.lock().unwrap().clone();
     // The mirror the sink kept from the changes alone is the state apply ended with.
     assert_eq!(sink.mirror.lock().unwrap().resources, outcome.state.resources);
-    Run { outcome, events, saved, changed }
+    Run { outcome, events, saved }
 }
 
 async fn run(plan: &Plan, state: State, hosts: &Hosts) -> Run {
