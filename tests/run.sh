@@ -17,3 +17,6 @@ cargo test --workspace --locked --no-fail-fast
 # One lab guest booted straight through the provider, printing boot-to-agent time, the exec round
 # trip and file throughput over the channel.
 cargo test --locked -p nestform-lab --test boot -- --ignored --test-threads 1 --nocapture
+# The nesting suite: the article's tower to guest3 and an OpenStack-style lab, both examples applied
+# for real (scaled down) one after the other, printing their figures.
+cargo test --locked -p nestform --test e2e nesting:: -- --ignored --test-threads 1 --nocapture

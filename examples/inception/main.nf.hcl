@@ -19,14 +19,36 @@ variable "disk_gib" {
   default     = 36
 }
 
-locals {
-  # The article's kvm-intel options (/etc/modprobe.d/kvm_intel.conf).
-  kvm_options = {
-    nested             = 1
-    enable_shadow_vmcs = 1
-    enable_apicv       = 1
-    ept                = 1
+variable "memory" {
+  type        = map(string)
+  description = "Memory of each guest; each level must fit inside the one below it"
+  default     = {
+    guest1 = "12GiB"
+    guest2 = "8GiB"
+    guest3 = "4GiB"
   }
+}
+
+variable "vcpus" {
+  type        = number
+  description = "vCPUs of each guest; the article gave every level 2"
+  default     = 2
+}
+
+variable "kvm_options" {
+  type        = map(string)
+  description = <<-EOT
+    Options of the KVM vendor module on every level. The article's Intel host also had
+    enable_shadow_vmcs = 1, enable_apicv = 1 and ept = 1 (kvm_intel only); nested = 1 works on both
+    kvm_intel and kvm_amd.
+  EOT
+  default     = {
+    nested = 1
+  }
+}
+
+locals {
+  kvm_options = var.kvm_options
   disk_size   = "${var.disk_gib}G"
 }
 
@@ -38,13 +60,13 @@ kvm_host "guest0" {
 
 nat_network "level0" {
   host = kvm_host.guest0
-  cidr = cidrsubnet(var.base_cidr, 8, 122)
+  cidr = cidrsubnet(var.base_cidr, 8, 100) # not 122: libvirt's own `default` network has 192.168.122.0/24
 }
 
 nested_guest "guest1" {
   host   = kvm_host.guest0
-  vcpus  = 2
-  memory = "12GiB"
+  vcpus  = var.vcpus
+  memory = var.memory.guest1
 
   disk "root" {
     size          = local.disk_size
@@ -74,8 +96,8 @@ nat_network "level1" {
 
 nested_guest "guest2" {
   host   = kvm_host.guest1
-  vcpus  = 2
-  memory = "8GiB"
+  vcpus  = var.vcpus
+  memory = var.memory.guest2
 
   disk "root" {
     size          = local.disk_size
@@ -105,8 +127,8 @@ nat_network "level2" {
 
 nested_guest "guest3" {
   host   = kvm_host.guest2
-  vcpus  = 2
-  memory = "4GiB"
+  vcpus  = var.vcpus
+  memory = var.memory.guest3
 
   disk "root" {
     size          = local.disk_size

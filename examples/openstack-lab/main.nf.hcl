@@ -14,6 +14,11 @@ variable "nodes" {
   }
 }
 
+variable "lab_guest" {
+  description = "The one big guest that holds the nodes"
+  default     = { vcpus = 12, memory = "24GiB", disk = "200GiB" }
+}
+
 kvm_host "local" {
   uri = var.uri
 }
@@ -25,12 +30,12 @@ nat_network "outer" {
 
 nested_guest "openstack" {
   host   = kvm_host.local
-  vcpus  = 12
-  memory = "24GiB"
+  vcpus  = var.lab_guest.vcpus
+  memory = var.lab_guest.memory
   cpu    = "host-passthrough"
 
   disk "root" {
-    size          = "200GiB"
+    size          = var.lab_guest.disk
     preallocation = "metadata"
     cache         = "unsafe"
   }

@@ -84,6 +84,35 @@ pub enum Command {
     Console(ConsoleArgs),
     /// Copy a file into or out of a guest: `nestform cp ./f nested_guest.g1:/tmp/f`
     Cp(CpArgs),
+    /// Snapshot a guest, or revert it, safely: the guests inside it are stopped first, deepest first
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take snapshot NAME of a guest (offline, after a clean shutdown, when it must be)
+    Create(SnapshotArgs),
+    /// Bring a guest back to snapshot NAME
+    Revert(SnapshotArgs),
+    /// List a guest's snapshots
+    List {
+        /// The guest, such as `nested_guest.guest1`
+        address: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete snapshot NAME of a guest (the guest itself is not touched)
+    Delete(SnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The guest, such as `nested_guest.guest1`
+    pub address: String,
+    /// The snapshot's name: letters, digits, `.`, `_` and `-`
+    pub name: String,
 }
 
 #[derive(Debug, Args)]
@@ -287,6 +316,22 @@ mod tests {
         assert!(p.detailed_exitcode);
         assert_eq!(p.flags.vars.vars, vec!["uri=test:///default"]);
         assert_eq!(p.flags.targets, vec!["nested_guest.a"]);
+    }
+
+    #[test]
+    fn parses_snapshot_commands() {
+        let cli = Cli::try_parse_from(normalize(v(&[
+            "nestform",
+            "-chdir=x",
+            "snapshot",
+            "revert",
+            "nested_guest.g",
+            "s1",
+        ])))
+        .unwrap();
+        let Command::Snapshot(SnapshotCommand::Revert(a)) = cli.command else { panic!() };
+        assert_eq!((a.address.as_str(), a.name.as_str()), ("nested_guest.g", "s1"));
+        assert!(Cli::try_parse_from(v(&["nestform", "snapshot", "create", "nested_guest.g"])).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         }
     };
     ui::init(cli.no_color);
+    ui::init_log();
     match commands::run(cli) {
         Ok(code) => code,
         Err(report) => {

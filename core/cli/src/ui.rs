@@ -16,6 +16,26 @@ pub fn init(no_color: bool) {
     }));
 }
 
+/// Turns on nestform's debug log when `NESTFORM_LOG` is set (like Terraform's `TF_LOG`): a filter
+/// such as `debug` or `nestform_engine=debug,nestform_lab=trace`, written to standard error with the
+/// time since start, so a slow step at some nesting level can be found.
+pub fn init_log() {
+    let Ok(filter) = std::env::var("NESTFORM_LOG") else { return };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("warning: `NESTFORM_LOG={filter}` is not a log filter ({e}); the log stays off");
+            return;
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_ansi(false)
+        .try_init();
+}
+
 /// Asks the Terraform question and accepts only `yes`.
 pub fn confirm(question: &str, detail: &str) -> bool {
     let mut out = std::io::stdout().lock();

@@ -65,8 +65,14 @@ pub fn wait_for_agent(
                 let options =
                     ClientOptions { handshake_timeout: remaining.min(patience), ..ClientOptions::default() };
                 match AgentClient::handshake_with(Channel(channel), &options) {
-                    Ok(client) => return Ok(client),
-                    Err(e) => last_error = e.to_string(),
+                    Ok(client) => {
+                        tracing::debug!(guest, attempt, elapsed = ?start.elapsed(), "agent answered");
+                        return Ok(client);
+                    }
+                    Err(e) => {
+                        tracing::debug!(guest, attempt, error = %e, "agent handshake failed");
+                        last_error = e.to_string()
+                    }
                 }
             }
             Err(source @ ProviderError::Unsupported(_)) => {

@@ -35,6 +35,26 @@ struct Conns {
     guests: BTreeMap<ResourceAddr, (String, String)>,
 }
 
+impl Drop for Inner {
+    /// Closes the promoted hosts deepest first, each before the level it is reached through: its
+    /// libvirt connection, then its tunnel, which ends the agent channel it relays over (a stream of
+    /// the parent's libvirtd). Dropped in any other order, a parent's libvirtd saw a client vanish
+    /// while one of its streams was open, and its main loop deadlocked (seen in a lab guest at level
+    /// 1: `virNetServerClientClose` waiting on a lock forever, so the next `nestform` run found its
+    /// libvirtd dead to the world).
+    fn drop(&mut self) {
+        let conns = self.conns.get_mut().unwrap_or_else(|p| p.into_inner());
+        // Tunnels are opened shallowest first: a deeper one needs the connection above it.
+        while let Some(tunnel) = conns.tunnels.pop() {
+            if let Some(h) = conns.by_uri.remove(&tunnel.uri()) {
+                conns.by_addr.retain(|_, c| !Arc::ptr_eq(c, &h));
+                drop(h);
+            }
+            drop(tunnel);
+        }
+    }
+}
+
 /// Where a guest that is promoted to a host runs: its host's connection and its id there.
 pub struct PromotedGuest<'a> {
     pub parent: Arc<dyn Hypervisor>,
@@ -78,19 +98,49 @@ impl Hosts {
         addr: &ResourceAddr,
         guest: PromotedGuest<'_>,
     ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+        self.connect_promoted_with(addr, guest, &BTreeMap::new())
+    }
+
+    /// [`Hosts::connect_promoted`], loading the guest's KVM module with `kvm_module_options` before
+    /// its libvirtd starts (a guest whose libvirtd runs already keeps its module as it is). The
+    /// connection is a [`PromotedHost`](crate::promoted::PromotedHost): facts, KVM module options and
+    /// console logs go through the guest's agent.
+    pub fn connect_promoted_with(
+        &self,
+        addr: &ResourceAddr,
+        guest: PromotedGuest<'_>,
+        kvm_module_options: &BTreeMap<String, String>,
+    ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
         if let Some(h) = self.get(addr) {
             return Ok(h);
         }
         let fail =
             |step: &str, e: String| ProviderError::op("promote", addr.to_string(), format!("{step}: {e}"));
+        // A guest that is not running has no agent to wait for (seen: a plan waiting out the whole
+        // agent timeout for a promoted guest someone had shut off).
+        match guest.parent.read_guest(guest.id)? {
+            Some(g) if g.running => {}
+            Some(_) => {
+                return Err(fail("reaching its agent", format!("guest `{}` is not running", guest.name)))
+            }
+            None => return Err(fail("reaching its agent", format!("guest `{}` does not exist", guest.name))),
+        }
+        let start = std::time::Instant::now();
         let client = crate::agent::wait_for_agent(&*guest.parent, guest.id, guest.name, PROMOTE_AGENT_WAIT)
             .map_err(|e| fail("reaching its agent", e.to_string()))?;
-        let options = nestform_lab::promote::PromoteOptions::default();
+        tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "promoted guest's agent answered");
+        let options = nestform_lab::promote::PromoteOptions {
+            kvm_module_options: kvm_module_options.clone(),
+            ..Default::default()
+        };
         nestform_lab::promote::start_libvirt(&client, &options)
             .map_err(|e| fail("starting libvirtd in the guest", e.to_string()))?;
         let tunnel = nestform_lab::tunnel::LibvirtTunnel::open(&client)
             .map_err(|e| fail("opening a tunnel to it", e.to_string()))?;
+        tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "libvirtd in the guest answers, tunnel open");
         let h = self.inner.provider.connect(&tunnel.uri())?;
+        tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "connected through the tunnel");
+        let h: Arc<dyn Hypervisor> = Arc::new(crate::promoted::PromotedHost::new(h, client));
         let mut conns = self.lock();
         conns.by_uri.insert(tunnel.uri(), h.clone());
         conns.by_addr.insert(addr.clone(), h.clone());
@@ -138,7 +188,13 @@ impl Hosts {
         let name = g.attributes.get("name").and_then(|v| v.as_str()).unwrap_or(&guest.name).to_string();
         let parent_host = g.host.clone().ok_or_else(|| fail(format!("its guest `{guest}` has no host")))?;
         let parent = self.connect_recorded_at(state, &parent_host, depth + 1)?;
-        self.connect_promoted(host, PromotedGuest { parent, id: &id, name: &name })
+        // The options last applied: a guest rebooted since gets them back before its libvirtd starts.
+        let options = r
+            .attributes
+            .get("kvm_module_options")
+            .and_then(|o| serde_json::from_value(o.clone()).ok())
+            .unwrap_or_default();
+        self.connect_promoted_with(host, PromotedGuest { parent, id: &id, name: &name }, &options)
     }
 
     /// Remembers a guest created in this run, so a host that promotes it can find it.

@@ -5,21 +5,35 @@ use std::collections::BTreeMap;
 
 use nestform_provider::HostFacts;
 
-/// A parameter value as configuration writes it: `Y`/`y` → `1`, `N`/`n` → `0`, anything else as is.
+/// A parameter value as configuration writes it: `Y`/`true` → `1`, `N`/`false` → `0`, anything else
+/// as is (see [`nestform_types::kvm::normalize`]).
 pub fn normalize(value: &str) -> String {
-    match value.trim() {
-        "Y" | "y" => "1".to_string(),
-        "N" | "n" => "0".to_string(),
-        other => other.to_string(),
+    nestform_types::kvm::normalize(value).to_string()
+}
+
+/// The module parameters that hold on the host: what its module reports; on a host without a KVM
+/// module whose guests are emulated (TCG), `nested = 1`: nestform gives emulated guests a CPU with
+/// `svm`, so they can nest whatever any module says.
+pub fn effective(facts: &HostFacts) -> BTreeMap<String, String> {
+    let mut params = facts.kvm_parameters.clone();
+    if emulated_without_module(facts) {
+        params.entry("nested".into()).or_insert_with(|| "1".into());
     }
+    params
+}
+
+/// Whether the host's guests are emulated and it has no KVM module to give options to.
+pub fn emulated_without_module(facts: &HostFacts) -> bool {
+    facts.kvm_module.is_none() && facts.acceleration.as_deref() == Some("tcg")
 }
 
 /// The options of `wanted` whose value the host's module does not have now (all of them when the host
-/// reports no module parameters).
+/// reports no module parameters), read through [`effective`].
 pub fn differing(facts: &HostFacts, wanted: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let now = effective(facts);
     wanted
         .iter()
-        .filter(|(k, v)| facts.kvm_parameters.get(*k).map(|now| normalize(now)) != Some(normalize(v)))
+        .filter(|(k, v)| now.get(*k).map(|now| normalize(now)) != Some(normalize(v)))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -27,7 +41,8 @@ pub fn differing(facts: &HostFacts, wanted: &BTreeMap<String, String>) -> BTreeM
 /// What the host has now for each option `wanted` names, normalized: what refresh records so the plan
 /// shows a host whose module was changed outside nestform (or never set) as an update.
 pub fn current(facts: &HostFacts, wanted: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    wanted.keys().filter_map(|k| Some((k.clone(), normalize(facts.kvm_parameters.get(k)?)))).collect()
+    let now = effective(facts);
+    wanted.keys().filter_map(|k| Some((k.clone(), normalize(now.get(k)?)))).collect()
 }
 
 #[cfg(test)]
@@ -51,6 +66,21 @@ mod tests {
         assert!(differing(&f, &opts(&[("nested", "1"), ("halt_poll_ns", "0")])).is_empty());
         assert_eq!(differing(&f, &opts(&[("ept", "1"), ("nested", "1")])), opts(&[("ept", "1")]));
         assert_eq!(current(&f, &opts(&[("ept", "1"), ("missing", "1")])), opts(&[("ept", "0")]));
+    }
+
+    #[test]
+    fn an_emulating_host_without_a_module_nests_and_has_nothing_else() {
+        let tcg = HostFacts {
+            acceleration: Some("tcg".into()),
+            virt_extension: Some("svm".into()),
+            ..HostFacts::default()
+        };
+        assert!(differing(&tcg, &opts(&[("nested", "1")])).is_empty());
+        assert_eq!(differing(&tcg, &opts(&[("nested", "Y"), ("ept", "1")])), opts(&[("ept", "1")]));
+        assert_eq!(current(&tcg, &opts(&[("nested", "1"), ("ept", "1")])), opts(&[("nested", "1")]));
+        // Under KVM the module's own parameters are all there is.
+        let kvm = HostFacts { acceleration: Some("kvm".into()), ..tcg };
+        assert_eq!(differing(&kvm, &opts(&[("nested", "1")])), opts(&[("nested", "1")]));
     }
 
     #[test]

@@ -107,6 +107,10 @@ pub enum ChangeReason {
     Drift { detail: String },
     /// In state but no longer in configuration.
     NotInConfig,
+    /// Found on its host with this state's lineage but missing from the state: an apply was stopped
+    /// (killed, or the machine went down) between creating it and saving it. Refresh records it
+    /// tainted, so it is replaced, or destroyed when no longer configured.
+    Orphan,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,9 @@
 //! reached keeps its resources exactly as state has them, with a warning: refresh never forgets
 //! something only because a host was down.
 //!
+//! Every host refresh reaches is also asked what it owns: an object with this state's lineage that the
+//! state does not record is an orphan of an interrupted apply, and is adopted ([`orphans`]).
+//!
 //! The provider calls block, so each host is read on its own thread (and a host's resources on a few
 //! threads), all inside `std::thread::scope`: 1,000 guests refresh in the time of the slowest host.
 
@@ -17,6 +20,8 @@ use nestform_state::State;
 use nestform_types::{ByteSize, KvmHostSpec, ResourceAddr, ResourceSpec, ResourceType};
 
 use crate::hosts::Hosts;
+
+mod orphans;
 
 /// Reads per thread on one host: below this a host is read on a single thread.
 const READS_PER_THREAD: usize = 64;
@@ -59,16 +64,18 @@ pub fn refresh_hosts(
 ) -> Refreshed {
     let mut warnings = Vec::new();
     let jobs = plan_jobs(configured, state, &mut warnings);
+    let known = orphans::known_ids(state);
+    let ours = Ours { lineage: &state.lineage, known: &known };
 
     let results: Vec<HostResult> = std::thread::scope(|scope| {
-        let handles: Vec<_> = jobs.iter().map(|job| scope.spawn(move || run_job(job, hosts))).collect();
+        let handles: Vec<_> = jobs.iter().map(|job| scope.spawn(move || run_job(job, hosts, ours))).collect();
         handles
             .into_iter()
             .zip(&jobs)
             .map(|(h, job)| {
-                h.join().unwrap_or_else(|_| HostResult {
-                    facts: Err(format!("refreshing `{}` panicked", job.addr)),
-                    reads: Err(format!("refreshing `{}` panicked", job.addr)),
+                h.join().unwrap_or_else(|_| {
+                    let panicked = format!("refreshing `{}` panicked", job.addr);
+                    HostResult { facts: Err(panicked.clone()), reads: Err(panicked), survey: None }
                 })
             })
             .collect()
@@ -77,24 +84,18 @@ pub fn refresh_hosts(
     let mut refreshed = state.clone();
     let mut facts = BTreeMap::new();
     for (job, result) in jobs.iter().zip(results) {
+        // One warning per host that cannot be reached, whichever step found it.
+        let mut unreachable = false;
         match result.facts {
             Ok(Some(f)) => {
-                if let Some(r) = refreshed.resources.get_mut(&job.addr) {
-                    set_attr(&mut r.attributes, "facts", serde_json::to_value(&f).unwrap_or_default());
-                    // What the module has now for the configured options, so a host changed outside
-                    // nestform (or never set up) plans as an update of `kvm_module_options`.
-                    if let Some(wanted) = configured.get(&job.addr).map(|s| &s.kvm_module_options) {
-                        if !wanted.is_empty() && !f.kvm_parameters.is_empty() {
-                            let now =
-                                serde_json::to_value(crate::kvm::current(&f, wanted)).unwrap_or_default();
-                            set_attr(&mut r.attributes, "kvm_module_options", now);
-                        }
-                    }
-                }
+                record_facts(&mut refreshed, &job.addr, &f, configured);
                 facts.insert(job.addr.clone(), f);
             }
             Ok(None) => {}
-            Err(e) => warnings.push(format!("cannot read the facts of `{}`: {e}", job.addr)),
+            Err(e) => {
+                warnings.push(format!("cannot read the facts of `{}`: {e}", job.addr));
+                unreachable = true;
+            }
         }
         match result.reads {
             Ok(reads) => {
@@ -102,16 +103,43 @@ pub fn refresh_hosts(
                     apply_read(&mut refreshed, addr, read, &mut warnings);
                 }
             }
-            Err(e) if !job.resources.is_empty() => warnings.push(format!(
-                "cannot reach `{}`, its {} resource(s) keep their recorded state: {e}",
-                job.addr,
-                job.resources.len()
-            )),
+            Err(e) if !job.resources.is_empty() => {
+                warnings.push(format!(
+                    "cannot reach `{}`, its {} resource(s) keep their recorded state: {e}",
+                    job.addr,
+                    job.resources.len()
+                ));
+                unreachable = true;
+            }
             Err(_) => {}
         }
+        match result.survey {
+            Some(Ok(survey)) => orphans::adopt(&mut refreshed, &job.addr, survey, &mut warnings),
+            Some(Err(e)) if !unreachable => warnings.push(orphans::unlisted(&job.addr, &e)),
+            _ => {}
+        }
     }
-    refresh_promoted(state, &mut refreshed, &mut facts, hosts, &mut warnings);
+    refresh_promoted(state, &mut refreshed, &mut facts, hosts, ours, &mut warnings);
     Refreshed { state: refreshed, facts, warnings }
+}
+
+/// Records a level-0 host's facts in its state, with what its KVM module has now for the configured
+/// options, so a host changed outside nestform (or never set up) plans as an update of
+/// `kvm_module_options`.
+fn record_facts(
+    state: &mut State,
+    addr: &ResourceAddr,
+    f: &HostFacts,
+    configured: &BTreeMap<ResourceAddr, KvmHostSpec>,
+) {
+    let Some(r) = state.resources.get_mut(addr) else { return };
+    set_attr(&mut r.attributes, "facts", serde_json::to_value(f).unwrap_or_default());
+    if let Some(wanted) = configured.get(addr).map(|s| &s.kvm_module_options) {
+        if !wanted.is_empty() && !f.kvm_parameters.is_empty() {
+            let now = serde_json::to_value(crate::kvm::current(f, wanted)).unwrap_or_default();
+            set_attr(&mut r.attributes, "kvm_module_options", now);
+        }
+    }
 }
 
 /// What to do on one level-0 host.
@@ -140,6 +168,15 @@ enum Read {
 struct HostResult {
     facts: Result<Option<HostFacts>, String>,
     reads: Result<Vec<Read>, String>,
+    /// What the host owns; `None` for a host with no URI to reach it by.
+    survey: Option<Result<orphans::Survey, String>>,
+}
+
+/// What tells this state's objects: its lineage, and the ids it records.
+#[derive(Clone, Copy)]
+struct Ours<'a> {
+    lineage: &'a str,
+    known: &'a std::collections::HashSet<&'a str>,
 }
 
 /// The URI and promoting guest a recorded `kvm_host` has.
@@ -209,12 +246,14 @@ fn plan_jobs(
 
 /// Promoted hosts in state, shallowest first: each is reached through the agent of the guest it
 /// promotes (whose own host was refreshed before it), and its facts and resources are read like a
-/// level-0 host's. A promoted host whose guest is gone is not reached: what ran inside went with it.
+/// level-0 host's. A promoted host whose guest is gone is not reached: what ran inside went with it,
+/// so it is gone from the refreshed state too.
 fn refresh_promoted(
     recorded: &State,
     refreshed: &mut State,
     facts: &mut BTreeMap<ResourceAddr, HostFacts>,
     hosts: &Hosts,
+    ours: Ours<'_>,
     warnings: &mut Vec<String>,
 ) {
     let mut promoted: Vec<(u32, ResourceAddr, ResourceAddr)> = recorded
@@ -226,6 +265,14 @@ fn refresh_promoted(
     promoted.sort();
     for (_, host, guest) in promoted {
         if !refreshed.resources.contains_key(&guest) {
+            // The guest is gone, and what ran inside it went with it (deeper promoted hosts come
+            // later in this loop and find their guest gone in turn).
+            if recorded.resources.contains_key(&guest) {
+                refreshed.resources.retain(|a, r| {
+                    !(matches!(a.ty, ResourceType::NestedGuest | ResourceType::NatNetwork)
+                        && r.host.as_ref() == Some(&host))
+                });
+            }
             continue;
         }
         let h = match hosts.connect_recorded(refreshed, &host) {
@@ -259,10 +306,14 @@ fn refresh_promoted(
         for (r, read) in resources.iter().zip(reads) {
             apply_read(refreshed, &r.addr, read, warnings);
         }
+        match orphans::survey(&*h, ours.lineage, ours.known) {
+            Ok(survey) => orphans::adopt(refreshed, &host, survey, warnings),
+            Err(e) => warnings.push(orphans::unlisted(&host, &e)),
+        }
     }
 }
 
-fn run_job(job: &HostJob, hosts: &Hosts) -> HostResult {
+fn run_job(job: &HostJob, hosts: &Hosts, ours: Ours<'_>) -> HostResult {
     let connect = |uri: &Option<String>| -> Result<std::sync::Arc<dyn Hypervisor>, String> {
         let uri = uri.as_deref().ok_or_else(|| "the host has no `uri`".to_string())?;
         hosts.connect_uri(&job.addr, uri).map_err(|e: ProviderError| e.to_string())
@@ -273,12 +324,18 @@ fn run_job(job: &HostJob, hosts: &Hosts) -> HostResult {
     };
     // Connect for the reads last so that `Hosts::get(addr)` answers the recorded host, where the
     // recorded resources are.
-    let reads = if job.resources.is_empty() {
-        Ok(Vec::new())
-    } else {
-        connect(&job.state_uri).map(|h| read_all(&*h, &job.resources))
+    let (reads, survey) = match &job.state_uri {
+        None if job.resources.is_empty() => (Ok(Vec::new()), None),
+        _ => match connect(&job.state_uri) {
+            Ok(h) => {
+                let reads = read_all(&*h, &job.resources);
+                (Ok(reads), Some(orphans::survey(&*h, ours.lineage, ours.known)))
+            }
+            Err(e) if job.resources.is_empty() => (Ok(Vec::new()), Some(Err(e))),
+            Err(e) => (Err(e.clone()), Some(Err(e))),
+        },
     };
-    HostResult { facts, reads }
+    HostResult { facts, reads, survey }
 }
 
 /// Reads every resource on one host, on a few threads when there are many.
@@ -498,6 +555,30 @@ mod tests {
         let r = refresh_hosts(&BTreeMap::new(), &state, &hosts);
         assert!(r.state.resources.contains_key(&addr("nested_guest.inner")));
         assert!(r.warnings.iter().any(|w| w.contains("promoted host `kvm_host.l1`")), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn what_ran_inside_a_vanished_guest_is_gone_at_every_level_below() {
+        let (_, hosts, mut state) = world(1);
+        // g0 exists on the fake; `lost` (promoted to l1) does not, and l2 is promoted from a guest on l1.
+        for (host, guest, level) in
+            [("kvm_host.l1", "nested_guest.lost", 1), ("kvm_host.l2", "nested_guest.mid", 2)]
+        {
+            let mut h = host_state("unused");
+            h.attributes = json!({ "guest": guest, "nested": true });
+            h.id = None;
+            h.level = level;
+            state.resources.insert(addr(host), h);
+        }
+        state.resources.insert(addr("nested_guest.lost"), guest_state("lost-id", "kvm_host.l0"));
+        state.resources.insert(addr("nested_guest.mid"), guest_state("mid-id", "kvm_host.l1"));
+        state.resources.insert(addr("nested_guest.deep"), guest_state("deep-id", "kvm_host.l2"));
+        let r = refresh_hosts(&BTreeMap::new(), &state, &hosts);
+        for gone in ["nested_guest.lost", "nested_guest.mid", "nested_guest.deep"] {
+            assert!(!r.state.resources.contains_key(&addr(gone)), "{gone} is still there");
+        }
+        assert!(r.state.resources.contains_key(&addr("nested_guest.g0")));
+        assert!(!r.warnings.iter().any(|w| w.contains("cannot reach")), "{:?}", r.warnings);
     }
 
     #[test]

@@ -44,6 +44,11 @@ impl From<Diagnostics> for EngineError {
 pub struct Workdir {
     dir: PathBuf,
     store: StateStore,
+    /// The lineage a state not saved yet gets, the same every time this command asks: plan and apply
+    /// in one command must agree on it, since every object apply creates carries the plan's lineage
+    /// and the state file is saved with the state's. Two lineages would leave the objects of an
+    /// interrupted first apply unrecognisable as this state's orphans.
+    fresh_lineage: std::sync::OnceLock<String>,
 }
 
 /// A plan with what was learned while making it.
@@ -60,7 +65,7 @@ impl Workdir {
     pub fn new(dir: impl Into<PathBuf>, state: Option<PathBuf>) -> Self {
         let dir = dir.into();
         let path = state.unwrap_or_else(|| dir.join(DEFAULT_STATE_FILE));
-        Workdir { dir, store: StateStore::new(path) }
+        Workdir { dir, store: StateStore::new(path), fresh_lineage: std::sync::OnceLock::new() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -76,9 +81,12 @@ impl Workdir {
         Ok(self.store.lock(operation)?)
     }
 
-    /// The recorded state, or a new empty one.
+    /// The recorded state, or a new empty one (with the same lineage each time it is asked for).
     pub fn state(&self) -> Result<State, EngineError> {
-        Ok(self.store.load()?.unwrap_or_default())
+        Ok(self.store.load()?.unwrap_or_else(|| State {
+            lineage: self.fresh_lineage.get_or_init(|| State::new().lineage).clone(),
+            ..State::new()
+        }))
     }
 
     pub fn config(&self, vars: &VarInputs) -> Result<Config, EngineError> {
@@ -142,11 +150,15 @@ impl Workdir {
         state
     }
 
-    /// Refuses a saved plan made against another state than the one recorded now.
+    /// Refuses a saved plan made against another state than the one recorded now. A state never saved
+    /// takes the plan's lineage, which the objects the plan creates carry.
     pub fn check_current(&self, plan: &Plan, plan_path: &Path) -> Result<State, EngineError> {
-        let state = self.state()?;
+        let mut state = self.state()?;
         let stale = |reason: String| EngineError::StalePlan { path: plan_path.to_path_buf(), reason };
-        if state.lineage != plan.lineage && !(plan.state_serial == 0 && state.serial == 0) {
+        if plan.state_serial == 0 && state.serial == 0 {
+            state.lineage = plan.lineage.clone();
+        }
+        if state.lineage != plan.lineage {
             return Err(stale(format!(
                 "it was made for state lineage `{}`, the state now has `{}`; run `nestform plan` again",
                 plan.lineage, state.lineage
@@ -230,4 +242,44 @@ pub fn write_plan_file(path: &Path, plan: &Plan) -> Result<(), EngineError> {
     std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| err(e.to_string()))?;
     tmp.persist(path).map_err(|e| err(e.to_string()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(lineage: &str, serial: u64) -> Plan {
+        Plan {
+            format_version: crate::plan::PLAN_FORMAT_VERSION,
+            lineage: lineage.into(),
+            state_serial: serial,
+            destroy: false,
+            sources: Vec::new(),
+            variables: BTreeMap::new(),
+            targets: Vec::new(),
+            replace: Vec::new(),
+            changes: Vec::new(),
+            output_changes: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_state_not_saved_yet_keeps_one_lineage_and_takes_a_saved_plans() {
+        let dir = tempfile::tempdir().unwrap();
+        let workdir = Workdir::new(dir.path(), None);
+        // Plan and apply in one command read the state twice; both must see one lineage.
+        let (first, second) = (workdir.state().unwrap(), workdir.state().unwrap());
+        assert_eq!(first.lineage, second.lineage);
+        assert_eq!(first.serial, 0);
+        // A plan saved by another command has its own lineage, which the objects it creates carry.
+        let state = workdir.check_current(&plan_of("from-the-plan", 0), Path::new("p")).unwrap();
+        assert_eq!(state.lineage, "from-the-plan");
+        // Once saved, the recorded lineage rules.
+        let mut saved = first.clone();
+        workdir.store().save(&mut saved).unwrap();
+        assert_eq!(Workdir::new(dir.path(), None).state().unwrap().lineage, first.lineage);
+        let err = workdir.check_current(&plan_of("other", 1), Path::new("p")).unwrap_err();
+        assert!(err.to_string().contains("lineage `other`"), "{err}");
+    }
 }

@@ -18,7 +18,7 @@ use nestform_types::{DiskBus, DiskCache, DiskFormat, Owner, Preallocation};
 
 use crate::{
     BootRequest, CpuRequest, DiskRequest, GuestRequest, GuestStatus, Hypervisor, InterfaceRequest,
-    NetworkRequest, ObjectKind, Provider, ProviderError,
+    NetworkRequest, ObjectKind, Provider, ProviderError, SnapshotMode,
 };
 
 const MIB: u64 = 1 << 20;
@@ -40,6 +40,7 @@ pub fn run_all(provider: &dyn Provider, uri: &str) {
     delete_is_idempotent(h);
     owner_metadata_round_trips(h);
     list_owned_finds_only_owned(h);
+    snapshot_lifecycle(h);
 }
 
 /// Deletes what a check created when it goes out of scope, also while unwinding from a failed
@@ -412,4 +413,71 @@ pub fn list_owned_finds_only_owned(h: &dyn Hypervisor) {
         after.iter().all(|o| o.id != guest.id && o.id != net.id),
         "deleted objects are still listed: {after:?}"
     );
+}
+
+/// Snapshots: a live one of a running guest and an offline one of a stopped guest carry their owner
+/// and state, list oldest first with the current one marked; an existing name, an offline snapshot of
+/// a running guest and unknown names are refused; reverting brings the running state back (off after
+/// an offline snapshot, running after a live one); deleting one keeps the others, and a guest with
+/// snapshots can still be deleted.
+pub fn snapshot_lifecycle(h: &dyn Hypervisor) {
+    let cleanup = Cleanup::new(h);
+    let name = unique_name("snap");
+    let owner = sample_owner(r#"nested_guest.snap["a<b>&"]"#);
+    let guest = h
+        .create_guest(&sample_guest(&name, &[], true), &owner)
+        .unwrap_or_else(|e| panic!("create_guest `{name}` failed: {e}"));
+    cleanup.guest(&guest.id);
+
+    let live = h
+        .create_snapshot(&guest.id, "first", SnapshotMode::Live, &owner)
+        .unwrap_or_else(|e| panic!("live create_snapshot failed: {e}"));
+    assert_eq!((live.name.as_str(), live.running), ("first", true), "live snapshot: {live:?}");
+    assert_eq!(live.owner.as_ref(), Some(&owner), "the snapshot's owner did not round-trip");
+    assert!(
+        h.create_snapshot(&guest.id, "first", SnapshotMode::Live, &owner).is_err(),
+        "a second snapshot named `first` must be refused"
+    );
+    assert!(
+        h.create_snapshot(&guest.id, "off", SnapshotMode::Offline, &owner).is_err(),
+        "an offline snapshot of a running guest must be refused"
+    );
+
+    h.stop_guest(&guest.id, STOP_TIMEOUT).unwrap_or_else(|e| panic!("stop_guest failed: {e}"));
+    let offline = h
+        .create_snapshot(&guest.id, "second", SnapshotMode::Offline, &owner)
+        .unwrap_or_else(|e| panic!("offline create_snapshot failed: {e}"));
+    assert!(!offline.running, "an offline snapshot says the guest ran: {offline:?}");
+
+    let listed = h.list_snapshots(&guest.id).unwrap_or_else(|e| panic!("list_snapshots failed: {e}"));
+    let names: Vec<_> = listed.iter().map(|s| (s.name.as_str(), s.running, s.current)).collect();
+    assert_eq!(names, vec![("first", true, false), ("second", false, true)], "list_snapshots: {listed:?}");
+    assert!(listed.iter().all(|s| s.owner.as_ref() == Some(&owner)), "listed owners: {listed:?}");
+
+    h.revert_snapshot(&guest.id, "first").unwrap_or_else(|e| panic!("revert to `first` failed: {e}"));
+    assert!(read_guest(h, &guest.id, "after a live revert").running, "a live revert must leave it running");
+    h.revert_snapshot(&guest.id, "second").unwrap_or_else(|e| panic!("revert to `second` failed: {e}"));
+    assert!(!read_guest(h, &guest.id, "after an offline revert").running, "an offline revert leaves it off");
+    let current: Vec<_> = h
+        .list_snapshots(&guest.id)
+        .unwrap_or_else(|e| panic!("list_snapshots failed: {e}"))
+        .into_iter()
+        .filter(|s| s.current)
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(current, vec!["second".to_string()], "the current snapshot after reverting to `second`");
+    assert!(h.revert_snapshot(&guest.id, "nosuch").is_err(), "reverting to an unknown snapshot must fail");
+    assert!(h.delete_snapshot(&guest.id, "nosuch").is_err(), "deleting an unknown snapshot must fail");
+
+    h.delete_snapshot(&guest.id, "first").unwrap_or_else(|e| panic!("delete_snapshot failed: {e}"));
+    let left: Vec<_> = h
+        .list_snapshots(&guest.id)
+        .unwrap_or_else(|e| panic!("list_snapshots failed: {e}"))
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(left, vec!["second".to_string()], "delete_snapshot removed the wrong snapshots");
+
+    h.delete_guest(&guest.id).unwrap_or_else(|e| panic!("delete_guest with snapshots failed: {e}"));
+    assert_eq!(h.read_guest(&guest.id).unwrap_or_else(|e| panic!("read_guest failed: {e}")), None);
 }

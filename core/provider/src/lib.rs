@@ -78,6 +78,15 @@ pub trait Hypervisor: Send + Sync {
         Err(ProviderError::Unsupported(format!("reaching the agent of guest `{id}`")))
     }
 
+    /// Where the running guest's agent channel is a socket on the host (libvirt names one per domain),
+    /// for a caller that reaches the host's files by other means (the agent of the guest a promoted
+    /// host runs in) and connects to it directly instead of through a libvirt stream. `None` when the
+    /// backend has no such socket.
+    fn agent_socket(&self, id: &str) -> Result<Option<String>, ProviderError> {
+        let _ = id;
+        Ok(None)
+    }
+
     /// Makes the host's KVM vendor module load with `options` (persistently, e.g. in
     /// `/etc/modprobe.d/kvm_<vendor>.conf`) and reloads the module so they take effect now. Refuses,
     /// naming them, while guests run on the host, since reloading KVM under them would crash them.
@@ -95,6 +104,39 @@ pub trait Hypervisor: Send + Sync {
         let _ = max_bytes;
         Err(ProviderError::Unsupported(format!("reading the console of guest `{id}`")))
     }
+
+    /// Takes snapshot `name` of guest `id`, stamped with `owner` (in its description, which
+    /// `virsh snapshot-dumpxml` shows). [`SnapshotMode::Live`] keeps a running guest's
+    /// memory too; [`SnapshotMode::Offline`] takes the disks of a guest that is shut off and refuses a
+    /// running one. An existing name is refused.
+    fn create_snapshot(
+        &self,
+        id: &str,
+        name: &str,
+        mode: SnapshotMode,
+        owner: &Owner,
+    ) -> Result<SnapshotInfo, ProviderError> {
+        let _ = (name, mode, owner);
+        Err(ProviderError::Unsupported(format!("snapshots of guest `{id}`")))
+    }
+
+    /// Guest `id`'s snapshots, oldest first.
+    fn list_snapshots(&self, id: &str) -> Result<Vec<SnapshotInfo>, ProviderError> {
+        Err(ProviderError::Unsupported(format!("snapshots of guest `{id}`")))
+    }
+
+    /// Brings guest `id` back to snapshot `name`: its disks, and for a snapshot taken live its memory
+    /// and running state. After an offline snapshot the guest is shut off. An unknown name is refused.
+    fn revert_snapshot(&self, id: &str, name: &str) -> Result<(), ProviderError> {
+        let _ = name;
+        Err(ProviderError::Unsupported(format!("snapshots of guest `{id}`")))
+    }
+
+    /// Deletes snapshot `name` of guest `id` (its children are kept). An unknown name is refused.
+    fn delete_snapshot(&self, id: &str, name: &str) -> Result<(), ProviderError> {
+        let _ = name;
+        Err(ProviderError::Unsupported(format!("snapshots of guest `{id}`")))
+    }
 }
 
 /// A guest's agent channel as a byte stream: a reading half, a writing half, and a way to end the
@@ -109,6 +151,54 @@ impl std::fmt::Debug for AgentChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AgentChannel")
     }
+}
+
+/// How a snapshot is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Disks and, for a running guest, its memory: reverting resumes it where it was.
+    Live,
+    /// Disks only, of a guest that is shut off (after a clean shutdown its data is all on disk).
+    Offline,
+}
+
+impl SnapshotMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMode::Live => "live",
+            SnapshotMode::Offline => "offline",
+        }
+    }
+}
+
+/// One snapshot of a guest, as the host reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    /// Seconds since the Unix epoch when it was taken.
+    pub created: i64,
+    /// Whether the guest ran when it was taken (its memory is in the snapshot).
+    pub running: bool,
+    /// Whether it is the guest's current snapshot (the one it was last taken or reverted to).
+    pub current: bool,
+    /// Who made it, read back from its description; `None` for snapshots nestform did not make.
+    pub owner: Option<Owner>,
+    pub description: Option<String>,
+}
+
+/// The description nestform gives a snapshot it makes: readable in `virsh snapshot-list
+/// --description`, and parsed back by [`snapshot_owner`].
+pub fn snapshot_description(owner: &Owner) -> String {
+    format!("made by nestform for {} (state lineage {})", owner.address, owner.lineage)
+}
+
+/// The owner a description written by [`snapshot_description`] names.
+pub fn snapshot_owner(description: &str) -> Option<Owner> {
+    let rest = description.strip_prefix("made by nestform for ")?;
+    let (address, lineage) = rest.rsplit_once(" (state lineage ")?;
+    let lineage = lineage.strip_suffix(')')?;
+    Some(Owner { lineage: lineage.to_string(), address: address.to_string() })
 }
 
 /// What a provider call failed with.
@@ -269,4 +359,18 @@ pub struct OwnedObject {
 pub enum ObjectKind {
     Network,
     Guest,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_descriptions_name_their_owner() {
+        let owner = Owner { lineage: "5f0c".into(), address: r#"nested_guest.web["a (b)"]"#.into() };
+        let text = snapshot_description(&owner);
+        assert_eq!(text, r#"made by nestform for nested_guest.web["a (b)"] (state lineage 5f0c)"#);
+        assert_eq!(snapshot_owner(&text), Some(owner));
+        assert_eq!(snapshot_owner("taken by hand"), None);
+    }
 }

@@ -18,8 +18,10 @@
 //!   from these types.
 //! - [`size`]: `ByteSize`, the `"4GiB"` / `"512MiB"` sizes the language accepts.
 //! - [`owner`]: the metadata nestform writes into every libvirt object it creates.
+//! - [`kvm`]: `kvm_module_options` compared with what the KVM module has, in one spelling.
 
 pub mod addr;
+pub mod kvm;
 pub mod owner;
 pub mod size;
 pub mod spec;

@@ -17,7 +17,17 @@ pub const ROOT_TAG: &str = "nestform-root";
 /// The unix sockets the agent may relay to: libvirtd's socket, under both names Debian gives it
 /// (`/var/run` links to `/run`), so the controller can reach a libvirtd started inside the guest
 /// (`promote`). The agent compares paths lexically, hence both.
-pub const RELAY_ALLOW: [&str; 2] = ["/var/run/libvirt/libvirt-sock", "/run/libvirt/libvirt-sock"];
+pub const RELAY_ALLOW: [&str; 3] = [
+    "/var/run/libvirt/libvirt-sock",
+    "/run/libvirt/libvirt-sock",
+    // The agent channels of the guest's own guests (libvirt's per-domain socket directories), so
+    // nestform reaches a guest inside a promoted guest without a libvirt stream.
+    CHANNEL_SOCKET_DIR,
+];
+
+/// Where a libvirtd in a lab guest puts its guests' channel sockets (with a trailing slash: the
+/// agent allows every socket below it).
+pub const CHANNEL_SOCKET_DIR: &str = "/run/libvirt/qemu/channel/";
 
 /// Where the init script keeps udhcpc's hook inside the initramfs.
 pub const UDHCPC_SCRIPT_PATH: &str = "etc/nestform/udhcpc.script";
@@ -175,7 +185,8 @@ mod tests {
         assert!(script.contains(">/dev/null 2>&1 &\n"));
         assert!(script.contains(
             "::respawn:/bin/busybox chroot /newroot $agent --port /dev/virtio-ports/dev.nestform.agent.0 \
-             --relay-allow /var/run/libvirt/libvirt-sock --relay-allow /run/libvirt/libvirt-sock\" >/etc/inittab\n"
+             --relay-allow /var/run/libvirt/libvirt-sock --relay-allow /run/libvirt/libvirt-sock \
+             --relay-allow /run/libvirt/qemu/channel/\" >/etc/inittab\n"
         ));
         assert!(script.trim_end().ends_with("exec /bin/busybox init"));
     }

@@ -18,15 +18,19 @@
 //! - `boot`: the kernel command line and the [`BootRequest`](nestform_provider::BootRequest).
 //! - [`promote`]: libvirtd started inside a running lab guest, through its agent.
 //! - [`tunnel`]: a local unix socket that reaches that libvirtd through the agent's relay.
+//! - [`kvm_options`]: the guest's KVM vendor module read and reloaded with `kvm_module_options`.
+//! - [`console`]: the console logs of a promoted guest's own guests, read through its agent.
 //!
 //! Pure Rust and no libvirt: the libvirt provider boots what this crate builds. The module load
 //! order, the init script and the cache are nestform's own; cpio, gzip, xz, zstd and SHA-256 come from
 //! well-kept crates. `tests/guest-kernel.sh` fetches a kernel when the host has none to lend.
 
 mod boot;
+pub mod console;
 mod init;
 mod initramfs;
 mod kernel;
+pub mod kvm_options;
 mod modules;
 pub mod promote;
 pub mod tunnel;
@@ -75,6 +79,17 @@ impl LabError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         LabError::Io { path: path.to_path_buf(), source }
     }
+}
+
+/// An agent served in this process over a socket pair, for tests: its commands run on this machine.
+#[cfg(test)]
+pub(crate) fn local_agent() -> nestform_agent::AgentClient {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let config = std::sync::Arc::new(nestform_agent::agent::AgentConfig::default());
+    std::thread::spawn(move || {
+        let _ = nestform_agent::serve_session(theirs, &config);
+    });
+    nestform_agent::AgentClient::handshake(ours).unwrap()
 }
 
 fn list(paths: &[PathBuf]) -> String {

@@ -7,7 +7,8 @@
 //!    the guest's memory and never in the parent's root (and refuses otherwise);
 //! 2. makes sure KVM is there: the vendor module (`kvm_amd` / `kvm_intel`) loaded, `/dev/kvm` present,
 //!    and `/dev/kvm` given to group `kvm` with mode 0660 (what udev would do; without it libvirt
-//!    reprobes QEMU on every call, see lab-facts);
+//!    reprobes QEMU on every call, see lab-facts); before that, unless libvirtd runs already, the
+//!    module is reloaded with [`PromoteOptions::kvm_module_options`] (see [`crate::kvm_options`]);
 //! 3. mounts `/dev/pts` (QEMU's serial console is a pty; lab init mounts only devtmpfs) and makes
 //!    `/run/lock` (libvirt locks channel devices there), puts an empty tmpfs over each parent's
 //!    libvirt directory the guest cannot read, and hides the parent's libvirt objects (persistent
@@ -53,11 +54,24 @@ pub struct PromoteOptions {
     pub ready_timeout: Duration,
     /// Hide the parent's persistent domains, networks and storage pools from the guest's libvirtd.
     pub hide_parent_objects: bool,
+    /// The KVM vendor module's options (`kvm_module_options`), set by reloading the module before
+    /// libvirtd starts (see [`crate::kvm_options`]); a guest whose libvirtd runs already keeps what
+    /// its module has.
+    pub kvm_module_options: std::collections::BTreeMap<String, String>,
+    /// How long a libvirtd that already ran (started by an earlier call, its QEMU capabilities
+    /// cached) gets to answer before it counts as hung and is restarted; the guest's domains keep
+    /// running meanwhile and libvirtd takes them over again when it starts.
+    pub hung_after: Duration,
 }
 
 impl Default for PromoteOptions {
     fn default() -> Self {
-        PromoteOptions { ready_timeout: Duration::from_secs(180), hide_parent_objects: true }
+        PromoteOptions {
+            ready_timeout: Duration::from_secs(180),
+            hung_after: Duration::from_secs(30),
+            hide_parent_objects: true,
+            kvm_module_options: Default::default(),
+        }
     }
 }
 
@@ -80,6 +94,8 @@ pub struct PromoteReport {
     pub started_virtlogd: bool,
     /// Whether this call started `libvirtd` (false: it already ran).
     pub started_libvirtd: bool,
+    /// Whether this call found `libvirtd` hung and restarted it.
+    pub restarted_libvirtd: bool,
     /// What `virsh version` answered inside the guest.
     pub virsh_version: String,
     /// How long the whole call took.
@@ -95,6 +111,8 @@ pub enum PromoteError {
     NotOverlay { root: String },
     #[error("{step} failed in the guest ({status}): {output}")]
     Step { step: &'static str, status: String, output: String },
+    #[error("setting `kvm_module_options` in the guest failed: {0}")]
+    KvmOptions(#[from] crate::kvm_options::KvmOptionsError),
     #[error(
         "libvirtd in the guest did not come up (waited at most `{timeout:?}`, last: {last}); log tail:\n{log_tail}"
     )]
@@ -113,6 +131,10 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
         return Err(PromoteError::NotOverlay { root });
     }
 
+    // Nothing runs on the guest's KVM before its libvirtd does: the one safe moment to reload it.
+    if !libvirtd_runs(client)? {
+        crate::kvm_options::apply(client, &opts.kvm_module_options)?;
+    }
     let kvm = checked(client, "loading KVM", KVM_SCRIPT)?;
     let kvm = String::from_utf8_lossy(&kvm.stdout).into_owned();
     let value = |key: &str| {
@@ -136,6 +158,7 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
         if opts.hide_parent_objects {
             checked(client, "hiding the parent's libvirt objects", HIDE_SCRIPT)?;
         }
+        checked(client, "giving the guest a storage pool directory of its own", OWN_POOL_SCRIPT)?;
     }
 
     // The parent's qemu.conf is root's 0600 file on Debian, which the guest cannot read through 9p
@@ -156,7 +179,25 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
     let started_virtlogd = daemons.lines().any(|l| l == "started=virtlogd");
     let started_libvirtd = daemons.lines().any(|l| l == "started=libvirtd");
 
-    let virsh_version = wait_ready(client, opts.ready_timeout)?;
+    let mut restarted_libvirtd = false;
+    let virsh_version = if started_libvirtd {
+        wait_ready(client, opts.ready_timeout)?
+    } else {
+        match wait_ready(client, opts.hung_after) {
+            Ok(v) => v,
+            // A libvirtd that answered before and is silent now is hung (seen: its main loop
+            // deadlocked after a client vanished with a stream open); one that is gone is started
+            // again the same way.
+            Err(PromoteError::NotReady { .. }) => {
+                checked(client, "restarting a libvirtd that does not answer", RESTART_LIBVIRTD)?;
+                checked(client, "starting the libvirt daemons", &daemons_script())
+                    .map_err(|e| with_log_tail(client, e))?;
+                restarted_libvirtd = true;
+                wait_ready(client, opts.ready_timeout)?
+            }
+            Err(e) => return Err(e),
+        }
+    };
     checked(
         client,
         "marking the guest promoted",
@@ -170,6 +211,7 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
         private_dirs,
         started_virtlogd,
         started_libvirtd,
+        restarted_libvirtd,
         virsh_version,
         elapsed: start.elapsed(),
     })
@@ -268,6 +310,17 @@ done
 rm -rf /var/lib/libvirt/qemu/domain-* /var/lib/libvirt/dnsmasq/* 2>/dev/null || true
 "#;
 
+/// Puts an empty tmpfs over nestform's storage pool directory (the libvirt provider's
+/// `DEFAULT_POOL_DIR`): the guest would otherwise see the parent's pool, which holds the parent's
+/// guests' disks and is root's 0711 directory the guest cannot list through 9p (seen: "build storage
+/// pool `nestform` failed: unable to open '/var/lib/nestform/pool': Permission denied"). The guest's
+/// guests' disks then live in the guest's memory, like the rest of its root.
+const OWN_POOL_SCRIPT: &str = r#"
+set -e
+mkdir -p /var/lib/nestform/pool
+mount -t tmpfs -o mode=0711 tmpfs /var/lib/nestform/pool
+"#;
+
 /// Starts each daemon unless it runs (its pid file names a live process), in its own session so the
 /// agent's process-group clean-up never reaches it, logging warnings and errors to a file.
 fn daemons_script() -> String {
@@ -279,8 +332,9 @@ start() {{
   name=$1; log=$2
   running "$name" && return 0
   # The parent's log may be root's 0600 file, which the guest cannot read through 9p (the parent's
-  # QEMU serves it as its own user), so appending would fail on the copy-up: start a log of our own.
-  rm -f "$log"
+  # QEMU serves it as its own user), so appending would fail on the copy-up: then start a log of our
+  # own. A readable log is the guest's own from an earlier start, kept for whoever looks into a crash.
+  head -c 1 "$log" >/dev/null 2>&1 || rm -f "$log"
   LIBVIRT_LOG_OUTPUTS="3:file:$log" setsid "$name" -d </dev/null >>"$log" 2>&1 || {{ echo "\`$name -d\` failed"; exit 1; }}
   echo "started=$name"
 }}
@@ -289,6 +343,22 @@ start libvirtd {LIBVIRTD_LOG}
 "#
     )
 }
+
+/// Whether libvirtd runs in the guest (its pid file names a live process).
+fn libvirtd_runs(client: &AgentClient) -> Result<bool, PromoteError> {
+    let check = "[ -f /run/libvirtd.pid ] && kill -0 \"$(cat /run/libvirtd.pid)\" 2>/dev/null";
+    Ok(run(client, "checking for libvirtd", check)?.status.success())
+}
+
+/// Kills the guest's libvirtd (hung: it does not answer) so the daemons script starts a new one.
+const RESTART_LIBVIRTD: &str = r#"
+pid=$(cat /run/libvirtd.pid 2>/dev/null)
+[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+for i in $(seq 50); do [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+rm -f /run/libvirtd.pid
+echo "== restarted after it stopped answering" >> /var/log/libvirt/libvirtd.log
+exit 0
+"#;
 
 /// Waits until libvirtd's socket exists and `virsh version` answers; returns virsh's output.
 fn wait_ready(client: &AgentClient, timeout: Duration) -> Result<String, PromoteError> {
@@ -307,6 +377,7 @@ fn wait_ready(client: &AgentClient, timeout: Duration) -> Result<String, Promote
             .exec(ExecRequest::new(["sh", "-c", &check]).timeout(left.min(Duration::from_secs(60))))
             .map_err(|source| PromoteError::Agent { step: "asking libvirtd", source })?;
         let out = String::from_utf8_lossy(&r.stdout).trim().to_string();
+        tracing::debug!(status = ?r.status.code, answer = %out.lines().next().unwrap_or(""), "asked libvirtd");
         if r.status.success() {
             return Ok(out);
         }
@@ -339,9 +410,12 @@ fn with_log_tail(client: &AgentClient, e: PromoteError) -> PromoteError {
 
 /// Runs `script` with `sh -c`, whatever its exit status.
 fn run(client: &AgentClient, step: &'static str, script: &str) -> Result<ExecResult, PromoteError> {
-    client
+    let start = Instant::now();
+    let r = client
         .exec(ExecRequest::new(["sh", "-c", script]).timeout(Duration::from_secs(60)))
-        .map_err(|source| PromoteError::Agent { step, source })
+        .map_err(|source| PromoteError::Agent { step, source });
+    tracing::debug!(step, elapsed = ?start.elapsed(), status = ?r.as_ref().map(|r| r.status.code), "promotion step");
+    r
 }
 
 /// Runs `script`, which must succeed.
@@ -384,10 +458,18 @@ mod tests {
 
     #[test]
     fn the_scripts_are_valid_shell() {
-        for script in [ROOT_FS, KVM_SCRIPT, DEVPTS_SCRIPT, PRIVATE_DIRS_SCRIPT, HIDE_SCRIPT]
-            .map(String::from)
-            .into_iter()
-            .chain([daemons_script()])
+        for script in [
+            ROOT_FS,
+            KVM_SCRIPT,
+            DEVPTS_SCRIPT,
+            PRIVATE_DIRS_SCRIPT,
+            HIDE_SCRIPT,
+            OWN_POOL_SCRIPT,
+            RESTART_LIBVIRTD,
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([daemons_script()])
         {
             let out = std::process::Command::new("sh").args(["-n", "-c", &script]).output().expect("sh runs");
             assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));

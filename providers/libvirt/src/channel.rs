@@ -8,7 +8,9 @@
 //!
 //! The console tail comes from the log file libvirt's `virtlogd` keeps of the serial port
 //! (`<serial type="pty"><log file=...>`, see `domain`), which holds the boot messages from the very
-//! first line; it is a file on the host the URI names, so it is only read for local connections.
+//! first line; it is a file on the host the URI names, so it is only read for local connections. On
+//! a promoted host (a tunnel into a lab guest) the engine reads it through the guest's agent instead
+//! (`nestform_lab::console`, which names the same path).
 
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
@@ -26,7 +28,7 @@ use crate::error::{is, op};
 use crate::{LibvirtHypervisor, AGENT_CHANNEL};
 
 /// Where libvirt's system instance keeps its QEMU logs; the console log of guest `NAME` is
-/// `NAME-console.log` in it.
+/// `NAME-console.log` in it. `nestform_lab::console::CONSOLE_LOG_DIR` is the same (its test checks).
 pub const CONSOLE_LOG_DIR: &str = "/var/log/libvirt/qemu";
 
 /// The serial console log file of the domain `name` (what `domain` writes into `<serial><log>`).
@@ -175,6 +177,23 @@ pub fn open_agent_channel(hypervisor: &LibvirtHypervisor, id: &str) -> Result<Li
         Err(e) => return Err(op("open agent channel", id)(e)),
     };
     open_domain_channel(hypervisor, &dom)
+}
+
+/// The socket path of the running guest `id`'s agent channel, as its live XML names it (libvirt
+/// chooses it per domain, e.g. `/run/libvirt/qemu/channel/3-g2/dev.nestform.agent.0`).
+pub fn agent_socket_path(hypervisor: &LibvirtHypervisor, id: &str) -> Result<Option<String>, ProviderError> {
+    let dom = match hypervisor.connection().lookup_domain_by_uuid_string(id) {
+        Ok(dom) => dom,
+        Err(e) if is(&e, ErrorNumber::NoDomain) || is(&e, ErrorNumber::InvalidArg) => {
+            return Err(ProviderError::op("open agent channel", id, "no such guest"))
+        }
+        Err(e) => return Err(op("open agent channel", id)(e)),
+    };
+    if !dom.is_active().map_err(op("read domain", id))? {
+        return Ok(None);
+    }
+    let xml = dom.xml_desc(0).map_err(op("read domain", id))?;
+    Ok(crate::domain::channel_socket(&xml, AGENT_CHANNEL))
 }
 
 /// [`open_agent_channel`] for a domain already looked up.

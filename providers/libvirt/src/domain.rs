@@ -151,6 +151,21 @@ fn write_devices(w: &mut crate::xml::XmlWriter, req: &GuestRequest) -> io::Resul
     })
 }
 
+/// The socket path of the `unix` channel named `name` in a running domain's XML (libvirt fills in
+/// the path nestform left to it).
+pub(crate) fn channel_socket(xml: &str, name: &str) -> Option<String> {
+    let root = Element::parse(xml).ok()?;
+    let path = root
+        .child("devices")?
+        .children("channel")
+        .filter(|c| c.attr("type") == Some("unix"))
+        .find(|c| c.child("target").and_then(|t| t.attr("name")) == Some(name))?
+        .child("source")?
+        .attr("path")
+        .map(str::to_string);
+    path
+}
+
 /// What nestform reads back from a domain's (inactive) XML.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct DomainFacts {
@@ -211,6 +226,23 @@ fn scaled(value: &str, unit: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_agent_channel_socket_of_a_running_domain() {
+        let xml = r#"<domain type="qemu"><name>g2</name><devices>
+            <channel type="pty"><target type="virtio" name="other"/></channel>
+            <channel type="unix"><source mode="bind" path="/run/libvirt/qemu/channel/3-g2/org.x"/>
+              <target type="virtio" name="org.x"/></channel>
+            <channel type="unix"><source mode="bind" path="/run/libvirt/qemu/channel/3-g2/dev.nestform.agent.0"/>
+              <target type="virtio" name="dev.nestform.agent.0" state="connected"/></channel>
+            </devices></domain>"#;
+        assert_eq!(
+            channel_socket(xml, AGENT_CHANNEL).as_deref(),
+            Some("/run/libvirt/qemu/channel/3-g2/dev.nestform.agent.0")
+        );
+        assert_eq!(channel_socket(xml, "missing"), None);
+        assert_eq!(channel_socket("<domain/>", AGENT_CHANNEL), None);
+    }
     use nestform_provider::InterfaceRequest;
     use nestform_types::{DiskFormat, Preallocation};
 

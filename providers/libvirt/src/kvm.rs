@@ -16,6 +16,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+// One spelling of booleans (`Y` is `1`) wherever options are compared.
+use nestform_types::kvm::changes as differences;
+
 /// The hardware KVM modules, Intel's first.
 pub(crate) const VENDOR_MODULES: [&str; 2] = ["kvm_intel", "kvm_amd"];
 /// The PVM module, whose `/dev/kvm` runs only PVM-aware guest kernels.
@@ -145,12 +148,8 @@ impl KvmModules {
         running_guests: impl FnOnce() -> Result<Vec<String>, String>,
     ) -> Result<Applied, KvmError> {
         let module = self.vendor_module().ok_or(KvmError::NoVendorModule)?;
-        for (name, value) in options {
-            let name_ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            let value_ok = !value.is_empty() && !value.chars().any(|c| c.is_whitespace() || c.is_control());
-            if !name_ok || !value_ok {
-                return Err(KvmError::Malformed { name: name.clone(), value: value.clone() });
-            }
+        if let Some((name, value)) = options.iter().find(|(n, v)| !nestform_types::kvm::is_option(n, v)) {
+            return Err(KvmError::Malformed { name: name.clone(), value: value.clone() });
         }
         let current = self.parameters(module);
         // A parameter the module does not have would be ignored by the kernel at load time, after
@@ -208,28 +207,6 @@ fn cpuinfo_field<'a>(cpuinfo: &'a str, key: &str) -> Option<&'a str> {
         let (k, v) = line.split_once(':')?;
         (k.trim() == key).then(|| v.trim())
     })
-}
-
-/// Boolean parameters read back as `Y`/`N` while configurations say `1`/`0` or `true`/`false`;
-/// compared in one spelling so a `nested = 1` that already holds is not a change.
-fn normalise(value: &str) -> &str {
-    match value.trim() {
-        "Y" | "y" | "true" => "1",
-        "N" | "n" | "false" => "0",
-        other => other,
-    }
-}
-
-/// `name: current -> wanted` for every option whose current value differs.
-fn differences(options: &BTreeMap<String, String>, current: &BTreeMap<String, String>) -> Vec<String> {
-    options
-        .iter()
-        .filter_map(|(name, wanted)| {
-            let now = current.get(name).map(String::as_str);
-            (now.map(normalise) != Some(normalise(wanted)))
-                .then(|| format!("`{name}` `{}` -> `{wanted}`", now.unwrap_or("(unset)")))
-        })
-        .collect()
 }
 
 /// The modprobe configuration nestform writes: a header and one `options` line per option.

@@ -10,6 +10,7 @@
 //! - `facts`: host facts and the domain type (`kvm`, `qemu` for TCG, `test`), the CPU of TCG guests.
 //! - `kvm`: this machine's KVM modules (`/proc`, `/sys`) and `kvm_module_options`.
 //! - `hypervisor`: the trait implementation, the only place that calls libvirt for objects.
+//! - `snapshot`: domain snapshots, stamped with nestform's owner in their description.
 //! - `channel`: a guest's agent channel (`virDomainOpenChannel`) and the tail of its console log.
 //!
 //! What libvirt's test driver (`test:///default`, `test+unix:///default`) cannot do, and how the
@@ -25,6 +26,7 @@ mod facts;
 mod hypervisor;
 mod kvm;
 mod network;
+mod snapshot;
 mod storage;
 mod xml;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nestform_provider::{
     AgentChannel, BootRequest, CpuRequest, GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest,
-    NetworkStatus, ObjectKind, OwnedObject, ProviderError,
+    NetworkStatus, ObjectKind, OwnedObject, ProviderError, SnapshotInfo, SnapshotMode,
 };
 use nestform_types::Owner;
 
@@ -206,7 +206,12 @@ impl Hypervisor for MemoryHypervisor {
                 }
             }
             let id = new_id();
-            let record = GuestRecord { status: status(&id, req, owner, req.running), volumes, networks };
+            let record = GuestRecord {
+                status: status(&id, req, owner, req.running),
+                volumes,
+                networks,
+                snapshots: Vec::new(),
+            };
             let s = refresh(h, &record);
             h.guests.insert(id, record);
             Ok(s)
@@ -258,8 +263,12 @@ impl Hypervisor for MemoryHypervisor {
             }
             let networks = req.interfaces.iter().map(|i| i.network.clone()).collect();
             // A redefinition neither starts nor stops the domain.
-            let record =
-                GuestRecord { status: status(id, req, owner, old.status.running), volumes, networks };
+            let record = GuestRecord {
+                status: status(id, req, owner, old.status.running),
+                volumes,
+                networks,
+                snapshots: old.snapshots,
+            };
             let s = refresh(h, &record);
             h.guests.insert(id.to_string(), record);
             Ok(s)
@@ -359,6 +368,30 @@ impl Hypervisor for MemoryHypervisor {
 
     fn console_tail(&self, id: &str, _max_bytes: usize) -> Result<String, ProviderError> {
         Ok(format!("(guest `{}` of the memory provider has no console)\n", self.guest_name(id)))
+    }
+
+    fn create_snapshot(
+        &self,
+        id: &str,
+        name: &str,
+        mode: SnapshotMode,
+        owner: &Owner,
+    ) -> Result<SnapshotInfo, ProviderError> {
+        self.call("create_snapshot", &self.guest_name(id), |h| {
+            crate::snapshot::create(h, id, name, mode, owner)
+        })
+    }
+
+    fn list_snapshots(&self, id: &str) -> Result<Vec<SnapshotInfo>, ProviderError> {
+        self.read(|h| crate::snapshot::list(h, id))
+    }
+
+    fn revert_snapshot(&self, id: &str, name: &str) -> Result<(), ProviderError> {
+        self.call("revert_snapshot", &self.guest_name(id), |h| crate::snapshot::revert(h, id, name))
+    }
+
+    fn delete_snapshot(&self, id: &str, name: &str) -> Result<(), ProviderError> {
+        self.call("delete_snapshot", &self.guest_name(id), |h| crate::snapshot::delete(h, id, name))
     }
 }
 

@@ -8,9 +8,11 @@
 //!
 //! For tests it counts mutating calls ([`MemoryProvider::calls`], to show an apply did no needless
 //! work), injects failures ([`MemoryProvider::fail_on`]) and can change guests behind nestform's back
-//! ([`MemoryProvider::edit_guest`], for drift).
+//! ([`MemoryProvider::edit_guest`], for drift). Guests keep snapshots (`snapshot`) of their definition and
+//! running state, with libvirt's rules.
 
 mod host;
+mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,6 +60,8 @@ struct GuestRecord {
     /// Volume name of each disk, in request order.
     volumes: Vec<(String, String)>,
     networks: Vec<String>,
+    /// Its snapshots, oldest first.
+    snapshots: Vec<snapshot::SnapshotRecord>,
 }
 
 impl MemoryProvider {

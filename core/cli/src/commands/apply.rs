@@ -174,7 +174,7 @@ fn print_event(e: &ApplyEvent) {
     }
 }
 
-fn human(d: Duration) -> String {
+pub(super) fn human(d: Duration) -> String {
     if d.as_secs() >= 60 {
         format!("{}m{}s", d.as_secs() / 60, d.as_secs() % 60)
     } else if d.as_millis() >= 1000 {

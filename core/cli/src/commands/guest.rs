@@ -109,6 +109,9 @@ fn split_remote(arg: &str) -> Option<(String, String)> {
     addr.starts_with("nested_guest.").then(|| (addr.to_string(), path.to_string()))
 }
 
+/// `nestform console ADDR`: the end of the guest's serial console log, at any level. The log is a
+/// file on the guest's host: a local file at level 1, and for a guest on a promoted host a file inside
+/// the guest that host runs in, read through that guest's agent (`nestform_engine::promoted`).
 pub fn console(workdir: &Workdir, args: ConsoleArgs) -> Result<ExitCode, Report> {
     let addr = addrs("address", std::slice::from_ref(&args.address))?.remove(0);
     let state = workdir.state().map_err(report)?;

@@ -7,6 +7,7 @@ mod guest;
 mod output;
 mod plan;
 mod show;
+mod snapshot;
 mod state;
 mod validate;
 
@@ -21,7 +22,7 @@ use nestform_engine::workdir::{EngineError, Workdir};
 use nestform_provider::Provider;
 use nestform_types::ResourceAddr;
 
-use crate::args::{Cli, Command, PlanFlags, StateCommand, VarArgs};
+use crate::args::{Cli, Command, PlanFlags, SnapshotCommand, StateCommand, VarArgs};
 
 pub fn run(cli: Cli) -> Result<ExitCode, Report> {
     if let Some(dir) = &cli.chdir {
@@ -48,6 +49,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Report> {
         Command::Exec(a) => guest::exec(&workdir, a),
         Command::Console(a) => guest::console(&workdir, a),
         Command::Cp(a) => guest::cp(&workdir, a),
+        Command::Snapshot(SnapshotCommand::Create(a)) => snapshot::create(&workdir, a),
+        Command::Snapshot(SnapshotCommand::Revert(a)) => snapshot::revert(&workdir, a),
+        Command::Snapshot(SnapshotCommand::List { address, json }) => snapshot::list(&workdir, address, json),
+        Command::Snapshot(SnapshotCommand::Delete(a)) => snapshot::delete(&workdir, a),
     }
 }
 

@@ -16,7 +16,7 @@ const URI: &str = "qemu:///system";
 /// The host's storage pool is one for all guests: tests that check it is gone take turns.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn take_turn() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -62,7 +62,7 @@ output "kernel" {{
     )
 }
 
-fn virsh(args: &[&str]) -> String {
+pub(crate) fn virsh(args: &[&str]) -> String {
     let out = std::process::Command::new("virsh").arg("-c").arg(URI).args(args).output().expect("virsh runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -186,15 +186,11 @@ fn an_agent_that_never_answers_is_a_timeout_with_the_console() {
 /// Two levels in one apply: a lab guest promoted to a hypervisor, with a NAT network and a guest of its
 /// own inside it, reached through the agents; exec at level 2; a no-op re-plan that refreshes through
 /// the promoted host; destroy from the deepest level up, leaving nothing at level 0.
-#[test]
-fn a_guest_promoted_to_a_host_holds_a_guest_of_its_own() {
-    let _turn = take_turn();
-    let tag = "nfe2n";
-    let ws = Workspace::new();
-    ws.write(
-        "main.nf.hcl",
-        &format!(
-            r#"
+/// A lab guest promoted to a host (with `host_extra` in its `kvm_host`), holding a NAT network
+/// (`10.213.NET.0/24`) and a lab guest of its own on it (with `guest2_extra`).
+pub(crate) fn two_levels(tag: &str, net: u8, host_extra: &str, guest2_extra: &str) -> String {
+    format!(
+        r#"
 kvm_host "l0" {{
   uri = "{URI}"
 }}
@@ -210,12 +206,13 @@ nested_guest "guest1" {{
 kvm_host "guest1" {{
   guest  = nested_guest.guest1
   nested = true
+  {host_extra}
 }}
 
 nat_network "inner" {{
   host = kvm_host.guest1
   name = "{tag}-inner"
-  cidr = "10.213.21.0/24"
+  cidr = "10.213.{net}.0/24"
 }}
 
 nested_guest "guest2" {{
@@ -223,6 +220,7 @@ nested_guest "guest2" {{
   name   = "{tag}-g2"
   vcpus  = 1
   memory = "384MiB"
+  {guest2_extra}
 
   network "eth0" {{
     nat_network = nat_network.inner
@@ -231,8 +229,15 @@ nested_guest "guest2" {{
   lab {{}}
 }}
 "#
-        ),
-    );
+    )
+}
+
+#[test]
+fn a_guest_promoted_to_a_host_holds_a_guest_of_its_own() {
+    let _turn = take_turn();
+    let tag = "nfe2n";
+    let ws = Workspace::new();
+    ws.write("main.nf.hcl", &two_levels(tag, 21, "", ""));
     let cleanup = DestroyOnDrop(&ws);
 
     let r = ws.run(&["apply", "-auto-approve"]);

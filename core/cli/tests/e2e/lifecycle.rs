@@ -47,6 +47,7 @@ output "first_web" {{
 
 #[test]
 fn plan_apply_noop_update_destroy() {
+    let _turn = crate::killed::shared_test_driver();
     let driver = TestDriver::connect();
     let ws = Workspace::new();
     ws.write("main.nf.hcl", &lab("e2e1", "256MiB"));
@@ -109,6 +110,7 @@ fn plan_apply_noop_update_destroy() {
 
 #[test]
 fn saved_plans_apply_exactly_and_refuse_when_stale() {
+    let _turn = crate::killed::shared_test_driver();
     let driver = TestDriver::connect();
     let ws = Workspace::new();
     ws.write("main.nf.hcl", &lab("e2e2", "256MiB").replace("10.91.0.0/24", "10.92.0.0/24"));
@@ -140,6 +142,7 @@ fn saved_plans_apply_exactly_and_refuse_when_stale() {
 
 #[test]
 fn a_guest_stopped_outside_nestform_is_planned_to_start() {
+    let _turn = crate::killed::shared_test_driver();
     let driver = TestDriver::connect();
     let ws = Workspace::new();
     ws.write("main.nf.hcl", &lab("e2e3", "256MiB").replace("10.91.0.0/24", "10.93.0.0/24"));
@@ -197,4 +200,53 @@ fn nestform_state_lock(ws: &Workspace) -> impl Drop {
     }
     assert!(lock.exists(), "the first command never took the lock");
     Holder(child)
+}
+
+#[test]
+fn a_targeted_apply_leaves_outputs_of_what_it_left_out_alone() {
+    let _turn = crate::killed::shared_test_driver();
+    let _driver = TestDriver::connect();
+    let ws = Workspace::new();
+    ws.write(
+        "main.nf.hcl",
+        &format!(
+            r#"
+kvm_host "l0" {{
+  uri = "{TEST_URI}"
+}}
+
+nested_guest "g" {{
+  host   = kvm_host.l0
+  name   = "e2etarget-g"
+  vcpus  = 1
+  memory = "128MiB"
+}}
+
+benchmark "loop" {{
+  kind    = "shell_loop"
+  targets = [nested_guest.g]
+}}
+
+output "name" {{
+  value = nested_guest.g.name
+}}
+
+output "results" {{
+  value = benchmark.loop.results
+}}
+"#
+        ),
+    );
+    let _cleanup = DestroyOnDrop(&ws);
+
+    ws.run(&["apply", "-auto-approve", "-target=nested_guest.g"]).success();
+    assert!(ws.read("nestform.state.json").contains("e2etarget-g"));
+    // The benchmark was left out and never ran: its output is neither planned nor a change.
+    let r = ws.run(&["plan", "-detailed-exitcode", "-target=nested_guest.g"]);
+    r.code(0);
+    assert!(!r.stdout.contains("results"), "{}", r.stdout);
+    // Without the target the benchmark and its output are what is left to do.
+    let r = ws.run(&["plan", "-detailed-exitcode"]);
+    r.code(2);
+    assert!(r.stdout.contains("benchmark.loop") && r.stdout.contains("+ results"), "{}", r.stdout);
 }

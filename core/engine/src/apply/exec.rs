@@ -94,15 +94,7 @@ impl Context {
             }
             (_, OpKind::Stop) => {
                 let (h, id) = (host()?, self.id(c)?);
-                let timeout = if is_lab(c) {
-                    // A lab guest's first process is the agent, which no ACPI button reaches, and its
-                    // root is a tmpfs: flushing its disks is all a clean shutdown needs, then power off.
-                    self.flush_lab_guest(&*h, id, &c.addr.to_string());
-                    Duration::from_secs(2)
-                } else {
-                    self.stop_timeout
-                };
-                h.stop_guest(id, timeout)?;
+                stop_cleanly(&*h, id, &c.addr.to_string(), is_lab(c), self.stop_timeout)?;
                 Ok(StateUpdate::Nothing)
             }
             (_, OpKind::Start) => {
@@ -177,13 +169,10 @@ impl Context {
             (Some(ResourceSpec::KvmHost(spec)), OpKind::Create | OpKind::Update) => {
                 let h = self.connect_host(&view, &c.addr, true, 0)?;
                 let mut facts = h.facts()?;
-                // The provider refuses while guests run; it is asked only when something differs. Inside a
-                // promoted guest the module comes up with the lab's defaults (`nested` on), which is all
-                // this version sets there.
+                // The provider refuses while guests run; it is asked only when something differs (a
+                // promoted host got its options when it was promoted, before its libvirtd started).
                 let wanted = crate::kvm::differing(&facts, &spec.kvm_module_options);
-                let promoted_default = spec.guest.is_some()
-                    && wanted.iter().all(|(k, v)| k == "nested" && crate::kvm::normalize(v) == "1");
-                if !wanted.is_empty() && !promoted_default {
+                if !wanted.is_empty() {
                     h.set_kvm_module_options(&spec.kvm_module_options)?;
                     facts = h.facts()?;
                 }
@@ -218,14 +207,6 @@ impl Context {
             facts = agent::facts(&client, &spec.name)?;
         }
         Ok(agent::guest_attributes(&facts, boot))
-    }
-
-    /// Asks a lab guest's agent to write its disks' caches out (`sync`). Best effort: a guest whose
-    /// agent does not answer is stopped all the same, as a plain power-off would.
-    fn flush_lab_guest(&self, h: &dyn Hypervisor, id: &str, name: &str) {
-        if let Ok(client) = agent::wait_for_agent(h, id, name, Duration::from_secs(5)) {
-            let _ = client.exec(nestform_agent::ExecRequest::new(["sync"]).timeout(Duration::from_secs(30)));
-        }
     }
 
     /// The hypervisor of the host `addr` lives on, after the plan or as recorded.
@@ -275,7 +256,15 @@ impl Context {
                         Some((r.id.clone()?, name))
                     })
                     .ok_or_else(|| not_found(format!("the guest `{g}` it promotes does not exist yet")))?;
-                self.hosts.connect_promoted(host, PromotedGuest { parent, id: &id, name: &name })
+                let options = match self.index.get(host).and_then(|&i| self.plan.changes[i].spec.as_ref()) {
+                    Some(ResourceSpec::KvmHost(h)) => h.kvm_module_options.clone(),
+                    _ => Default::default(),
+                };
+                self.hosts.connect_promoted_with(
+                    host,
+                    PromotedGuest { parent, id: &id, name: &name },
+                    &options,
+                )
             }
             None => Err(not_found(format!("`{host}` is neither in the plan nor in state"))),
         }
@@ -307,6 +296,30 @@ impl Context {
             ResourceState { id: Some(id), host, level: c.level, attributes, dependencies, tainted },
         )
     }
+}
+
+/// Stops guest `id` (named `name` in messages) cleanly. A lab guest's first process is the agent,
+/// which no ACPI button reaches, and its root is a tmpfs: flushing its disks through the agent
+/// (`sync`) is all a clean shutdown needs, then it is powered off. Any other guest gets `timeout` to
+/// shut down. Also what `nestform snapshot` stops guests with.
+pub(crate) fn stop_cleanly(
+    h: &dyn Hypervisor,
+    id: &str,
+    name: &str,
+    lab: bool,
+    timeout: Duration,
+) -> Result<(), ProviderError> {
+    let timeout = if lab {
+        // Best effort: a guest whose agent does not answer is stopped all the same, as a plain
+        // power-off would.
+        if let Ok(client) = agent::wait_for_agent(h, id, name, Duration::from_secs(5)) {
+            let _ = client.exec(nestform_agent::ExecRequest::new(["sync"]).timeout(Duration::from_secs(30)));
+        }
+        Duration::from_secs(2)
+    } else {
+        timeout
+    };
+    h.stop_guest(id, timeout)
 }
 
 /// How long a booted guest on networks gets to have an address before its facts are recorded.

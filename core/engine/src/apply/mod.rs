@@ -10,6 +10,7 @@
 //!   apply loses nothing. [`apply`] always returns the partly updated state with the errors.
 
 mod exec;
+pub(crate) use exec::stop_cleanly;
 mod journal;
 pub mod ops;
 

@@ -365,6 +365,11 @@ fn validate(plan: &Plan, view: &View<'_>) -> Refusals {
             continue;
         }
         if c.addr.ty == ResourceType::KvmHost {
+            // Deleting a host only forgets it (what ran on it has its own deletes), so it needs no
+            // way in; a promoted host whose guest is gone must still go.
+            if c.action == Action::Delete {
+                continue;
+            }
             let promoted = [true, false].iter().find_map(|&after| match view.host_kind(&c.addr, after) {
                 Some(HostKind::Promoted(g)) => Some(g),
                 _ => None,

@@ -44,6 +44,7 @@ pub(crate) fn plan_changes(
     if !inputs.options.destroy {
         problems.extend(super::checks::host_checks(desired, inputs.facts));
         problems.extend(super::checks::lab_checks(desired));
+        problems.extend(super::checks::kvm_option_checks(desired, inputs.facts, inputs.state));
     }
     problems.extend(unmatched_addresses(&graph, inputs.state, inputs.options));
     if problems.iter().any(|p| p.error) {
@@ -72,7 +73,14 @@ pub(crate) fn plan_changes(
         }
         if let Some(recorded) = inputs.recorded {
             let recorded = recorded.resources.get(&node.addr);
-            change.reasons.extend(super::drift::drift(&change, st, recorded));
+            // An orphan is tainted only because refresh recorded it so; the plan says what it is.
+            // What refresh knows of it is not the record of something that drifted.
+            if super::drift::is_orphan(st, recorded) {
+                change.reasons.retain(|r| *r != ChangeReason::Tainted);
+                change.reasons.insert(0, ChangeReason::Orphan);
+            } else {
+                change.reasons.extend(super::drift::drift(&change, st, recorded));
+            }
         }
         // A no-op's `before` is its `after` (see `own_change`); a change shows what it was.
         if !matches!(change.action, Action::NoOp | Action::Create) && change.before.is_none() {

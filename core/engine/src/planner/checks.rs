@@ -1,11 +1,12 @@
 //! Checks against what hosts report: a guest larger than its host, guests that together overcommit a
-//! host (a warning: overcommit is legal), and guests placed on a host that promises nesting the host
-//! does not have.
+//! host (a warning: overcommit is legal), guests placed on a host that promises nesting the host
+//! does not have, and `kvm_module_options` that would reload KVM under running guests.
 
 use std::collections::{BTreeMap, HashMap};
 
 use nestform_provider::HostFacts;
-use nestform_types::{ByteSize, InstallSpec, ResourceAddr, ResourceSpec};
+use nestform_state::State;
+use nestform_types::{ByteSize, InstallSpec, ResourceAddr, ResourceSpec, ResourceType};
 
 use super::Problem;
 use crate::graph::DesiredResource;
@@ -127,4 +128,149 @@ pub(crate) fn host_checks(
         }
     }
     problems
+}
+
+/// `kvm_host`s, at any level, whose `kvm_module_options` differ from what their module has now while
+/// guests run on them (as the refreshed `state` says): setting them reloads the module, which would
+/// pull KVM from under those guests, so the plan is refused here rather than failing half-way through
+/// apply. A host whose facts show no module parameters is left to apply, which knows more.
+pub(crate) fn kvm_option_checks(
+    desired: &[DesiredResource<'_>],
+    facts: &BTreeMap<ResourceAddr, HostFacts>,
+    state: &State,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for d in desired {
+        let ResourceSpec::KvmHost(h) = d.spec else { continue };
+        let Some(f) = facts.get(d.addr) else { continue };
+        let wanted = crate::kvm::differing(f, &h.kvm_module_options);
+        if wanted.is_empty() {
+            continue;
+        }
+        if crate::kvm::emulated_without_module(f) {
+            let names: Vec<String> = wanted.keys().map(|k| format!("`{k}`")).collect();
+            let mut p = Problem::error(
+                d.addr,
+                "kvm_module_options",
+                format!(
+                    "`{}` has no KVM module to set {} on: its guests are emulated (TCG)",
+                    d.addr,
+                    names.join(", ")
+                ),
+                "emulated guests can nest without a module (`nested = 1` holds here); remove the other \
+                 options for this host, for example by giving them through a variable"
+                    .into(),
+            );
+            p.detail = f.acceleration_reason.clone();
+            problems.push(p);
+            continue;
+        }
+        if f.kvm_parameters.is_empty() {
+            continue;
+        }
+        let running: Vec<String> = state
+            .resources
+            .iter()
+            .filter(|(a, r)| a.ty == ResourceType::NestedGuest && r.host.as_ref() == Some(d.addr))
+            .filter(|(_, r)| r.attributes.get("running").and_then(|v| v.as_bool()) == Some(true))
+            .map(|(a, _)| format!("`{a}`"))
+            .collect();
+        if running.is_empty() {
+            continue;
+        }
+        let module = f.kvm_module.as_deref().unwrap_or("the KVM module");
+        let changes: Vec<String> = wanted
+            .iter()
+            .map(|(k, v)| {
+                let now = f.kvm_parameters.get(k).map_or("(unset)", String::as_str);
+                format!("`{k}` `{now}` -> `{v}`")
+            })
+            .collect();
+        let mut p = Problem::error(
+            d.addr,
+            "kvm_module_options",
+            format!(
+                "`{}` cannot reload `{module}` to change {} while guests run on it: {}",
+                d.addr,
+                changes.join(", "),
+                running.join(", ")
+            ),
+            "stop those guests first (`running = false`) and apply, then change the options; or keep \
+             `kvm_module_options` as the module has them"
+                .into(),
+        );
+        p.detail = Some("reloading the KVM module under running guests would crash them".into());
+        problems.push(p);
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use nestform_state::ResourceState;
+    use nestform_types::KvmHostSpec;
+
+    use super::*;
+
+    fn addr(s: &str) -> ResourceAddr {
+        s.parse().unwrap()
+    }
+
+    fn promoted_host(options: &[(&str, &str)]) -> ResourceSpec {
+        ResourceSpec::KvmHost(KvmHostSpec {
+            uri: None,
+            guest: Some(addr("nested_guest.guest1")),
+            nested: true,
+            kvm_module_options: options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        })
+    }
+
+    /// `kvm_host.guest1` whose module has `nested = Y`, `npt = Y`, with guest `inner` on it.
+    fn check(options: &[(&str, &str)], inner_running: bool) -> Vec<Problem> {
+        let host = addr("kvm_host.guest1");
+        let spec = promoted_host(options);
+        let none = BTreeSet::new();
+        let desired = [DesiredResource { addr: &host, spec: &spec, depends_on: &none }];
+        let facts = HostFacts {
+            kvm_module: Some("kvm_amd".into()),
+            kvm_parameters: [("nested", "Y"), ("npt", "Y")].map(|(k, v)| (k.into(), v.into())).into(),
+            ..HostFacts::default()
+        };
+        let mut state = State::new();
+        state.resources.insert(
+            addr("nested_guest.inner"),
+            ResourceState {
+                id: Some("u-1".into()),
+                host: Some(host.clone()),
+                level: 2,
+                attributes: serde_json::json!({ "name": "inner", "running": inner_running }),
+                dependencies: BTreeSet::new(),
+                tainted: false,
+            },
+        );
+        kvm_option_checks(&desired, &BTreeMap::from([(host.clone(), facts)]), &state)
+    }
+
+    #[test]
+    fn changing_options_under_running_guests_is_refused_at_the_attribute() {
+        let p = check(&[("nested", "1"), ("npt", "0")], true);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].error && p[0].attr == Some("kvm_module_options"));
+        assert_eq!(
+            p[0].summary,
+            "`kvm_host.guest1` cannot reload `kvm_amd` to change `npt` `Y` -> `0` while guests run on it: \
+             `nested_guest.inner`"
+        );
+        assert!(p[0].help.as_deref().unwrap().contains("stop those guests first"));
+    }
+
+    #[test]
+    fn options_that_hold_or_a_host_without_running_guests_pass() {
+        // `1` is the module's `Y`: nothing to reload.
+        assert!(check(&[("nested", "1"), ("npt", "1")], true).is_empty());
+        // Nothing runs there: apply reloads the module.
+        assert!(check(&[("npt", "0")], false).is_empty());
+    }
 }

@@ -1,7 +1,8 @@
 //! Drift: what changed outside nestform. Refresh writes what the hosts report into state (a guest's
 //! `running`, `vcpus`, `memory`) and removes what they no longer have; comparing that with the state as
 //! recorded before refresh tells a change made behind nestform's back apart from a change of
-//! configuration, so the plan can say why it starts a guest nobody asked to start.
+//! configuration, so the plan can say why it starts a guest nobody asked to start. The same comparison
+//! tells an orphan that refresh adopted (in the refreshed state, not in the recorded one).
 
 use nestform_state::ResourceState;
 use serde_json::Value;
@@ -42,6 +43,13 @@ pub(crate) fn drift(
         _ => return None,
     };
     Some(ChangeReason::Drift { detail })
+}
+
+/// Whether refresh adopted the resource (see `crate::refresh`'s orphans): tainted, with an id the
+/// state as recorded does not have for it (none at all, or one that refresh found gone, as when a
+/// network was defined anew by an update that was killed before it was saved).
+pub(crate) fn is_orphan(refreshed: Option<&ResourceState>, recorded: Option<&ResourceState>) -> bool {
+    refreshed.is_some_and(|r| r.tainted && recorded.map(|rec| &rec.id) != Some(&r.id))
 }
 
 /// One drifted attribute in words: `it was stopped outside nestform`.

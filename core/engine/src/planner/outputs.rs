@@ -50,6 +50,12 @@ pub(crate) fn plan_outputs(
     let evaluated =
         if config.outputs.is_empty() { BTreeMap::new() } else { config.evaluate_outputs(&values)? };
     for (name, oc) in &config.outputs {
+        // An output that reads a resource `-target` left out and that never existed cannot get a
+        // value from this plan: it is left as it is, like Terraform does, rather than shown as a
+        // change no apply of this target set could ever make.
+        if oc.depends_on.iter().any(|a| config.resources.contains_key(a) && !values.contains_key(a)) {
+            continue;
+        }
         let before = state.outputs.get(name).map(|o| o.value.clone());
         let (after, after_unknown) = match evaluated.get(name) {
             Some(OutputValue::Known(v)) => (Some(v.clone()), false),

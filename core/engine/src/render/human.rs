@@ -250,6 +250,10 @@ fn reason(action: Action, ty: ResourceType, r: &ChangeReason) -> String {
         // The detail says what happened outside nestform: "it was stopped outside nestform".
         ChangeReason::Drift { detail } => format!("because {detail}"),
         ChangeReason::NotInConfig => "because it is not in the configuration".into(),
+        ChangeReason::Orphan => {
+            "because it was found on its host but is missing from the state: an interrupted apply left it"
+                .into()
+        }
     }
 }
 

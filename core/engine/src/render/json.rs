@@ -210,7 +210,10 @@ fn before(c: &ResourceChange) -> Option<&Value> {
 fn action_reason(c: &ResourceChange) -> Option<String> {
     let has = |f: fn(&ChangeReason) -> bool| c.reasons.iter().any(f);
     let reason = match c.action {
-        Action::Replace if has(|r| matches!(r, ChangeReason::Tainted)) => "replace_because_tainted",
+        // Terraform's way to say an interrupted create: the object exists, but not as configured.
+        Action::Replace if has(|r| matches!(r, ChangeReason::Tainted | ChangeReason::Orphan)) => {
+            "replace_because_tainted"
+        }
         Action::Replace if has(|r| matches!(r, ChangeReason::ReplaceRequested)) => "replace_by_request",
         Action::Replace if has(|r| matches!(r, ChangeReason::Cascade { .. })) => "replace_by_triggers",
         Action::Replace => "replace_because_cannot_update",

@@ -1,7 +1,10 @@
 //! `relay`: pipe a stream to a local unix socket named on the agent's allowlist.
 //!
-//! The allowlist is compared lexically (after normalising `.` components and trailing slashes) and the
-//! path must be absolute, so `--relay-allow /var/run/libvirt/libvirt-sock` allows exactly that path.
+//! The allowlist is compared lexically (after normalising `.` components) and the path must be
+//! absolute, so `--relay-allow /var/run/libvirt/libvirt-sock` allows exactly that path. An entry that
+//! ends in `/` allows every socket below that directory (`..` never matches, so nothing escapes it):
+//! that is how a promoted guest's agent reaches its own guests' agent channels, whose sockets libvirt
+//! names per domain.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -17,7 +20,17 @@ use crate::proto::AgentMessage;
 pub(crate) fn is_allowed(path: &Path, allow: &[PathBuf]) -> bool {
     // Lexical: `..` is not resolved, so it simply never matches an allowed (normal) path.
     let normal = |p: &Path| p.components().filter(|c| *c != Component::CurDir).collect::<PathBuf>();
-    path.is_absolute() && allow.iter().any(|allowed| normal(allowed) == normal(path))
+    let escapes = path.components().any(|c| c == Component::ParentDir);
+    path.is_absolute()
+        && !escapes
+        && allow.iter().any(|allowed| {
+            let is_dir = allowed.as_os_str().to_string_lossy().ends_with('/');
+            if is_dir {
+                normal(path).starts_with(normal(allowed)) && normal(path) != normal(allowed)
+            } else {
+                normal(allowed) == normal(path)
+            }
+        })
 }
 
 /// Connects to `path` and relays until the client closes the stream.
@@ -84,5 +97,12 @@ mod tests {
         assert!(!is_allowed(Path::new("/var/run/libvirt/../libvirt/libvirt-sock"), &allow));
         assert!(!is_allowed(Path::new("var/run/libvirt/libvirt-sock"), &allow));
         assert!(!is_allowed(Path::new("/tmp/x"), &[]));
+        let dir = [PathBuf::from("/run/libvirt/qemu/channel/")];
+        assert!(is_allowed(Path::new("/run/libvirt/qemu/channel/1-g/dev.x.0"), &dir));
+        assert!(!is_allowed(Path::new("/run/libvirt/qemu/channel/../../../x"), &dir));
+        assert!(!is_allowed(Path::new("/run/libvirt/qemu/channel"), &dir));
+        assert!(!is_allowed(Path::new("/run/libvirt/qemu/channelx/y"), &dir));
+        // Without the trailing slash an entry is one path, never a directory.
+        assert!(!is_allowed(Path::new("/var/run/libvirt/libvirt-sock/x"), &allow));
     }
 }

@@ -1,0 +1,87 @@
+//! A promoted host's own KVM and consoles, on real libvirt (`qemu:///system`, TCG at level 1): the
+//! guest's `kvm_amd` reloaded with `kvm_module_options` when it is promoted, seen in its `/sys`, a
+//! no-op re-plan, a change of options refused at plan time while a guest runs inside, and `nestform
+//! console` of a level-2 guest, whose log lives inside level 1.
+//!
+//! Needs what `tests/run.sh` sets up (libvirtd, a guest kernel); takes its turn with `lab`'s tests.
+
+use std::path::Path;
+
+use crate::lab::{take_turn, virsh};
+use crate::support::{DestroyOnDrop, Workspace};
+
+/// A level-1 lab guest promoted with `kvm_module_options`, and a level-2 lab guest inside it.
+fn tower(tag: &str, dump_invalid_vmcb: u32, guest2_running: bool) -> String {
+    crate::lab::two_levels(
+        tag,
+        23,
+        &format!("kvm_module_options = {{ nested = 1, dump_invalid_vmcb = {dump_invalid_vmcb} }}"),
+        &format!("running = {guest2_running}"),
+    )
+}
+
+#[test]
+fn a_promoted_guest_loads_kvm_with_its_options_and_its_guests_consoles_are_readable() {
+    let _turn = take_turn();
+    let tag = "nfe2p";
+    let ws = Workspace::new();
+    ws.write("main.nf.hcl", &tower(tag, 1, true));
+    let cleanup = DestroyOnDrop(&ws);
+
+    let r = ws.run(&["apply", "-auto-approve"]);
+    r.success();
+    assert!(r.stdout.contains("nested_guest.guest2: Creation complete"), "{}", r.stdout);
+
+    // Inside level 1 the vendor module was reloaded with the options (`dump_invalid_vmcb` is off by
+    // default; an option the CPU can refuse, such as `pause_filter_thresh` under TCG, would prove nothing).
+    assert_eq!(level1_kvm(&ws), "nested=1 dump_invalid_vmcb=1");
+
+    // Level 2's console log is a file inside level 1: read through level 1's agent.
+    let r = ws.run(&["console", "nested_guest.guest2", "--bytes", "1000000"]);
+    r.success();
+    assert!(r.stdout.contains("Linux version"), "the kernel's first line: {}", r.stdout);
+    assert!(r.stdout.contains("nestform-init: starting"), "{}", r.stdout);
+
+    // Refresh reads the options inside level 1: nothing to do.
+    let r = ws.run(&["plan", "-detailed-exitcode"]);
+    r.code(0);
+
+    // Another value would reload KVM under guest2: refused at plan time, at the attribute.
+    ws.write("main.nf.hcl", &tower(tag, 0, true));
+    let r = ws.run(&["plan"]);
+    r.code(1);
+    assert!(r.stderr.contains("cannot reload `kvm_amd`"), "{}", r.stderr);
+    assert!(r.stderr.contains("`dump_invalid_vmcb` `Y` -> `0`"), "{}", r.stderr);
+    assert!(r.stderr.contains("`nested_guest.guest2`"), "{}", r.stderr);
+    assert!(r.stderr.contains("kvm_module_options"), "{}", r.stderr);
+
+    // With guest2 stopped it can change: reloaded under level 1's running libvirtd, which goes on.
+    ws.write("main.nf.hcl", &tower(tag, 1, false));
+    ws.run(&["apply", "-auto-approve"]).success();
+    ws.write("main.nf.hcl", &tower(tag, 0, false));
+    let r = ws.run(&["apply", "-auto-approve"]);
+    r.success();
+    assert!(r.stdout.contains("kvm_host.guest1: Modifications complete"), "{}", r.stdout);
+    assert_eq!(level1_kvm(&ws), "nested=1 dump_invalid_vmcb=0");
+    ws.run(&["plan", "-detailed-exitcode"]).code(0);
+
+    ws.run(&["destroy", "-auto-approve"]).success();
+    drop(cleanup);
+    let domains = virsh(&["list", "--all", "--name"]);
+    assert!(!domains.contains(tag), "domains left: {domains}");
+    assert!(!Path::new("/var/log/libvirt/qemu").join(format!("{tag}-g1-console.log")).exists());
+}
+
+/// What level 1's `kvm_amd` has for the test's options, as its own `/sys` says.
+fn level1_kvm(ws: &Workspace) -> String {
+    let r = ws.run(&[
+        "exec",
+        "nested_guest.guest1",
+        "--",
+        "sh",
+        "-c",
+        "cd /sys/module/kvm_amd/parameters && echo nested=$(cat nested) dump_invalid_vmcb=$(cat dump_invalid_vmcb)",
+    ]);
+    r.success();
+    r.stdout.trim().replace("=Y", "=1").replace("=N", "=0")
+}
