@@ -23,6 +23,10 @@ struct Inner {
     provider: Arc<dyn Provider>,
     // One mutex for both maps: they change together, and the lock is never held across a provider call.
     conns: Mutex<Conns>,
+    /// One lock per promoted host, held while it is being reached: operations that run in parallel
+    /// on one promoted host would otherwise each open its guest's agent channel, each taking it over
+    /// from the other, forever (seen: two network deletes in one destroy).
+    promoting: Mutex<BTreeMap<ResourceAddr, Arc<Mutex<()>>>>,
 }
 
 #[derive(Default)]
@@ -68,7 +72,13 @@ const PROMOTE_AGENT_WAIT: std::time::Duration = std::time::Duration::from_secs(1
 impl Hosts {
     /// An empty cache that opens connections through `provider`.
     pub fn new(provider: Arc<dyn Provider>) -> Self {
-        Hosts { inner: Arc::new(Inner { provider, conns: Mutex::new(Conns::default()) }) }
+        Hosts {
+            inner: Arc::new(Inner {
+                provider,
+                conns: Mutex::new(Conns::default()),
+                promoting: Mutex::new(BTreeMap::new()),
+            }),
+        }
     }
 
     /// The connection to `uri`, remembered as `addr`'s current connection.
@@ -111,6 +121,15 @@ impl Hosts {
         guest: PromotedGuest<'_>,
         kvm_module_options: &BTreeMap<String, String>,
     ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+        if let Some(h) = self.get(addr) {
+            return Ok(h);
+        }
+        let turn = {
+            let mut promoting = self.inner.promoting.lock().unwrap_or_else(|p| p.into_inner());
+            promoting.entry(addr.clone()).or_default().clone()
+        };
+        let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+        // Whoever held the turn before may have connected it meanwhile.
         if let Some(h) = self.get(addr) {
             return Ok(h);
         }

@@ -134,10 +134,9 @@ impl Hypervisor for PromotedHost {
         Ok(AgentChannel {
             reader: Box::new(relay),
             writer: Box::new(writer),
-            // QEMU ends the connection when it reads end-of-file, which ends a read in progress.
-            shutdown: Arc::new(move || {
-                let _ = ender.shutdown_write();
-            }),
+            // Closed outright: QEMU's chardev serves one client at a time, so a handshake given up
+            // on must free the socket for the next attempt.
+            shutdown: Arc::new(move || ender.close()),
         })
     }
 

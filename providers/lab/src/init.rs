@@ -117,9 +117,8 @@ for n in /sys/class/net/*; do
   n="${n##*/}"
   [ "$n" = lo ] && continue
   ip link set "$n" up
-  # In the background: a guest whose network has no DHCP server must still boot.
+  # In the background, on every interface: a guest whose network has no DHCP server must still boot.
   udhcpc -i "$n" -s @UDHCPC@ -b -t 5 -T 2 >/dev/null 2>&1 &
-  break
 done
 
 for d in proc sys dev run; do
@@ -150,8 +149,8 @@ case "$1" in
   bound|renew)
     ip addr flush dev "$interface"
     ip addr add "$ip/${mask:-24}" dev "$interface"
-    if [ -n "$router" ]; then
-      ip route del default 2>/dev/null
+    # Every interface gets its lease; the first with a router gives the default route.
+    if [ -n "$router" ] && ! ip route | grep -q '^default'; then
       for r in $router; do ip route add default via "$r" dev "$interface"; break; done
     fi
     if [ -n "$dns" ]; then

@@ -30,6 +30,10 @@ pub struct LibvirtHypervisor {
     conn: ManuallyDrop<Connect>,
     pool_dir: PathBuf,
     domain_type: String,
+    /// Held while a network is defined and started: libvirt picks the next free `virbrN` for each, and two networks
+    /// started at once on one host both took `virbr0` (seen: "error creating bridge interface
+    /// virbr0: File exists").
+    network_starts: std::sync::Mutex<()>,
 }
 
 impl Drop for LibvirtHypervisor {
@@ -53,6 +57,7 @@ impl LibvirtHypervisor {
             conn: ManuallyDrop::new(conn),
             pool_dir,
             domain_type: String::new(),
+            network_starts: std::sync::Mutex::new(()),
         };
         h.domain_type = crate::facts::domain_type(&h.conn, uri)?;
         Ok(h)
@@ -242,6 +247,7 @@ impl Hypervisor for LibvirtHypervisor {
     }
 
     fn create_network(&self, req: &NetworkRequest, owner: &Owner) -> Result<NetworkStatus, ProviderError> {
+        let _one_at_a_time = self.network_starts.lock().unwrap_or_else(|p| p.into_inner());
         let net = self
             .conn
             .define_network_xml(&network_xml(req, owner))

@@ -59,6 +59,13 @@ impl RelayWriter {
     pub fn shutdown_write(&self) -> io::Result<()> {
         shutdown_write(&self.shared.stream)
     }
+
+    /// Ends the relay in both directions at once: the agent closes its connection to the socket
+    /// (a server that takes one client at a time, such as QEMU's chardev, is free for the next),
+    /// and a read in progress on this side returns end-of-file.
+    pub fn close(&self) {
+        self.shared.stream.close();
+    }
 }
 
 fn to_io(end: StreamEnd) -> io::Error {
