@@ -66,6 +66,25 @@ pub struct PromotedGuest<'a> {
     pub name: &'a str,
 }
 
+/// How long the first calls of a new connection to a promoted guest's libvirtd (which has answered
+/// already) may take before that libvirtd counts as hung.
+const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `provider.connect(uri)` on a thread of its own, given up on after `patience` (`None`); a call given
+/// up on ends when its connection does.
+fn connect_within(
+    provider: &Arc<dyn Provider>,
+    uri: &str,
+    patience: std::time::Duration,
+) -> Option<Result<Arc<dyn Hypervisor>, ProviderError>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (provider, uri) = (Arc::clone(provider), uri.to_string());
+    std::thread::spawn(move || {
+        let _ = tx.send(provider.connect(&uri));
+    });
+    rx.recv_timeout(patience).ok()
+}
+
 /// How long a promoted guest's agent gets to answer, and its libvirtd to start.
 const PROMOTE_AGENT_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
@@ -157,7 +176,20 @@ impl Hosts {
         let tunnel = nestform_lab::tunnel::LibvirtTunnel::open(&client)
             .map_err(|e| fail("opening a tunnel to it", e.to_string()))?;
         tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "libvirtd in the guest answers, tunnel open");
-        let h = self.inner.provider.connect(&tunnel.uri())?;
+        let h = match connect_within(&self.inner.provider, &tunnel.uri(), CONNECT_PATIENCE) {
+            Some(result) => result?,
+            // The guest's libvirtd answered `virsh version` but not this connection's first calls
+            // (seen at level 1: `virConnectGetDomainCapabilities` never returned): restart it, which
+            // also ends the call left waiting, and connect once more.
+            None => {
+                tracing::warn!(host = %addr, "libvirtd in the guest does not answer a new connection; restarting it");
+                nestform_lab::promote::restart_libvirt(&client, &options)
+                    .map_err(|e| fail("restarting libvirtd in the guest", e.to_string()))?;
+                connect_within(&self.inner.provider, &tunnel.uri(), options.ready_timeout).ok_or_else(
+                    || fail("connecting through the tunnel", "libvirtd in the guest did not answer".into()),
+                )??
+            }
+        };
         tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "connected through the tunnel");
         let h: Arc<dyn Hypervisor> = Arc::new(crate::promoted::PromotedHost::new(h, client));
         let mut conns = self.lock();

@@ -189,11 +189,8 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
             // deadlocked after a client vanished with a stream open); one that is gone is started
             // again the same way.
             Err(PromoteError::NotReady { .. }) => {
-                checked(client, "restarting a libvirtd that does not answer", RESTART_LIBVIRTD)?;
-                checked(client, "starting the libvirt daemons", &daemons_script())
-                    .map_err(|e| with_log_tail(client, e))?;
                 restarted_libvirtd = true;
-                wait_ready(client, opts.ready_timeout)?
+                restart_libvirt(client, opts)?
             }
             Err(e) => return Err(e),
         }
@@ -348,6 +345,16 @@ start libvirtd {LIBVIRTD_LOG}
 fn libvirtd_runs(client: &AgentClient) -> Result<bool, PromoteError> {
     let check = "[ -f /run/libvirtd.pid ] && kill -0 \"$(cat /run/libvirtd.pid)\" 2>/dev/null";
     Ok(run(client, "checking for libvirtd", check)?.status.success())
+}
+
+/// Restarts the guest's libvirtd, whose guests keep running (it takes them over again when it
+/// starts), and waits until it answers: for a libvirtd that answered `virsh version` but then hung on
+/// a caller's request. Returns what `virsh version` answered.
+pub fn restart_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<String, PromoteError> {
+    checked(client, "restarting a libvirtd that does not answer", RESTART_LIBVIRTD)?;
+    checked(client, "starting the libvirt daemons", &daemons_script())
+        .map_err(|e| with_log_tail(client, e))?;
+    wait_ready(client, opts.ready_timeout)
 }
 
 /// Kills the guest's libvirtd (hung: it does not answer) so the daemons script starts a new one.
