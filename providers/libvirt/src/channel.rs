@@ -169,31 +169,30 @@ impl From<LibvirtChannel> for AgentChannel {
 /// Opens the agent channel of the running guest `id` (its libvirt UUID) on `hypervisor`'s connection.
 /// Each call is a new session: the agent ends the previous one when it sees the new client's magic.
 pub fn open_agent_channel(hypervisor: &LibvirtHypervisor, id: &str) -> Result<LibvirtChannel, ProviderError> {
-    let dom = match hypervisor.connection().lookup_domain_by_uuid_string(id) {
-        Ok(dom) => dom,
-        Err(e) if is(&e, ErrorNumber::NoDomain) || is(&e, ErrorNumber::InvalidArg) => {
-            return Err(ProviderError::op("open agent channel", id, "no such guest"))
-        }
-        Err(e) => return Err(op("open agent channel", id)(e)),
-    };
+    let dom = guest_domain(hypervisor, id)?;
     open_domain_channel(hypervisor, &dom)
 }
 
 /// The socket path of the running guest `id`'s agent channel, as its live XML names it (libvirt
 /// chooses it per domain, e.g. `/run/libvirt/qemu/channel/3-g2/dev.nestform.agent.0`).
 pub fn agent_socket_path(hypervisor: &LibvirtHypervisor, id: &str) -> Result<Option<String>, ProviderError> {
-    let dom = match hypervisor.connection().lookup_domain_by_uuid_string(id) {
-        Ok(dom) => dom,
-        Err(e) if is(&e, ErrorNumber::NoDomain) || is(&e, ErrorNumber::InvalidArg) => {
-            return Err(ProviderError::op("open agent channel", id, "no such guest"))
-        }
-        Err(e) => return Err(op("open agent channel", id)(e)),
-    };
+    let dom = guest_domain(hypervisor, id)?;
     if !dom.is_active().map_err(op("read domain", id))? {
         return Ok(None);
     }
     let xml = dom.xml_desc(0).map_err(op("read domain", id))?;
     Ok(crate::domain::channel_socket(&xml, AGENT_CHANNEL))
+}
+
+/// The domain of guest `id`, for reaching its agent channel; a guest that is gone says so.
+fn guest_domain(hypervisor: &LibvirtHypervisor, id: &str) -> Result<Domain, ProviderError> {
+    match hypervisor.connection().lookup_domain_by_uuid_string(id) {
+        Ok(dom) => Ok(dom),
+        Err(e) if is(&e, ErrorNumber::NoDomain) || is(&e, ErrorNumber::InvalidArg) => {
+            Err(ProviderError::op("open agent channel", id, "no such guest"))
+        }
+        Err(e) => Err(op("open agent channel", id)(e)),
+    }
 }
 
 /// [`open_agent_channel`] for a domain already looked up.
