@@ -17,8 +17,9 @@ pub fn init(no_color: bool) {
 }
 
 /// Turns on nestform's debug log when `NESTFORM_LOG` is set (like Terraform's `TF_LOG`): a filter
-/// such as `debug` or `nestform_engine=debug,nestform_lab=trace`, written to standard error with the
-/// time since start, so a slow step at some nesting level can be found.
+/// such as `debug` or `nestform_engine=debug,nestform_lab=trace`, with the time since start, so a
+/// slow step at some nesting level can be found. It goes to standard error, or is appended to the
+/// file `NESTFORM_LOG_PATH` names (like `TF_LOG_PATH`).
 pub fn init_log() {
     let Ok(filter) = std::env::var("NESTFORM_LOG") else { return };
     let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
@@ -28,12 +29,23 @@ pub fn init_log() {
             return;
         }
     };
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
         .with_timer(tracing_subscriber::fmt::time::uptime())
-        .with_ansi(false)
-        .try_init();
+        .with_ansi(false);
+    let _ = match std::env::var_os("NESTFORM_LOG_PATH") {
+        Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+            Ok(file) => builder.with_writer(std::sync::Mutex::new(file)).try_init(),
+            Err(e) => {
+                eprintln!(
+                    "warning: cannot open `NESTFORM_LOG_PATH={}` ({e}); the log goes to standard error",
+                    std::path::Path::new(&path).display()
+                );
+                builder.with_writer(std::io::stderr).try_init()
+            }
+        },
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
 }
 
 /// Asks the Terraform question and accepts only `yes`.

@@ -20,9 +20,10 @@
 //!    `/var/log/libvirt` in the guest, and waits (bounded) until the socket exists and
 //!    `virsh -c qemu:///system version` answers inside the guest.
 //!
-//! Every step is safe to repeat, so calling [`start_libvirt`] on a guest where libvirtd already runs
-//! only checks it. The steps are shell snippets run by the agent: the guest has a shell and the
-//! tools, and the agent has no business knowing about libvirt.
+//! Every step is safe to repeat, and calling [`start_libvirt`] on a guest promoted earlier in this
+//! boot whose daemons run only checks that, in one round trip to the agent (what each later
+//! connection through a level pays). The steps are shell snippets run by the agent: the guest has a
+//! shell and the tools, and the agent has no business knowing about libvirt.
 
 use std::time::{Duration, Instant};
 
@@ -88,16 +89,18 @@ pub struct PromoteReport {
     pub private_dirs: Vec<String>,
     /// Whether the guest could read the `qemu.conf` it sees (the parent's, or one written by an
     /// earlier call) and kept its settings; false: it was unreadable and only nestform's block is in
-    /// the guest's file.
-    pub qemu_conf_inherited: bool,
+    /// the guest's file. `None` when the call found the guest promoted and answering, and only
+    /// checked it.
+    pub qemu_conf_inherited: Option<bool>,
     /// Whether this call started `virtlogd` (false: it already ran).
     pub started_virtlogd: bool,
     /// Whether this call started `libvirtd` (false: it already ran).
     pub started_libvirtd: bool,
     /// Whether this call found `libvirtd` hung and restarted it.
     pub restarted_libvirtd: bool,
-    /// What `virsh version` answered inside the guest.
-    pub virsh_version: String,
+    /// What `virsh version` answered inside the guest; `None` when the call found the guest promoted
+    /// and its daemons running, and left asking libvirtd to the caller's connection.
+    pub virsh_version: Option<String>,
     /// How long the whole call took.
     pub elapsed: Duration,
 }
@@ -125,6 +128,9 @@ const PROMOTED_MARKER: &str = "/run/nestform/promoted";
 /// Starts libvirtd inside the lab guest `client` talks to (see the module doc). Idempotent.
 pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<PromoteReport, PromoteError> {
     let start = Instant::now();
+    if let Some(report) = already_promoted(client, opts, start) {
+        return Ok(report);
+    }
     let root = run(client, "reading the guest's mounts", ROOT_FS)?;
     let root = String::from_utf8_lossy(&root.stdout).trim().to_string();
     if root != "overlay" {
@@ -136,13 +142,7 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
         crate::kvm_options::apply(client, &opts.kvm_module_options)?;
     }
     let kvm = checked(client, "loading KVM", KVM_SCRIPT)?;
-    let kvm = String::from_utf8_lossy(&kvm.stdout).into_owned();
-    let value = |key: &str| {
-        kvm.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).filter(|v| !v.is_empty())
-    };
-    let kvm_module = value("module").map(str::to_string);
-    let kvm_nested = value("nested").map(str::to_string);
-    let dev_kvm = value("dev_kvm") == Some("yes");
+    let kvm = KvmReport::parse(&String::from_utf8_lossy(&kvm.stdout));
 
     checked(client, "mounting /dev/pts and making /run/lock", DEVPTS_SCRIPT)?;
     // Covering and hiding the parent's objects happens once per boot: by the next call the files there
@@ -179,21 +179,20 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
     let started_virtlogd = daemons.lines().any(|l| l == "started=virtlogd");
     let started_libvirtd = daemons.lines().any(|l| l == "started=libvirtd");
 
+    // A new libvirtd gets the time its first start needs (QEMU's capabilities are probed then); one
+    // that answered before gets less. Silent past that, it is hung (seen: a main loop deadlocked after
+    // a client vanished with a stream open, and a first start that never answered under a loaded
+    // emulated level 1) or gone, and it is started again once, the same way. Its guests keep running.
+    let patience = if started_libvirtd { opts.ready_timeout } else { opts.hung_after };
     let mut restarted_libvirtd = false;
-    let virsh_version = if started_libvirtd {
-        wait_ready(client, opts.ready_timeout)?
-    } else {
-        match wait_ready(client, opts.hung_after) {
-            Ok(v) => v,
-            // A libvirtd that answered before and is silent now is hung (seen: its main loop
-            // deadlocked after a client vanished with a stream open); one that is gone is started
-            // again the same way.
-            Err(PromoteError::NotReady { .. }) => {
-                restarted_libvirtd = true;
-                restart_libvirt(client, opts)?
-            }
-            Err(e) => return Err(e),
+    let virsh_version = match wait_ready(client, patience) {
+        Ok(v) => v,
+        Err(PromoteError::NotReady { last, .. }) => {
+            tracing::debug!(%last, ?patience, "libvirtd did not answer; restarting it");
+            restarted_libvirtd = true;
+            restart_libvirt(client, opts)?
         }
+        Err(e) => return Err(e),
     };
     checked(
         client,
@@ -201,17 +200,87 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
         &format!("mkdir -p \"$(dirname {PROMOTED_MARKER})\" && touch {PROMOTED_MARKER}"),
     )?;
     Ok(PromoteReport {
-        kvm_module,
-        kvm_nested,
-        dev_kvm,
-        qemu_conf_inherited,
+        kvm_module: kvm.module,
+        kvm_nested: kvm.nested,
+        dev_kvm: kvm.dev_kvm,
+        qemu_conf_inherited: Some(qemu_conf_inherited),
         private_dirs,
         started_virtlogd,
         started_libvirtd,
         restarted_libvirtd,
-        virsh_version,
+        virsh_version: Some(virsh_version),
         elapsed: start.elapsed(),
     })
+}
+
+/// The report of one round trip to a guest promoted earlier in this boot whose daemons run: what
+/// every later connection (`exec`, refresh, each level on the way to a deeper one) finds, in one exec
+/// instead of one per step. `None` when anything is off, for the full, repairing path. Whether that
+/// libvirtd answers is left to the caller's connection, the real test (`virsh version` here cost 2 s
+/// at level 2); a caller that gets no answer restarts it with [`restart_libvirt`].
+fn already_promoted(client: &AgentClient, opts: &PromoteOptions, start: Instant) -> Option<PromoteReport> {
+    let script = already_promoted_script();
+    let r = client.exec(ExecRequest::new(["sh", "-c", &script]).timeout(opts.hung_after));
+    let out = match &r {
+        Ok(r) if r.status.success() => String::from_utf8_lossy(&r.stdout).into_owned(),
+        _ => {
+            tracing::debug!(answer = ?r.map(|r| String::from_utf8_lossy(&r.stdout).trim().to_string()), "not promoted and answering yet: the full path");
+            return None;
+        }
+    };
+    let kvm = KvmReport::parse(&out);
+    tracing::debug!(elapsed = ?start.elapsed(), "promoted already, the daemons run");
+    Some(PromoteReport {
+        kvm_module: kvm.module,
+        kvm_nested: kvm.nested,
+        dev_kvm: kvm.dev_kvm,
+        qemu_conf_inherited: None,
+        private_dirs: Vec::new(),
+        started_virtlogd: false,
+        started_libvirtd: false,
+        restarted_libvirtd: false,
+        virsh_version: None,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Checks, in one script, what [`start_libvirt`] would otherwise set up step by step; exits 1 when
+/// something is missing, else prints [`KVM_SCRIPT`]'s report.
+fn already_promoted_script() -> String {
+    format!(
+        r#"
+test -e {PROMOTED_MARKER} || {{ echo 'not promoted in this boot'; exit 1; }}
+for n in virtlogd libvirtd; do
+  [ -f "/run/$n.pid" ] && kill -0 "$(cat "/run/$n.pid")" 2>/dev/null || {{ echo "$n is not running"; exit 1; }}
+done
+test -S {LIBVIRT_SOCKET} || {{ echo 'no libvirt socket'; exit 1; }}
+grep -qxF '{CONF_MARKER}' {QEMU_CONF} || {{ echo 'qemu.conf lacks the settings'; exit 1; }}
+( {KVM_SCRIPT} )
+"#
+    )
+}
+
+/// What [`KVM_SCRIPT`] printed.
+struct KvmReport {
+    module: Option<String>,
+    nested: Option<String>,
+    dev_kvm: bool,
+}
+
+impl KvmReport {
+    fn parse(out: &str) -> Self {
+        let value = |key: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        KvmReport {
+            module: value("module"),
+            nested: value("nested"),
+            dev_kvm: value("dev_kvm").as_deref() == Some("yes"),
+        }
+    }
 }
 
 /// `existing` (the guest's `qemu.conf`) with [`QEMU_CONF_SETTINGS`]: earlier assignments of those
@@ -380,9 +449,17 @@ fn wait_ready(client: &AgentClient, timeout: Duration) -> Result<String, Promote
     let mut last = String::from("nothing tried");
     while Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        let r = client
+        let r = match client
             .exec(ExecRequest::new(["sh", "-c", &check]).timeout(left.min(Duration::from_secs(60))))
-            .map_err(|source| PromoteError::Agent { step: "asking libvirtd", source })?;
+        {
+            Ok(r) => r,
+            // `virsh` stuck past its kill (seen in a loaded level 2): one more failed attempt.
+            Err(e @ ClientError::NoAnswer { .. }) => {
+                last = e.to_string();
+                continue;
+            }
+            Err(source) => return Err(PromoteError::Agent { step: "asking libvirtd", source }),
+        };
         let out = String::from_utf8_lossy(&r.stdout).trim().to_string();
         tracing::debug!(status = ?r.status.code, answer = %out.lines().next().unwrap_or(""), "asked libvirtd");
         if r.status.success() {
@@ -476,11 +553,20 @@ mod tests {
         ]
         .map(String::from)
         .into_iter()
-        .chain([daemons_script()])
+        .chain([daemons_script(), already_promoted_script()])
         {
             let out = std::process::Command::new("sh").args(["-n", "-c", &script]).output().expect("sh runs");
             assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));
         }
+    }
+
+    #[test]
+    fn a_kvm_report_reads_its_key_value_lines() {
+        let r = KvmReport::parse("module=kvm_amd\nnested=1\ndev_kvm=yes\n");
+        assert_eq!((r.module.as_deref(), r.nested.as_deref(), r.dev_kvm), (Some("kvm_amd"), Some("1"), true));
+        // An emulated guest: no module, so no `nested` line.
+        let r = KvmReport::parse("module=\ndev_kvm=no\n");
+        assert_eq!((r.module, r.nested, r.dev_kvm), (None, None, false));
     }
 
     #[test]

@@ -140,10 +140,14 @@ fn a_promoted_lab_guest_serves_libvirt_through_the_tunnel() {
 
     let first = start_libvirt(&client, &PromoteOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("level 1: start_libvirt {:.2?}: {first:#?}", first.elapsed);
-    assert!(first.virsh_version.contains("Running hypervisor: QEMU"), "{}", first.virsh_version);
-    // Idempotent: the daemons run, so the second call only checks them.
+    let version = first.virsh_version.as_deref().unwrap_or_default();
+    assert!(version.contains("Running hypervisor: QEMU"), "{first:#?}");
+    // Idempotent: the daemons run, so the second call only checks them, in one round trip, and
+    // leaves asking libvirtd to the connection below.
     let again = start_libvirt(&client, &PromoteOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     assert!(!again.started_libvirtd && !again.started_virtlogd, "{again:#?}");
+    assert_eq!((again.qemu_conf_inherited, &again.virsh_version), (None, &None), "{again:#?}");
+    assert_eq!(again.kvm_module, first.kvm_module, "{again:#?}");
     eprintln!("level 1: second start_libvirt {:.2?}", again.elapsed);
 
     // The guest's qemu.conf has the settings; the parent's file (its lower layer) is untouched.

@@ -9,7 +9,7 @@ pub mod facts;
 mod files;
 mod relay;
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -219,22 +219,40 @@ fn serve_stream(stream: &Arc<Stream>, body: &[u8], config: &AgentConfig) {
     }
 }
 
-/// Serves the virtio-serial port at `port` forever: open, serve a session, and when the host side closes,
-/// open again and wait for the next handshake. Messages go to `log`.
+/// Serves the virtio-serial port at `port` forever: open it, serve a session, and when the host side
+/// closes, wait for the next handshake. Messages go to `log`.
+///
+/// The port stays open between sessions; each session gets a duplicate of it. Closing the port would
+/// make the guest's kernel drop whatever the host sent meanwhile, and it discards data arriving while
+/// no one has the port open: a client that connected while the last session was ending lost its hello
+/// and waited out a handshake attempt (seen: a second per `nestform exec` after one that relayed).
 pub fn serve_port(port: &Path, config: AgentConfig, log: &mut dyn Write) -> ! {
     let config = Arc::new(config);
     let mut last_open_error = None;
+    let mut open: Option<File> = None;
     loop {
-        let file = match OpenOptions::new().read(true).write(true).open(port) {
+        let port_file = match &open {
+            Some(file) => file,
+            None => match OpenOptions::new().read(true).write(true).open(port) {
+                Ok(file) => open.insert(file),
+                Err(e) => {
+                    // Said once per distinct error: the port may take a while to appear after boot.
+                    let message = format!("opening `{}` failed: {e}; retrying every second", port.display());
+                    if last_open_error.as_ref() != Some(&message) {
+                        let _ = writeln!(log, "{message}");
+                        last_open_error = Some(message);
+                    }
+                    thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let file = match port_file.try_clone() {
             Ok(file) => file,
             Err(e) => {
-                // Said once per distinct error: the port may take a while to appear after boot.
-                let message = format!("opening `{}` failed: {e}; retrying every second", port.display());
-                if last_open_error.as_ref() != Some(&message) {
-                    let _ = writeln!(log, "{message}");
-                    last_open_error = Some(message);
-                }
-                thread::sleep(Duration::from_secs(1));
+                let _ = writeln!(log, "duplicating the port failed: {e}; opening it again");
+                open = None;
+                thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
@@ -252,6 +270,10 @@ pub fn serve_port(port: &Path, config: AgentConfig, log: &mut dyn Write) -> ! {
             Err(AgentError::ClosedBeforeHello) => thread::sleep(Duration::from_millis(100)),
             Err(e) => {
                 let _ = writeln!(log, "session refused: {e}");
+                // A port that fails to read is opened afresh.
+                if matches!(e, AgentError::Io(_)) {
+                    open = None;
+                }
                 thread::sleep(Duration::from_millis(100));
             }
         }

@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use relay::{RelayStream, RelayWriter};
 
@@ -58,6 +58,15 @@ pub enum ClientError {
     /// The connection ended.
     #[error("the connection to the agent ended: {0}")]
     Disconnected(String),
+    /// The agent did not end an operation with a timeout by then: its own limit ran out and it
+    /// still sent nothing (a program that cannot be killed, or a path to the agent that stalled).
+    #[error("`{op}` got no answer from the agent within `{after:?}` (its own limit plus a grace period); the agent or the way to it is stalled")]
+    NoAnswer {
+        /// The operation.
+        op: &'static str,
+        /// How long the client waited.
+        after: Duration,
+    },
     /// The agent reported that the operation failed.
     #[error("`{op}` failed in the agent: {message}")]
     Remote {
@@ -90,18 +99,26 @@ pub enum ClientError {
     },
 }
 
-/// Handshake settings.
+/// Connection settings.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// How long to wait for the agent's answer to the hello.
     pub handshake_timeout: Duration,
+    /// How long past an exec's own limit the client still waits for the agent's answer: the agent
+    /// needs a moment to kill the program and report, and the answer may cross several levels of
+    /// relays. Past it the exec fails with [`ClientError::NoAnswer`].
+    pub exec_grace: Duration,
     /// Protocol version to announce; only tests set anything but [`PROTOCOL_VERSION`].
     pub protocol: u32,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        Self { handshake_timeout: Duration::from_secs(10), protocol: PROTOCOL_VERSION }
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            exec_grace: Duration::from_secs(30),
+            protocol: PROTOCOL_VERSION,
+        }
     }
 }
 
@@ -167,6 +184,7 @@ pub struct ExecResult {
 pub(crate) struct ClientInner {
     conn: Arc<Conn>,
     welcome: Welcome,
+    exec_grace: Duration,
 }
 
 impl Drop for ClientInner {
@@ -185,6 +203,9 @@ pub struct AgentClient {
 struct OpStream {
     stream: Arc<Stream>,
     op: &'static str,
+    /// When the client stops waiting for the agent (only operations with a limit of their own have
+    /// one), and how long that was from the start.
+    deadline: Option<(Instant, Duration)>,
     /// False once the stream was handed on (a relay), whose new owner closes it.
     close_on_drop: bool,
 }
@@ -200,12 +221,16 @@ impl Drop for OpStream {
 impl OpStream {
     /// Next item; the agent's `Error` frame becomes [`ClientError::Remote`].
     fn next(&self) -> Result<Option<Incoming>, ClientError> {
-        match self.stream.recv(None) {
+        match self.stream.recv(self.deadline.map(|(at, _)| at)) {
             Ok(Incoming::Error(message)) => Err(ClientError::Remote { op: self.op, message }),
             Ok(item) => Ok(Some(item)),
             Err(StreamEnd::Closed) => Ok(None),
             Err(StreamEnd::Failed(reason)) => Err(ClientError::Disconnected(reason)),
-            Err(StreamEnd::Timeout) => unreachable!("no deadline was given"),
+            // Dropping the `OpStream` closes the stream, which tells the agent to kill the program.
+            Err(StreamEnd::Timeout) => Err(ClientError::NoAnswer {
+                op: self.op,
+                after: self.deadline.map(|(_, after)| after).unwrap_or_default(),
+            }),
         }
     }
 
@@ -296,7 +321,7 @@ impl AgentClient {
             return Err(ClientError::VersionMismatch { client: options.protocol, agent: welcome.protocol });
         }
         let conn = Conn::start(Box::new(reader), Box::new(writer), shutdown, None);
-        Ok(Self { inner: Arc::new(ClientInner { conn, welcome }) })
+        Ok(Self { inner: Arc::new(ClientInner { conn, welcome, exec_grace: options.exec_grace }) })
     }
 
     /// The agent's welcome: its version and capabilities.
@@ -312,7 +337,7 @@ impl AgentClient {
     fn open(&self, request: &Request, op: &'static str) -> Result<OpStream, ClientError> {
         let body = serde_json::to_vec(request).expect("requests always serialize");
         let stream = self.inner.conn.open(body).map_err(|e| ClientError::Disconnected(e.to_string()))?;
-        Ok(OpStream { stream, op, close_on_drop: true })
+        Ok(OpStream { stream, op, deadline: None, close_on_drop: true })
     }
 
     /// Asks the agent what its guest is.
@@ -353,7 +378,13 @@ impl AgentClient {
             stdin: request.stdin.is_some(),
             timeout_ms: request.timeout.map(|t| t.as_millis().try_into().unwrap_or(u64::MAX)),
         };
-        let op = self.open(&Request::Exec(spec), "exec")?;
+        let mut op = self.open(&Request::Exec(spec), "exec")?;
+        if let Some(limit) = request.timeout {
+            // The agent kills the program when `limit` runs out and then answers; past the grace
+            // period the answer is not coming.
+            let after = limit + self.inner.exec_grace;
+            op.deadline = Some((Instant::now() + after, after));
+        }
         // Stdin goes out on its own thread: a program that writes before it reads would otherwise
         // wait for us to read while we wait for it to read.
         let feeder = request.stdin.map(|bytes| {

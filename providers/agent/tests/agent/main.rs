@@ -299,6 +299,44 @@ fn oversized_frame_closes_the_connection_with_a_message() {
 }
 
 #[test]
+fn an_exec_the_agent_never_answers_fails_after_its_limit_and_the_grace() {
+    let (ours, mut fake_agent) = UnixStream::pair().unwrap();
+    let fake = thread::spawn(move || {
+        let mut magic = [0u8; 8];
+        fake_agent.read_exact(&mut magic).unwrap();
+        let hello: nestform_agent::proto::Hello =
+            serde_json::from_slice(&read_frame(&mut fake_agent).unwrap().body).unwrap();
+        let welcome = nestform_agent::Welcome {
+            protocol: PROTOCOL_VERSION,
+            nonce: hello.nonce,
+            agent_version: "fake".into(),
+            capabilities: vec![],
+        };
+        write_frame(
+            &mut fake_agent,
+            &Frame::new(0, FrameKind::Welcome, serde_json::to_vec(&welcome).unwrap()),
+        )
+        .unwrap();
+        // Takes the exec and stays silent, as a stalled relay does; reports what the client sent next.
+        let open = read_frame(&mut fake_agent).unwrap();
+        let next = read_frame(&mut fake_agent).unwrap();
+        (open.kind, next.stream == open.stream, next.kind)
+    });
+    let options = ClientOptions { exec_grace: Duration::from_millis(300), ..ClientOptions::default() };
+    let client = AgentClient::handshake_with(ours, &options).unwrap();
+    let started = Instant::now();
+    let err = client.exec(sh("sleep 600").timeout(Duration::from_millis(200))).unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, ClientError::NoAnswer { op: "exec", .. }), "{err}");
+    assert!(err.to_string().contains("stalled"), "{err}");
+    assert!(waited >= Duration::from_millis(500), "gave up before the limit and the grace: {waited:?}");
+    // The client closes the stream, so a real agent would kill the program.
+    let (open, same_stream, next) = fake.join().unwrap();
+    assert_eq!((open, same_stream), (FrameKind::Open, true));
+    assert!(matches!(next, FrameKind::Close | FrameKind::Error), "{next:?}");
+}
+
+#[test]
 fn client_rejects_an_oversized_frame_from_the_agent() {
     let (ours, mut fake_agent) = UnixStream::pair().unwrap();
     let fake = thread::spawn(move || {
