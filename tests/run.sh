@@ -17,8 +17,7 @@ cargo test --workspace --locked --no-fail-fast
 # One lab guest booted straight through the provider, printing boot-to-agent time, the exec round
 # trip and file throughput over the channel.
 cargo test --locked -p nestform-lab --test boot -- --ignored --test-threads 1 --nocapture
-# The nesting suite's OpenStack-style lab: one promoted guest, three nodes on two networks inside it,
-# applied for real (scaled down), printing its figures. The article's tower to guest3
-# (`nesting::the_inception_tower...`) runs by hand until it is reliable here: in some runs a libvirtd
-# at level 1 or 2 stopped answering (see the README).
-cargo test --locked -p nestform --test e2e nesting::an_openstack -- --ignored --test-threads 1 --nocapture
+# The nesting suite, applied for real and scaled down, printing its figures: the OpenStack-style lab
+# (one promoted guest, three nodes on two networks inside it) and the article's tower to guest3
+# (`examples/inception`: three levels, exec at each, a no-op re-plan, destroy deepest first).
+cargo test --locked -p nestform --test e2e nesting:: -- --ignored --test-threads 1 --nocapture

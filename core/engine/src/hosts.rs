@@ -85,6 +85,30 @@ fn connect_within(
     rx.recv_timeout(patience).ok()
 }
 
+/// A connection to the libvirtd inside the guest `client` talks to, through the tunnel at `uri`. A
+/// libvirtd that does not answer a new connection's first calls within [`CONNECT_PATIENCE`] (seen at
+/// level 1: `virConnectGetDomainCapabilities` never returned, though it had answered `virsh
+/// version`) is restarted, which also ends the call left waiting, and connected to once more.
+fn connect_answering(
+    provider: &Arc<dyn Provider>,
+    uri: &str,
+    client: &nestform_agent::AgentClient,
+    options: &nestform_lab::promote::PromoteOptions,
+) -> Result<Arc<dyn Hypervisor>, String> {
+    match connect_within(provider, uri, CONNECT_PATIENCE) {
+        Some(result) => result.map_err(|e| e.to_string()),
+        None => {
+            tracing::warn!(uri, "libvirtd in the guest does not answer a new connection; restarting it");
+            nestform_lab::promote::restart_libvirt(client, options)
+                .map_err(|e| format!("restarting libvirtd in the guest: {e}"))?;
+            match connect_within(provider, uri, options.ready_timeout) {
+                Some(result) => result.map_err(|e| e.to_string()),
+                None => Err("libvirtd in the guest did not answer, even after a restart".into()),
+            }
+        }
+    }
+}
+
 /// How long a promoted guest's agent gets to answer, and its libvirtd to start.
 const PROMOTE_AGENT_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
@@ -176,22 +200,21 @@ impl Hosts {
         let tunnel = nestform_lab::tunnel::LibvirtTunnel::open(&client)
             .map_err(|e| fail("opening a tunnel to it", e.to_string()))?;
         tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "libvirtd in the guest answers, tunnel open");
-        let h = match connect_within(&self.inner.provider, &tunnel.uri(), CONNECT_PATIENCE) {
-            Some(result) => result?,
-            // The guest's libvirtd answered `virsh version` but not this connection's first calls
-            // (seen at level 1: `virConnectGetDomainCapabilities` never returned): restart it, which
-            // also ends the call left waiting, and connect once more.
-            None => {
-                tracing::warn!(host = %addr, "libvirtd in the guest does not answer a new connection; restarting it");
-                nestform_lab::promote::restart_libvirt(&client, &options)
-                    .map_err(|e| fail("restarting libvirtd in the guest", e.to_string()))?;
-                connect_within(&self.inner.provider, &tunnel.uri(), options.ready_timeout).ok_or_else(
-                    || fail("connecting through the tunnel", "libvirtd in the guest did not answer".into()),
-                )??
-            }
-        };
+        let h = connect_answering(&self.inner.provider, &tunnel.uri(), &client, &options)
+            .map_err(|e| fail("connecting through the tunnel", e.to_string()))?;
         tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "connected through the tunnel");
-        let h: Arc<dyn Hypervisor> = Arc::new(crate::promoted::PromotedHost::new(h, client));
+        // A call that stalls later gets a new connection through the same tunnel.
+        let reconnect = {
+            let (provider, uri, client, options) =
+                (Arc::clone(&self.inner.provider), tunnel.uri(), client.clone(), options.clone());
+            let addr = addr.clone();
+            Box::new(move || {
+                connect_answering(&provider, &uri, &client, &options)
+                    .map_err(|e| ProviderError::op("reconnect to", addr.to_string(), e))
+            })
+        };
+        let h: Arc<dyn Hypervisor> =
+            Arc::new(crate::promoted::PromotedHost::new(h, client).reconnecting(reconnect));
         let mut conns = self.lock();
         conns.by_uri.insert(tunnel.uri(), h.clone());
         conns.by_addr.insert(addr.clone(), h.clone());

@@ -10,7 +10,7 @@
 //! libvirt connection unchanged.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nestform_agent::AgentClient;
@@ -20,21 +20,55 @@ use nestform_provider::{
 };
 use nestform_types::Owner;
 
+/// Opens a new libvirt connection to the same libvirtd (through the same tunnel), restarting that
+/// libvirtd if it does not answer.
+pub type Reconnect = Box<dyn Fn() -> Result<Arc<dyn Hypervisor>, ProviderError> + Send + Sync>;
+
+/// How long a call that only reads gets on a promoted host before its connection counts as stalled:
+/// seen at level 1, a `virConnectGetDomainCapabilities` that never returned while the same libvirtd
+/// answered a new connection at once. Such a call is made again on a new connection.
+pub const READ_PATIENCE: Duration = Duration::from_secs(90);
+/// The same for a call that changes something (starting QEMU under emulation is slow): past it the
+/// call fails, since what it did is unknown; the next refresh reads what is there.
+pub const WRITE_PATIENCE: Duration = Duration::from_secs(600);
+
 /// A promoted host: its libvirt connection, and the agent of the guest it runs in.
 ///
-/// Every method of [`Hypervisor`] is forwarded to `inner` except the three this type exists for; a
-/// method added to the trait must be forwarded here too, or promoted hosts get the trait's default.
+/// Every method of [`Hypervisor`] is forwarded to the connection except the three this type exists
+/// for; a method added to the trait must be forwarded here too, or promoted hosts get the trait's
+/// default. Each forwarded call has a limit ([`READ_PATIENCE`], [`WRITE_PATIENCE`]): a connection
+/// whose call passes it is replaced by a new one ([`Reconnect`]), and a call that only reads is made
+/// again there, so one lost answer deep in the nesting costs a minute and a half, not the run.
 pub struct PromotedHost {
-    inner: Arc<dyn Hypervisor>,
+    conn: Mutex<Arc<dyn Hypervisor>>,
+    uri: String,
+    reconnect: Option<Reconnect>,
     agent: AgentClient,
     /// Where the guest's libvirtd keeps its guests' console logs.
     console_dir: String,
+    read_patience: Duration,
+    write_patience: Duration,
 }
 
 impl PromotedHost {
-    /// The host whose libvirtd `inner` is connected to, running in the guest `agent` talks to.
+    /// The host whose libvirtd `inner` is connected to, running in the guest `agent` talks to; a call
+    /// that passes its limit fails (see [`PromotedHost::reconnecting`]).
     pub fn new(inner: Arc<dyn Hypervisor>, agent: AgentClient) -> Self {
-        PromotedHost { inner, agent, console_dir: nestform_lab::console::CONSOLE_LOG_DIR.to_string() }
+        PromotedHost {
+            uri: inner.uri().to_string(),
+            conn: Mutex::new(inner),
+            reconnect: None,
+            agent,
+            console_dir: nestform_lab::console::CONSOLE_LOG_DIR.to_string(),
+            read_patience: READ_PATIENCE,
+            write_patience: WRITE_PATIENCE,
+        }
+    }
+
+    /// Replaces a connection whose call passed its limit with `reconnect`'s.
+    pub fn reconnecting(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = Some(reconnect);
+        self
     }
 
     /// The agent of the guest this host runs in.
@@ -43,18 +77,110 @@ impl PromotedHost {
     }
 
     fn failed(&self, operation: &'static str, e: impl ToString) -> ProviderError {
-        ProviderError::op(operation, self.inner.uri(), e)
+        ProviderError::op(operation, &self.uri, e)
     }
+
+    fn current(&self) -> Arc<dyn Hypervisor> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts a new connection in place of `stalled` (unless another caller did already) and returns
+    /// it. The stalled one is dropped here; its call ends when its tunnel closes.
+    fn replace(&self, stalled: &Arc<dyn Hypervisor>) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&conn, stalled) {
+            return Ok(conn.clone());
+        }
+        let reconnect =
+            self.reconnect.as_ref().ok_or_else(|| self.failed("reconnect to", "no way to connect again"))?;
+        let fresh = reconnect()?;
+        *conn = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// Runs `f`, which only reads, on the connection; made once more on a new connection when it
+    /// does not return within the read limit.
+    fn read<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        f: impl Fn(&dyn Hypervisor) -> Result<T, ProviderError> + Send + Sync + 'static,
+    ) -> Result<T, ProviderError> {
+        let f = Arc::new(f);
+        let conn = self.current();
+        let g = Arc::clone(&f);
+        if let Some(result) = within(&conn, self.read_patience, move |h| g(h)) {
+            return result;
+        }
+        tracing::warn!(host = %self.uri, operation, patience = ?self.read_patience, "a call to libvirtd in the guest did not return; connecting again");
+        let fresh = self.replace(&conn)?;
+        within(&fresh, self.read_patience, move |h| f(h)).unwrap_or_else(|| {
+            Err(self.failed(
+                operation,
+                format!(
+                    "libvirtd in the guest did not answer within {}s, twice, on two connections",
+                    self.read_patience.as_secs()
+                ),
+            ))
+        })
+    }
+
+    /// Runs `f`, which changes something, on the connection; fails when it does not return within
+    /// the write limit, leaving a new connection for the calls after it.
+    fn write<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&dyn Hypervisor) -> Result<T, ProviderError> + Send + 'static,
+    ) -> Result<T, ProviderError> {
+        self.write_within(operation, self.write_patience, f)
+    }
+
+    /// [`PromotedHost::write`] with a limit of `patience`.
+    fn write_within<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        patience: Duration,
+        f: impl FnOnce(&dyn Hypervisor) -> Result<T, ProviderError> + Send + 'static,
+    ) -> Result<T, ProviderError> {
+        let conn = self.current();
+        if let Some(result) = within(&conn, patience, f) {
+            return result;
+        }
+        tracing::warn!(host = %self.uri, operation, ?patience, "a call to libvirtd in the guest did not return");
+        let replaced = self.replace(&conn).err().map(|e| format!(" (connecting again failed too: {e})"));
+        Err(self.failed(
+            operation,
+            format!(
+                "libvirtd in the guest did not answer within {}s, so what it did is unknown: run `nestform apply` again, its refresh reads what is there{}",
+                patience.as_secs(),
+                replaced.unwrap_or_default()
+            ),
+        ))
+    }
+}
+
+/// `f(conn)` on a thread of its own, given up on after `patience` (`None`); a call given up on ends
+/// when its connection does.
+fn within<T: Send + 'static>(
+    conn: &Arc<dyn Hypervisor>,
+    patience: Duration,
+    f: impl FnOnce(&dyn Hypervisor) -> Result<T, ProviderError> + Send + 'static,
+) -> Option<Result<T, ProviderError>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let conn = Arc::clone(conn);
+    std::thread::spawn(move || {
+        let _ = tx.send(f(&*conn));
+    });
+    rx.recv_timeout(patience).ok()
 }
 
 impl Hypervisor for PromotedHost {
     fn uri(&self) -> &str {
-        self.inner.uri()
+        &self.uri
     }
 
     /// libvirt's facts, with the KVM module and its parameters as the guest's `/sys` shows them.
     fn facts(&self) -> Result<HostFacts, ProviderError> {
-        let mut facts = self.inner.facts()?;
+        let mut facts = self.read("read facts of", |h| h.facts())?;
         let kvm = nestform_lab::kvm_options::read(&self.agent)
             .map_err(|e| self.failed("read the KVM module of", e))?;
         // On KVM, nesting is what the module says; under TCG the provider has decided already.
@@ -70,27 +196,32 @@ impl Hypervisor for PromotedHost {
     }
 
     fn list_owned(&self) -> Result<Vec<OwnedObject>, ProviderError> {
-        self.inner.list_owned()
+        self.read("list objects of", |h| h.list_owned())
     }
 
     fn read_network(&self, id: &str) -> Result<Option<NetworkStatus>, ProviderError> {
-        self.inner.read_network(id)
+        let id = id.to_string();
+        self.read("read network", move |h| h.read_network(&id))
     }
 
     fn create_network(&self, req: &NetworkRequest, owner: &Owner) -> Result<NetworkStatus, ProviderError> {
-        self.inner.create_network(req, owner)
+        let (req, owner) = (req.clone(), owner.clone());
+        self.write("create network", move |h| h.create_network(&req, &owner))
     }
 
     fn delete_network(&self, id: &str) -> Result<(), ProviderError> {
-        self.inner.delete_network(id)
+        let id = id.to_string();
+        self.write("delete network", move |h| h.delete_network(&id))
     }
 
     fn read_guest(&self, id: &str) -> Result<Option<GuestStatus>, ProviderError> {
-        self.inner.read_guest(id)
+        let id = id.to_string();
+        self.read("read guest", move |h| h.read_guest(&id))
     }
 
     fn create_guest(&self, req: &GuestRequest, owner: &Owner) -> Result<GuestStatus, ProviderError> {
-        self.inner.create_guest(req, owner)
+        let (req, owner) = (req.clone(), owner.clone());
+        self.write("create guest", move |h| h.create_guest(&req, &owner))
     }
 
     fn update_guest(
@@ -99,23 +230,29 @@ impl Hypervisor for PromotedHost {
         req: &GuestRequest,
         owner: &Owner,
     ) -> Result<GuestStatus, ProviderError> {
-        self.inner.update_guest(id, req, owner)
+        let (id, req, owner) = (id.to_string(), req.clone(), owner.clone());
+        self.write("update guest", move |h| h.update_guest(&id, &req, &owner))
     }
 
     fn start_guest(&self, id: &str) -> Result<(), ProviderError> {
-        self.inner.start_guest(id)
+        let id = id.to_string();
+        self.write("start guest", move |h| h.start_guest(&id))
     }
 
     fn stop_guest(&self, id: &str, timeout: Duration) -> Result<(), ProviderError> {
-        self.inner.stop_guest(id, timeout)
+        let id = id.to_string();
+        // A graceful shutdown may take its whole timeout before the guest is forced off.
+        let patience = self.write_patience.max(timeout + Duration::from_secs(120));
+        self.write_within("stop guest", patience, move |h| h.stop_guest(&id, timeout))
     }
 
     fn delete_guest(&self, id: &str) -> Result<(), ProviderError> {
-        self.inner.delete_guest(id)
+        let id = id.to_string();
+        self.write("delete guest", move |h| h.delete_guest(&id))
     }
 
     fn guest_definition(&self, req: &GuestRequest, owner: &Owner) -> String {
-        self.inner.guest_definition(req, owner)
+        self.current().guest_definition(req, owner)
     }
 
     /// Straight to the channel's socket inside this host's guest, through that guest's agent, rather
@@ -124,7 +261,11 @@ impl Hypervisor for PromotedHost {
     /// deadlocked (`virNetServerClientClose` waiting forever on a lock), and nothing below it could
     /// be reached until it was restarted.
     fn open_agent(&self, id: &str) -> Result<AgentChannel, ProviderError> {
-        let Some(path) = self.inner.agent_socket(id)? else { return self.inner.open_agent(id) };
+        let owned = id.to_string();
+        let Some(path) = self.read("find the agent channel of", move |h| h.agent_socket(&owned))? else {
+            let id = id.to_string();
+            return self.write("open agent channel", move |h| h.open_agent(&id));
+        };
         let relay = self
             .agent
             .open_relay(&path)
@@ -150,7 +291,6 @@ impl Hypervisor for PromotedHost {
     /// The console log of guest `id`, a file inside the guest this host runs in, through its agent.
     fn console_tail(&self, id: &str, max_bytes: usize) -> Result<String, ProviderError> {
         let name = self
-            .inner
             .read_guest(id)?
             .ok_or_else(|| ProviderError::op("read console of", id, "no such guest"))?
             .name;
@@ -167,25 +307,31 @@ impl Hypervisor for PromotedHost {
         mode: SnapshotMode,
         owner: &Owner,
     ) -> Result<SnapshotInfo, ProviderError> {
-        self.inner.create_snapshot(id, name, mode, owner)
+        let (id, name, owner) = (id.to_string(), name.to_string(), owner.clone());
+        self.write("create snapshot", move |h| h.create_snapshot(&id, &name, mode, &owner))
     }
 
     fn list_snapshots(&self, id: &str) -> Result<Vec<SnapshotInfo>, ProviderError> {
-        self.inner.list_snapshots(id)
+        let id = id.to_string();
+        self.read("list snapshots of", move |h| h.list_snapshots(&id))
     }
 
     fn revert_snapshot(&self, id: &str, name: &str) -> Result<(), ProviderError> {
-        self.inner.revert_snapshot(id, name)
+        let (id, name) = (id.to_string(), name.to_string());
+        self.write("revert snapshot", move |h| h.revert_snapshot(&id, &name))
     }
 
     fn delete_snapshot(&self, id: &str, name: &str) -> Result<(), ProviderError> {
-        self.inner.delete_snapshot(id, name)
+        let (id, name) = (id.to_string(), name.to_string());
+        self.write("delete snapshot", move |h| h.delete_snapshot(&id, &name))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use nestform_provider::{BootRequest, CpuRequest, Provider};
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
     use crate::agent::wait_for_agent;
@@ -194,7 +340,13 @@ mod tests {
     /// agents run on this machine, so the "guest" the host runs in is this machine with its console
     /// logs in a temporary directory.
     fn promoted(console_dir: &std::path::Path) -> (PromotedHost, String) {
-        let p = nestform_provider_memory::MemoryProvider::new();
+        promoted_on(&nestform_provider_memory::MemoryProvider::new(), console_dir)
+    }
+
+    fn promoted_on(
+        p: &nestform_provider_memory::MemoryProvider,
+        console_dir: &std::path::Path,
+    ) -> (PromotedHost, String) {
         let parent = p.connect("memory://l0").unwrap();
         let owner = Owner { lineage: "l".into(), address: "nested_guest.g".into() };
         let req = |name: &str| GuestRequest {
@@ -233,6 +385,61 @@ mod tests {
         assert!(err.contains("console ends with:\nearly\nLinux version"), "{err}");
         let err = host.console_tail("00000000-0000-0000-0000-000000000000", 10).unwrap_err().to_string();
         assert!(err.contains("no such guest"), "{err}");
+    }
+
+    /// [`promoted`] with short limits, reconnecting to the same memory host and counting it; with
+    /// the provider, whose calls can be told to stall.
+    fn impatient(
+        console_dir: &std::path::Path,
+    ) -> (PromotedHost, String, Arc<AtomicUsize>, nestform_provider_memory::MemoryProvider) {
+        let p = nestform_provider_memory::MemoryProvider::new();
+        let (host, id) = promoted_on(&p, console_dir);
+        let reconnects = Arc::new(AtomicUsize::new(0));
+        let (counter, again) = (Arc::clone(&reconnects), p.clone());
+        let mut host = host.reconnecting(Box::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            again.connect("memory://g1")
+        }));
+        host.read_patience = Duration::from_millis(200);
+        host.write_patience = Duration::from_millis(200);
+        (host, id, reconnects, p)
+    }
+
+    #[test]
+    fn a_read_that_stalls_is_made_again_on_a_new_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (host, id, reconnects, p) = impatient(dir.path());
+        p.stall_on("read_guest", 1);
+        assert_eq!(host.read_guest(&id).unwrap().unwrap().name, "inner-g");
+        assert_eq!(reconnects.load(Ordering::SeqCst), 1);
+        // The new connection stays: the next call needs no reconnect.
+        assert!(host.list_owned().is_ok());
+        assert_eq!(reconnects.load(Ordering::SeqCst), 1);
+        p.release_stalls();
+    }
+
+    #[test]
+    fn a_read_that_stalls_on_both_connections_fails_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let (host, _, reconnects, p) = impatient(dir.path());
+        p.stall_on("list_owned", 2);
+        let err = host.list_owned().unwrap_err().to_string();
+        assert!(err.contains("did not answer within 0s, twice"), "{err}");
+        assert_eq!(reconnects.load(Ordering::SeqCst), 1);
+        p.release_stalls();
+    }
+
+    #[test]
+    fn a_change_that_stalls_fails_without_being_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (host, id, reconnects, p) = impatient(dir.path());
+        p.stall_on("delete_guest", 1);
+        let err = host.delete_guest(&id).unwrap_err().to_string();
+        assert!(err.contains("what it did is unknown: run `nestform apply` again"), "{err}");
+        // Not made again: the guest is still there, and the next call goes to a new connection.
+        assert!(host.read_guest(&id).unwrap().is_some());
+        assert_eq!(reconnects.load(Ordering::SeqCst), 1);
+        p.release_stalls();
     }
 
     #[test]

@@ -33,6 +33,7 @@ impl MemoryHypervisor {
         name: &str,
         f: impl FnOnce(&mut HostWorld) -> Result<T, ProviderError>,
     ) -> Result<T, ProviderError> {
+        self.provider.stall_point(op, name)?;
         let mut w = self.provider.lock();
         w.calls.push(format!("{op} {name}"));
         if w.fail.contains(&(op.to_string(), name.to_string())) {
@@ -98,6 +99,7 @@ impl Hypervisor for MemoryHypervisor {
     }
 
     fn facts(&self) -> Result<HostFacts, ProviderError> {
+        self.provider.stall_point("facts", &self.uri)?;
         let (cpus, memory_bytes) = self
             .provider
             .lock()
@@ -129,6 +131,7 @@ impl Hypervisor for MemoryHypervisor {
     }
 
     fn list_owned(&self) -> Result<Vec<OwnedObject>, ProviderError> {
+        self.provider.stall_point("list_owned", &self.uri)?;
         Ok(self.read(|h| {
             let nets = h.networks.values().filter_map(|n| {
                 let owner = n.owner.clone()?;
@@ -148,6 +151,7 @@ impl Hypervisor for MemoryHypervisor {
     }
 
     fn read_network(&self, id: &str) -> Result<Option<NetworkStatus>, ProviderError> {
+        self.provider.stall_point("read_network", id)?;
         Ok(self.read(|h| h.networks.get(id).cloned()))
     }
 
@@ -179,6 +183,7 @@ impl Hypervisor for MemoryHypervisor {
     }
 
     fn read_guest(&self, id: &str) -> Result<Option<GuestStatus>, ProviderError> {
+        self.provider.stall_point("read_guest", id)?;
         Ok(self.read(|h| h.guests.get(id).map(|g| refresh(h, g))))
     }
 

@@ -30,6 +30,17 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 30;
 #[derive(Clone, Default)]
 pub struct MemoryProvider {
     world: Arc<Mutex<World>>,
+    stalls: Arc<Stalls>,
+}
+
+/// Calls told to never return ([`MemoryProvider::stall_on`]) until [`MemoryProvider::release_stalls`].
+#[derive(Default)]
+struct Stalls {
+    /// How many more calls of each operation stall.
+    pending: Mutex<BTreeMap<String, u32>>,
+    released: std::sync::Condvar,
+    /// Bumped by each release, which ends every stall begun before it.
+    generation: Mutex<u64>,
 }
 
 /// Everything every host holds, plus the test controls.
@@ -91,6 +102,38 @@ impl MemoryProvider {
     /// `fail_on("connect", uri)` refuses connections to `uri`.
     pub fn fail_on(&self, op: &str, name: &str) {
         self.lock().fail.insert((op.to_string(), name.to_string()));
+    }
+
+    /// Makes the next `times` calls of `op` (`facts`, `list_owned`, `read_guest`, `read_network`, or
+    /// any operation [`MemoryProvider::fail_on`] takes) never return, like a libvirtd whose answer is lost on the way, until
+    /// [`MemoryProvider::release_stalls`]; they then fail. For testing what a caller does about a
+    /// call that hangs.
+    pub fn stall_on(&self, op: &str, times: u32) {
+        *self.stalls.pending.lock().unwrap_or_else(|p| p.into_inner()).entry(op.to_string()).or_default() +=
+            times;
+    }
+
+    /// Ends every stalled call (each fails) and forgets the stalls still to come.
+    pub fn release_stalls(&self) {
+        self.stalls.pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.stalls.generation.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.stalls.released.notify_all();
+    }
+
+    /// Blocks while `op` is told to stall (see [`MemoryProvider::stall_on`]).
+    fn stall_point(&self, op: &'static str, object: &str) -> Result<(), ProviderError> {
+        {
+            let mut pending = self.stalls.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match pending.get_mut(op) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => return Ok(()),
+            }
+        }
+        let generation = self.stalls.generation.lock().unwrap_or_else(|p| p.into_inner());
+        let started = *generation;
+        let _released =
+            self.stalls.released.wait_while(generation, |g| *g == started).unwrap_or_else(|p| p.into_inner());
+        Err(ProviderError::op(op, object, "the stalled call was released"))
     }
 
     /// Forgets every injected failure.
