@@ -59,8 +59,10 @@ pub fn wait_for_agent(
             Ok(channel) => {
                 // Short handshakes first (a guest still booting has nobody on the port, and a new open
                 // ends the previous one), then longer ones: a guest deep in the nesting answers slowly,
-                // and an attempt shorter than its round trip would never see the answer.
-                let patience = Duration::from_secs(1 << attempt.min(4));
+                // and an attempt shorter than its round trip would never see the answer. At most 8 s
+                // (level 3 answers in 0.3 s): a hello sent before the agent opened its port is lost, so
+                // a guest that came up just after an attempt began costs the rest of that attempt.
+                let patience = Duration::from_secs(1 << attempt.min(3));
                 attempt += 1;
                 let options =
                     ClientOptions { handshake_timeout: remaining.min(patience), ..ClientOptions::default() };

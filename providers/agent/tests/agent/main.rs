@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nestform_agent::frame::{read_frame, write_frame, Frame, FrameKind, MAGIC};
+use nestform_agent::frame::{read_frame, write_frame, Frame, FrameKind};
 use nestform_agent::{
     serve_session, AgentClient, AgentConfig, AgentError, ClientError, ClientOptions, ExecRequest, Pipe,
     PROTOCOL_VERSION,
 };
-use support::{bytes, raw_handshake, Harness};
+use support::{bytes, fake_welcome, raw_handshake, Harness};
 
 fn sh(script: &str) -> ExecRequest {
     ExecRequest::new(["sh", "-c", script])
@@ -302,21 +302,7 @@ fn oversized_frame_closes_the_connection_with_a_message() {
 fn an_exec_the_agent_never_answers_fails_after_its_limit_and_the_grace() {
     let (ours, mut fake_agent) = UnixStream::pair().unwrap();
     let fake = thread::spawn(move || {
-        let mut magic = [0u8; 8];
-        fake_agent.read_exact(&mut magic).unwrap();
-        let hello: nestform_agent::proto::Hello =
-            serde_json::from_slice(&read_frame(&mut fake_agent).unwrap().body).unwrap();
-        let welcome = nestform_agent::Welcome {
-            protocol: PROTOCOL_VERSION,
-            nonce: hello.nonce,
-            agent_version: "fake".into(),
-            capabilities: vec![],
-        };
-        write_frame(
-            &mut fake_agent,
-            &Frame::new(0, FrameKind::Welcome, serde_json::to_vec(&welcome).unwrap()),
-        )
-        .unwrap();
+        fake_welcome(&mut fake_agent);
         // Takes the exec and stays silent, as a stalled relay does; reports what the client sent next.
         let open = read_frame(&mut fake_agent).unwrap();
         let next = read_frame(&mut fake_agent).unwrap();
@@ -340,22 +326,7 @@ fn an_exec_the_agent_never_answers_fails_after_its_limit_and_the_grace() {
 fn client_rejects_an_oversized_frame_from_the_agent() {
     let (ours, mut fake_agent) = UnixStream::pair().unwrap();
     let fake = thread::spawn(move || {
-        let mut magic = [0u8; 8];
-        fake_agent.read_exact(&mut magic).unwrap();
-        assert_eq!(magic, MAGIC);
-        let hello: nestform_agent::proto::Hello =
-            serde_json::from_slice(&read_frame(&mut fake_agent).unwrap().body).unwrap();
-        let welcome = nestform_agent::Welcome {
-            protocol: PROTOCOL_VERSION,
-            nonce: hello.nonce,
-            agent_version: "fake".into(),
-            capabilities: vec![],
-        };
-        write_frame(
-            &mut fake_agent,
-            &Frame::new(0, FrameKind::Welcome, serde_json::to_vec(&welcome).unwrap()),
-        )
-        .unwrap();
+        fake_welcome(&mut fake_agent);
         read_frame(&mut fake_agent).unwrap(); // the client's Open
         fake_agent.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 8]).unwrap();
         read_frame(&mut fake_agent).unwrap()

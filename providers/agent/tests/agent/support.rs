@@ -1,6 +1,6 @@
 //! Helpers: an agent serving sessions on in-process `UnixStream` pairs, and raw frame access.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -67,6 +67,22 @@ pub fn raw_handshake(stream: &mut UnixStream, protocol: u32) -> Welcome {
     let welcome: Welcome = serde_json::from_slice(&frame.body).unwrap();
     assert_eq!(welcome.nonce, 42);
     welcome
+}
+
+/// The agent's side of a handshake, for a fake agent on `stream`: takes the magic and the hello,
+/// answers with a welcome of this protocol version.
+pub fn fake_welcome(stream: &mut UnixStream) {
+    let mut magic = [0u8; 8];
+    stream.read_exact(&mut magic).unwrap();
+    assert_eq!(magic, MAGIC);
+    let hello: Hello = serde_json::from_slice(&read_frame(stream).unwrap().body).unwrap();
+    let welcome = Welcome {
+        protocol: nestform_agent::proto::PROTOCOL_VERSION,
+        nonce: hello.nonce,
+        agent_version: "fake".into(),
+        capabilities: vec![],
+    };
+    write_frame(stream, &Frame::new(0, FrameKind::Welcome, serde_json::to_vec(&welcome).unwrap())).unwrap();
 }
 
 /// Deterministic pseudo-random bytes.
