@@ -324,8 +324,10 @@ echo "module=$module"
 [ -n "$module" ] && echo "nested=$(cat "/sys/module/$module/parameters/nested" 2>/dev/null)"
 if [ -c /dev/kvm ]; then
   echo dev_kvm=yes
-  # What Debian's udev rule does; only then does libvirt keep its QEMU capability cache.
-  chgrp kvm /dev/kvm 2>/dev/null && chmod 0660 /dev/kvm
+  # What Debian's udev rule does; only then does libvirt keep its QEMU capability cache. Only when
+  # needed: every chgrp or chmod changes the device's ctime, and libvirt checks KVM again on each call
+  # after that ("/dev/kvm has changed").
+  [ "$(stat -c %G:%a /dev/kvm 2>/dev/null)" = kvm:660 ] || { chgrp kvm /dev/kvm 2>/dev/null && chmod 0660 /dev/kvm; }
 else
   echo dev_kvm=no
 fi
@@ -575,6 +577,7 @@ mod tests {
         // `/dev/kvm`, which needs root and is what udev does anyway; so only run the read part.
         let probe = KVM_SCRIPT
             .replace("chgrp kvm /dev/kvm 2>/dev/null && chmod 0660 /dev/kvm", ":")
+            .replace("stat -c %G:%a /dev/kvm", "echo kvm:660")
             .replace("modprobe \"$want\"", "false");
         let out = std::process::Command::new("sh").args(["-c", &probe]).output().unwrap();
         assert!(out.status.success());
