@@ -195,8 +195,22 @@ impl Hosts {
             kvm_module_options: kvm_module_options.clone(),
             ..Default::default()
         };
-        nestform_lab::promote::start_libvirt(&client, &options)
-            .map_err(|e| fail("starting libvirtd in the guest", e.to_string()))?;
+        let client = match nestform_lab::promote::start_libvirt(&client, &options) {
+            Ok(_) => client,
+            // Seen in CI at level 1: a step's answer never came back over the agent channel. The
+            // steps are idempotent, so connect to the agent again and repeat them once.
+            Err(e) if e.agent_stalled() => {
+                tracing::warn!(host = %addr, error = %e, "the agent channel stalled while promoting; once more");
+                drop(client);
+                let client =
+                    crate::agent::wait_for_agent(&*guest.parent, guest.id, guest.name, PROMOTE_AGENT_WAIT)
+                        .map_err(|e| fail("reaching its agent", e.to_string()))?;
+                nestform_lab::promote::start_libvirt(&client, &options)
+                    .map_err(|e| fail("starting libvirtd in the guest", e.to_string()))?;
+                client
+            }
+            Err(e) => return Err(fail("starting libvirtd in the guest", e.to_string())),
+        };
         let tunnel = nestform_lab::tunnel::LibvirtTunnel::open(&client)
             .map_err(|e| fail("opening a tunnel to it", e.to_string()))?;
         tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "libvirtd in the guest answers, tunnel open");

@@ -122,6 +122,17 @@ pub enum PromoteError {
     NotReady { timeout: Duration, last: String, log_tail: String },
 }
 
+impl PromoteError {
+    /// Whether the way to the agent stalled or broke (rather than a step failing in the guest): the
+    /// caller may connect to the agent again and repeat the promotion, whose steps are idempotent.
+    pub fn agent_stalled(&self) -> bool {
+        matches!(
+            self,
+            PromoteError::Agent { source: ClientError::NoAnswer { .. } | ClientError::Disconnected(_), .. }
+        )
+    }
+}
+
 /// Exists once a guest has been prepared (in its `/run`, so a reboot forgets it).
 const PROMOTED_MARKER: &str = "/run/nestform/promoted";
 
@@ -560,6 +571,19 @@ mod tests {
             let out = std::process::Command::new("sh").args(["-n", "-c", &script]).output().expect("sh runs");
             assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));
         }
+    }
+
+    #[test]
+    fn only_a_stalled_or_broken_agent_channel_counts_as_stalled() {
+        let stalled = PromoteError::Agent {
+            step: "starting the libvirt daemons",
+            source: ClientError::NoAnswer { op: "exec", after: Duration::from_secs(90) },
+        };
+        assert!(stalled.agent_stalled());
+        let gone = PromoteError::Agent { step: "x", source: ClientError::Disconnected("closed".into()) };
+        assert!(gone.agent_stalled());
+        let step = PromoteError::Step { step: "loading KVM", status: "exit 1".into(), output: String::new() };
+        assert!(!step.agent_stalled());
     }
 
     #[test]
