@@ -188,28 +188,26 @@ impl Hosts {
             None => return Err(fail("reaching its agent", format!("guest `{}` does not exist", guest.name))),
         }
         let start = std::time::Instant::now();
-        let client = crate::agent::wait_for_agent(&*guest.parent, guest.id, guest.name, PROMOTE_AGENT_WAIT)
-            .map_err(|e| fail("reaching its agent", e.to_string()))?;
-        tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "promoted guest's agent answered");
         let options = nestform_lab::promote::PromoteOptions {
             kvm_module_options: kvm_module_options.clone(),
             ..Default::default()
         };
-        let client = match nestform_lab::promote::start_libvirt(&client, &options) {
-            Ok(_) => client,
-            // Seen in CI at level 1: a step's answer never came back over the agent channel. The
-            // steps are idempotent, so connect to the agent again and repeat them once.
-            Err(e) if e.agent_stalled() => {
-                tracing::warn!(host = %addr, error = %e, "the agent channel stalled while promoting; once more");
-                drop(client);
-                let client =
-                    crate::agent::wait_for_agent(&*guest.parent, guest.id, guest.name, PROMOTE_AGENT_WAIT)
-                        .map_err(|e| fail("reaching its agent", e.to_string()))?;
-                nestform_lab::promote::start_libvirt(&client, &options)
-                    .map_err(|e| fail("starting libvirtd in the guest", e.to_string()))?;
-                client
+        // Twice at most: seen in CI at level 1, a step's answer never came back over the agent
+        // channel. The steps are idempotent, so a new channel repeats them.
+        let mut tries = 0;
+        let client = loop {
+            tries += 1;
+            let client =
+                crate::agent::wait_for_agent(&*guest.parent, guest.id, guest.name, PROMOTE_AGENT_WAIT)
+                    .map_err(|e| fail("reaching its agent", e.to_string()))?;
+            tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "promoted guest's agent answered");
+            match nestform_lab::promote::start_libvirt(&client, &options) {
+                Ok(_) => break client,
+                Err(e) if e.agent_stalled() && tries == 1 => {
+                    tracing::warn!(host = %addr, error = %e, "the agent channel stalled while promoting; once more");
+                }
+                Err(e) => return Err(fail("starting libvirtd in the guest", e.to_string())),
             }
-            Err(e) => return Err(fail("starting libvirtd in the guest", e.to_string())),
         };
         let tunnel = nestform_lab::tunnel::LibvirtTunnel::open(&client)
             .map_err(|e| fail("opening a tunnel to it", e.to_string()))?;
