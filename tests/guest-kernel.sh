@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Provides a kernel and modules for nestform's lab guests (direct kernel boot, see `providers/lab`), and
+# Provides a kernel and modules for nestform's lab guests (direct kernel boot, see `providers/lab-boot`), and
 # busybox-static for their initramfs. Run as root; safe to run again: every step checks before it acts.
 #
 # When the running kernel has an image in /boot and its modules in /lib/modules, nothing is fetched. Otherwise
@@ -7,7 +7,7 @@
 # downloaded and unpacked into a cache directory WITHOUT being installed, so the host's boot set-up is left
 # alone. The cache is `$NESTFORM_KERNEL_DIR`, default /var/cache/nestform/kernel, laid out as
 #   DIR/boot/vmlinuz-VERSION   DIR/lib/modules/VERSION/{modules.dep,...}
-# which is where `nestform_lab::LabKernel::find` looks.
+# which is where `nestform_lab_boot::LabKernel::find` looks.
 #
 # Prints two lines on stdout: `kernel=PATH` and `modules=PATH`.
 set -euo pipefail

@@ -16,7 +16,7 @@ cargo fmt --all -- --check
 cargo test --workspace --locked --no-fail-fast
 # One lab guest booted straight through the provider, printing boot-to-agent time, the exec round
 # trip and file throughput over the channel.
-cargo test --locked -p nestform-lab --test boot -- --ignored --test-threads 1 --nocapture
+cargo test --locked -p nestform-lab-boot --test boot -- --ignored --test-threads 1 --nocapture
 # The nesting suite, applied for real and scaled down, printing its figures: the OpenStack-style lab
 # (one promoted guest, three nodes on two networks inside it) and the article's tower to guest3
 # (`examples/inception`: three levels, exec at each, a no-op re-plan, destroy deepest first).

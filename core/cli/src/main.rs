@@ -1,9 +1,10 @@
 //! `nestform`: the command-line interface. Thin by design: each `commands/<verb>.rs` parses its flags,
 //! calls the engine, and renders. Errors become miette reports here and nowhere else.
 
+#[macro_use]
+mod ui;
 mod args;
 mod commands;
-mod ui;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,8 @@ fn main() -> ExitCode {
     ui::init_log();
     match commands::run(cli) {
         Ok(code) => code,
+        // Output cut short by its reader (`nestform show -json | head -1`): done, quietly.
+        Err(report) if report.downcast_ref::<ui::StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(report) => {
             eprintln!("{report:?}");
             ExitCode::from(1)

@@ -1,7 +1,56 @@
-//! How nestform talks to people: reports, confirmation prompts, progress per resource.
+//! How nestform talks to people: reports, confirmation prompts, progress per resource, and standard
+//! output that may be closed under it.
+//!
+//! Every line a command prints goes through [`out!`], [`outln!`] or [`progress!`] rather than
+//! `print!`, which panics when the reader went away. A command's own output (`show -json | head -1`)
+//! then ends the command quietly with exit 0, as `git log | head` does: the error [`StdoutClosed`]
+//! travels up like any other, so state locks are released on the way, and `main` exits 0 for it.
+//! Progress lines of work that must finish anyway (apply, snapshot) are dropped instead.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `print!` to standard output, as a `Result<(), miette::Report>`.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::ui::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` to standard output, as a `Result<(), miette::Report>`.
+macro_rules! outln {
+    () => { $crate::ui::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::ui::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// A progress line: printed when standard output is open, dropped when it is not (the work it
+/// reports goes on either way).
+macro_rules! progress {
+    ($($arg:tt)*) => {{
+        let _ = $crate::ui::write_stdout(format_args!("{}\n", format_args!($($arg)*)));
+    }};
+}
+
+/// Standard output was closed by its reader: the command's output was cut short, which is not a
+/// failure.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+impl miette::Diagnostic for StdoutClosed {}
+
+/// Writes to standard output; a closed pipe is [`StdoutClosed`].
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> Result<(), miette::Report> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args).map_err(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => miette::Report::new(StdoutClosed),
+        _ => miette::miette!("cannot write to standard output: {e}"),
+    })
+}
 
 static COLOR: AtomicBool = AtomicBool::new(true);
 
@@ -17,7 +66,7 @@ pub fn init(no_color: bool) {
 }
 
 /// Turns on nestform's debug log when `NESTFORM_LOG` is set (like Terraform's `TF_LOG`): a filter
-/// such as `debug` or `nestform_engine=debug,nestform_lab=trace`, with the time since start, so a
+/// such as `debug` or `nestform_engine=debug,nestform_provider_promoted=trace`, with the time since start, so a
 /// slow step at some nesting level can be found. It goes to standard error, or is appended to the
 /// file `NESTFORM_LOG_PATH` names (like `TF_LOG_PATH`).
 pub fn init_log() {

@@ -127,7 +127,14 @@ fn plan(lineage: &str) -> Plan {
 }
 
 fn main() {
-    let hosts = Hosts::new(Arc::new(LibvirtProvider::new()));
+    // libvirt's test driver for the hosts; its guests have no agents and boot from disk, so the fake's
+    // guests and boots stand in for the rest.
+    let fake = nestform_provider_memory::MemoryProvider::new();
+    let hosts = Hosts::new(nestform_provider::Backends {
+        provider: Arc::new(LibvirtProvider::new()),
+        guests: Arc::new(fake.clone()),
+        boot: Arc::new(nestform_provider_memory::DiskBoot),
+    });
     let h = hosts.connect_uri(&host_addr(), URI).expect("libvirt's test driver answers");
     let lineage = "bench-lineage";
 

@@ -118,6 +118,7 @@ fn plan_once(config: &Config, state: &State) -> (Plan, f64) {
         facts: &facts,
         hypervisors: &hypervisors,
         options: PlanOptions::default(),
+        boot: None,
     };
     let start = Instant::now();
     let plan = plan(input).expect("the benchmark configuration plans");

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use nestform_provider::{Hypervisor, Provider, ProviderError};
+use nestform_provider::{Backends, BootAssets, GuestRef, Guests, Hypervisor, PromoteRequest, ProviderError};
 use nestform_types::ResourceAddr;
 
 /// Thread-safe cache of hypervisor connections, keyed by URI.
@@ -20,7 +20,7 @@ pub struct Hosts {
 }
 
 struct Inner {
-    provider: Arc<dyn Provider>,
+    backends: Backends,
     // One mutex for both maps: they change together, and the lock is never held across a provider call.
     conns: Mutex<Conns>,
     /// One lock per promoted host, held while it is being reached: operations that run in parallel
@@ -33,28 +33,25 @@ struct Inner {
 struct Conns {
     by_uri: BTreeMap<String, Arc<dyn Hypervisor>>,
     by_addr: BTreeMap<ResourceAddr, Arc<dyn Hypervisor>>,
-    /// Tunnels into promoted guests' libvirtd, alive as long as the cache.
-    tunnels: Vec<nestform_lab::tunnel::LibvirtTunnel>,
+    /// Promoted hosts in the order they were reached, shallowest first (a deeper one needs the
+    /// connection above it).
+    promoted: Vec<Arc<dyn Hypervisor>>,
     /// Guests created during this run, by address: their id and libvirt name (for promoting them).
     guests: BTreeMap<ResourceAddr, (String, String)>,
 }
 
 impl Drop for Inner {
-    /// Closes the promoted hosts deepest first, each before the level it is reached through: its
-    /// libvirt connection, then its tunnel, which ends the agent channel it relays over (a stream of
-    /// the parent's libvirtd). Dropped in any other order, a parent's libvirtd saw a client vanish
-    /// while one of its streams was open, and its main loop deadlocked (seen in a lab guest at level
-    /// 1: `virNetServerClientClose` waiting on a lock forever, so the next `nestform` run found its
-    /// libvirtd dead to the world).
+    /// Closes the promoted hosts deepest first, each before the level it is reached through (a
+    /// promoted host closes its own connection, then what it goes through). Dropped in any other
+    /// order, a parent's libvirtd saw a client vanish while one of its streams was open, and its main
+    /// loop deadlocked (seen in a lab guest at level 1: `virNetServerClientClose` waiting on a lock
+    /// forever, so the next `nestform` run found its libvirtd dead to the world).
     fn drop(&mut self) {
         let conns = self.conns.get_mut().unwrap_or_else(|p| p.into_inner());
-        // Tunnels are opened shallowest first: a deeper one needs the connection above it.
-        while let Some(tunnel) = conns.tunnels.pop() {
-            if let Some(h) = conns.by_uri.remove(&tunnel.uri()) {
-                conns.by_addr.retain(|_, c| !Arc::ptr_eq(c, &h));
-                drop(h);
-            }
-            drop(tunnel);
+        while let Some(h) = conns.promoted.pop() {
+            conns.by_uri.retain(|_, c| !Arc::ptr_eq(c, &h));
+            conns.by_addr.retain(|_, c| !Arc::ptr_eq(c, &h));
+            drop(h);
         }
     }
 }
@@ -66,62 +63,31 @@ pub struct PromotedGuest<'a> {
     pub name: &'a str,
 }
 
-/// How long the first calls of a new connection to a promoted guest's libvirtd (which has answered
-/// already) may take before that libvirtd counts as hung.
-const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// `provider.connect(uri)` on a thread of its own, given up on after `patience` (`None`); a call given
-/// up on ends when its connection does.
-fn connect_within(
-    provider: &Arc<dyn Provider>,
-    uri: &str,
-    patience: std::time::Duration,
-) -> Option<Result<Arc<dyn Hypervisor>, ProviderError>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (provider, uri) = (Arc::clone(provider), uri.to_string());
-    std::thread::spawn(move || {
-        let _ = tx.send(provider.connect(&uri));
-    });
-    rx.recv_timeout(patience).ok()
-}
-
-/// A connection to the libvirtd inside the guest `client` talks to, through the tunnel at `uri`. A
-/// libvirtd that does not answer a new connection's first calls within [`CONNECT_PATIENCE`] (seen at
-/// level 1: `virConnectGetDomainCapabilities` never returned, though it had answered `virsh
-/// version`) is restarted, which also ends the call left waiting, and connected to once more.
-fn connect_answering(
-    provider: &Arc<dyn Provider>,
-    uri: &str,
-    client: &nestform_agent::AgentClient,
-    options: &nestform_lab::promote::PromoteOptions,
-) -> Result<Arc<dyn Hypervisor>, String> {
-    match connect_within(provider, uri, CONNECT_PATIENCE) {
-        Some(result) => result.map_err(|e| e.to_string()),
-        None => {
-            tracing::warn!(uri, "libvirtd in the guest does not answer a new connection; restarting it");
-            nestform_lab::promote::restart_libvirt(client, options)
-                .map_err(|e| format!("restarting libvirtd in the guest: {e}"))?;
-            match connect_within(provider, uri, options.ready_timeout) {
-                Some(result) => result.map_err(|e| e.to_string()),
-                None => Err("libvirtd in the guest did not answer, even after a restart".into()),
-            }
-        }
-    }
-}
-
-/// How long a promoted guest's agent gets to answer, and its libvirtd to start.
-const PROMOTE_AGENT_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
-
 impl Hosts {
-    /// An empty cache that opens connections through `provider`.
-    pub fn new(provider: Arc<dyn Provider>) -> Self {
+    /// An empty cache that reaches hosts and guests through `backends`.
+    pub fn new(backends: Backends) -> Self {
         Hosts {
             inner: Arc::new(Inner {
-                provider,
+                backends,
                 conns: Mutex::new(Conns::default()),
                 promoting: Mutex::new(BTreeMap::new()),
             }),
         }
+    }
+
+    /// What this cache reaches hosts and guests through.
+    pub fn backends(&self) -> &Backends {
+        &self.inner.backends
+    }
+
+    /// How guests' agents are reached.
+    pub fn guests(&self) -> &dyn Guests {
+        &*self.inner.backends.guests
+    }
+
+    /// What lab guests boot.
+    pub fn boot(&self) -> &dyn BootAssets {
+        &*self.inner.backends.boot
     }
 
     /// The connection to `uri`, remembered as `addr`'s current connection.
@@ -135,17 +101,17 @@ impl Hosts {
         }
         // Connecting can take seconds (ssh, a busy daemon): do it without the lock. Two threads racing
         // for the same URI both connect; the first one stored wins and the other connection is dropped.
-        let fresh = self.inner.provider.connect(uri)?;
+        let fresh = self.inner.backends.provider.connect(uri)?;
         let mut conns = self.lock();
         let h = conns.by_uri.entry(uri.to_string()).or_insert(fresh).clone();
         conns.by_addr.insert(addr.clone(), h.clone());
         Ok(h)
     }
 
-    /// The connection to the libvirtd inside a promoted guest, `addr`'s host, opened on first use:
-    /// through the guest's agent (reached through its own host's connection), libvirtd is started in
-    /// the guest and a local tunnel is opened to it; the provider connects through the tunnel like to
-    /// any other URI. No SSH and no guest network is involved.
+    /// The connection to the hypervisor inside a promoted guest, `addr`'s host, opened on first use
+    /// by [`Guests::promote`] (for real guests: libvirtd started through the guest's agent, reached
+    /// through a tunnel over the agent channels; no SSH and no guest network is involved). One
+    /// promotion at a time per host.
     pub fn connect_promoted(
         &self,
         addr: &ResourceAddr,
@@ -156,8 +122,7 @@ impl Hosts {
 
     /// [`Hosts::connect_promoted`], loading the guest's KVM module with `kvm_module_options` before
     /// its libvirtd starts (a guest whose libvirtd runs already keeps its module as it is). The
-    /// connection is a [`PromotedHost`](crate::promoted::PromotedHost): facts, KVM module options and
-    /// console logs go through the guest's agent.
+    /// connection is whatever [`Guests::promote`] gives, kept until this cache is dropped.
     pub fn connect_promoted_with(
         &self,
         addr: &ResourceAddr,
@@ -187,50 +152,13 @@ impl Hosts {
             }
             None => return Err(fail("reaching its agent", format!("guest `{}` does not exist", guest.name))),
         }
-        let start = std::time::Instant::now();
-        let options = nestform_lab::promote::PromoteOptions {
-            kvm_module_options: kvm_module_options.clone(),
-            ..Default::default()
-        };
-        // Twice at most: seen in CI at level 1, a step's answer never came back over the agent
-        // channel. The steps are idempotent, so a new channel repeats them.
-        let mut tries = 0;
-        let client = loop {
-            tries += 1;
-            let client =
-                crate::agent::wait_for_agent(&*guest.parent, guest.id, guest.name, PROMOTE_AGENT_WAIT)
-                    .map_err(|e| fail("reaching its agent", e.to_string()))?;
-            tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "promoted guest's agent answered");
-            match nestform_lab::promote::start_libvirt(&client, &options) {
-                Ok(_) => break client,
-                Err(e) if e.agent_stalled() && tries == 1 => {
-                    tracing::warn!(host = %addr, error = %e, "the agent channel stalled while promoting; once more");
-                }
-                Err(e) => return Err(fail("starting libvirtd in the guest", e.to_string())),
-            }
-        };
-        let tunnel = nestform_lab::tunnel::LibvirtTunnel::open(&client)
-            .map_err(|e| fail("opening a tunnel to it", e.to_string()))?;
-        tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "libvirtd in the guest answers, tunnel open");
-        let h = connect_answering(&self.inner.provider, &tunnel.uri(), &client, &options)
-            .map_err(|e| fail("connecting through the tunnel", e.to_string()))?;
-        tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "connected through the tunnel");
-        // A call that stalls later gets a new connection through the same tunnel.
-        let reconnect = {
-            let (provider, uri, client, options) =
-                (Arc::clone(&self.inner.provider), tunnel.uri(), client.clone(), options.clone());
-            let addr = addr.clone();
-            Box::new(move || {
-                connect_answering(&provider, &uri, &client, &options)
-                    .map_err(|e| ProviderError::op("reconnect to", addr.to_string(), e))
-            })
-        };
-        let h: Arc<dyn Hypervisor> =
-            Arc::new(crate::promoted::PromotedHost::new(h, client).reconnecting(reconnect));
+        let request =
+            PromoteRequest { host: addr.to_string(), kvm_module_options: kvm_module_options.clone() };
+        let h = self.guests().promote(guest.parent, GuestRef { id: guest.id, name: guest.name }, &request)?;
         let mut conns = self.lock();
-        conns.by_uri.insert(tunnel.uri(), h.clone());
+        conns.by_uri.insert(h.uri().to_string(), h.clone());
         conns.by_addr.insert(addr.clone(), h.clone());
-        conns.tunnels.push(tunnel);
+        conns.promoted.push(h.clone());
         Ok(h)
     }
 
@@ -312,13 +240,14 @@ impl Hosts {
 
 #[cfg(test)]
 mod tests {
+    use nestform_provider_memory::MemoryProvider;
+
     use super::*;
-    use crate::apply::fake::FakeProvider;
 
     #[test]
     fn caches_one_connection_per_uri() {
-        let provider = FakeProvider::new();
-        let hosts = Hosts::new(provider.clone());
+        let provider = MemoryProvider::new();
+        let hosts = Hosts::new(provider.backends());
         let a: ResourceAddr = "kvm_host.a".parse().unwrap();
         let b: ResourceAddr = "kvm_host.b".parse().unwrap();
         let h1 = hosts.connect_uri(&a, "fake://one").unwrap();
@@ -332,9 +261,9 @@ mod tests {
 
     #[test]
     fn connect_errors_are_not_cached() {
-        let provider = FakeProvider::new();
-        provider.refuse_connect("fake://down");
-        let hosts = Hosts::new(provider.clone());
+        let provider = MemoryProvider::new();
+        provider.fail_on("connect", "fake://down");
+        let hosts = Hosts::new(provider.backends());
         let a: ResourceAddr = "kvm_host.a".parse().unwrap();
         assert!(hosts.connect_uri(&a, "fake://down").is_err());
         assert!(hosts.get(&a).is_none());

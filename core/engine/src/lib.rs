@@ -8,18 +8,18 @@
 //!   attribute, and expands cascades across levels.
 //! - `render`: the human plan (attribute changes, domain XML diffs, summary) and Terraform-shaped JSON.
 //! - `refresh` and `apply`: talk to hosts through `nestform_provider`, never naming a backend.
-//! - [`promoted`]: a promoted host's connection, with its guest's agent for KVM options and consoles.
 //! - [`snapshot`]: snapshots and reverts of a guest, stopping the guests inside it first.
+//! - [`guest`]: `exec`, `cp` and `console` in a guest recorded in state, at any level.
 
 pub mod agent;
 pub mod apply;
 pub mod computed;
 pub mod graph;
+pub mod guest;
 pub mod hosts;
 pub mod kvm;
 pub mod plan;
 pub mod planner;
-pub mod promoted;
 pub mod refresh;
 pub mod render;
 pub mod request;

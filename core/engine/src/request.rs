@@ -50,30 +50,6 @@ pub fn guest_request(
     }
 }
 
-/// Prepares how a guest boots, which for a `lab` guest means files on the host: its kernel, an
-/// initramfs built for it, and its command line. A trait so that tests of the engine need no kernel.
-pub trait BootAssets: Send + Sync {
-    /// The boot of `spec` at nesting `level`, or `None` to boot from its first disk. Blocking.
-    fn boot(&self, spec: &NestedGuestSpec, level: u32) -> Result<Option<BootRequest>, String>;
-}
-
-/// The real assets: `lab` guests boot the kernel `lab { kernel, modules }` names (or the host's, or
-/// the one `tests/guest-kernel.sh` fetched) with an initramfs built by `nestform_lab`, cached by content,
-/// and run the `nestform-agent` next to this binary.
-pub struct LabAssets;
-
-impl BootAssets for LabAssets {
-    fn boot(&self, spec: &NestedGuestSpec, level: u32) -> Result<Option<BootRequest>, String> {
-        let Some(nestform_types::InstallSpec::Lab(install)) = &spec.install else { return Ok(None) };
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find the nestform binary: {e}"))?;
-        let agent = nestform_lab::agent_path(&exe).map_err(|e| e.to_string())?;
-        let guest = nestform_lab::LabGuest { hostname: &spec.name, level, agent: &agent };
-        let dir = std::path::Path::new(nestform_lab::DEFAULT_INITRAMFS_DIR);
-        let (boot, _) = nestform_lab::lab_boot(install, &guest, dir).map_err(|e| e.to_string())?;
-        Ok(Some(boot))
-    }
-}
-
 /// The request for a NAT network: the host side takes the first address of the CIDR, and DHCP hands
 /// out the rest unless a range is given.
 pub fn network_request(spec: &NatNetworkSpec) -> NetworkRequest {

@@ -4,10 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use nestform_config::{Config, Diagnostic, Diagnostics, SourceFile, VarInputs};
-use nestform_provider::Provider;
+use nestform_provider::Backends;
 use nestform_state::{OutputState, State, StateError, StateLock, StateStore};
 use nestform_types::{KvmHostSpec, ResourceAddr, ResourceSpec};
 
@@ -97,12 +96,13 @@ impl Workdir {
     pub fn plan(
         &self,
         config: &Config,
-        provider: Arc<dyn Provider>,
+        backends: Backends,
         options: PlanOptions,
         refresh: bool,
     ) -> Result<Planned, EngineError> {
         let recorded = self.state()?;
-        let hosts = Hosts::new(provider);
+        let hosts = Hosts::new(backends);
+        let boot = Some(hosts.boot());
         let mut warnings = config.warnings.clone();
         let hypervisors;
         let planned = if refresh {
@@ -125,14 +125,21 @@ impl Workdir {
                 facts: &refreshed.facts,
                 hypervisors: &hypervisors,
                 options,
+                boot,
             };
             // With the state as it was recorded, the plan can tell what changed outside nestform.
             planner::plan_after_refresh(input, &recorded)?
         } else {
             hypervisors = BTreeMap::new();
             let facts = BTreeMap::new();
-            let input =
-                PlanInput { config, state: &recorded, facts: &facts, hypervisors: &hypervisors, options };
+            let input = PlanInput {
+                config,
+                state: &recorded,
+                facts: &facts,
+                hypervisors: &hypervisors,
+                options,
+                boot,
+            };
             planner::plan_with_warnings(input)?
         };
         warnings.extend(planned.warnings);

@@ -1,15 +1,22 @@
-//! The provider trait: how the engine drives a hypervisor without knowing which one it is.
+//! The provider traits: how the engine drives hypervisors and guests without knowing which they are.
 //!
 //! ```text
-//!   nestform-engine ──uses──▶ dyn Provider ──connect(uri)──▶ dyn Hypervisor
-//!                                 ▲                               ▲
-//!            nestform-provider-libvirt (virt crate)      nestform-provider-memory (fake)
+//!                         ┌─▶ dyn Provider ──connect(uri)──▶ dyn Hypervisor   networks, guests, snapshots
+//!   nestform-engine ──▶ Backends
+//!                         ├─▶ dyn Guests ──agent / promote──▶ dyn GuestAgent, dyn Hypervisor
+//!                         └─▶ dyn BootAssets ──boot(spec)───▶ BootRequest
+//!
+//!   implemented by: nestform-provider-libvirt (Provider, over the virt crate)
+//!                   nestform-provider-promoted (Guests: agents, promoted hosts as Hypervisors)
+//!                   nestform-lab-boot (BootAssets of lab guests)
+//!                   nestform-provider-memory (all three, the fake)
 //! ```
 //!
-//! A [`Provider`] opens [`Hypervisor`] connections. A hypervisor is one libvirt host at any nesting level:
-//! level 0 is opened by URI; a promoted guest's libvirt is reached through the agents (a later issue adds
-//! [`Provider::connect_promoted`]'s real implementation). Every method is blocking: libvirt's API is, and
-//! the engine calls them from `spawn_blocking`, so implementations need no async runtime.
+//! A [`Provider`] opens [`Hypervisor`] connections. A hypervisor is one libvirt host at any nesting
+//! level: level 0 is opened by URI; a promoted guest's libvirt is what [`Guests::promote`] returns.
+//! Every method is blocking: libvirt's API is, and the engine calls them from `spawn_blocking`, so
+//! implementations need no async runtime. The CLI puts one of each into [`Backends`]; the engine names
+//! none of them.
 //!
 //! The requests carry fully resolved values (libvirt names, sizes in bytes); the responses carry what the
 //! hypervisor reports now, which the planner compares with the configuration to find drift.
@@ -17,11 +24,29 @@
 //! [`conformance`] is the suite every implementation must pass, written once.
 
 pub mod conformance;
+pub mod guest;
+
+pub use guest::{
+    error_chain, AgentError, BootAssets, CommandOutput, CommandStatus, GuestAddress, GuestAgent,
+    GuestCommand, GuestFacts, GuestRef, Guests, OutputStream, PromoteRequest,
+};
 
 use std::sync::Arc;
 
 use nestform_types::{DiskBus, DiskCache, DiskFormat, Owner, Preallocation};
 use serde::{Deserialize, Serialize};
+
+/// Everything the engine reaches hosts and guests through. The CLI puts it together (libvirt for
+/// URIs, promoted hosts and agents for guests, lab boot assets); tests give the memory provider's.
+#[derive(Clone)]
+pub struct Backends {
+    /// Hosts by URI: level 0, and the tunnels into promoted guests.
+    pub provider: Arc<dyn Provider>,
+    /// Guests' agents, and guests made hosts.
+    pub guests: Arc<dyn Guests>,
+    /// What lab guests boot.
+    pub boot: Arc<dyn BootAssets>,
+}
 
 /// Opens connections to hypervisors.
 pub trait Provider: Send + Sync {

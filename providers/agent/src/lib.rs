@@ -77,6 +77,7 @@ pub mod client;
 pub mod frame;
 pub mod mux;
 pub mod proto;
+pub mod reach;
 pub mod transport;
 
 pub use agent::{serve_session, AgentConfig, AgentError, SessionEnd, DEFAULT_PORT};
@@ -84,4 +85,5 @@ pub use client::{
     AgentClient, ClientError, ClientOptions, ExecRequest, ExecResult, RelayStream, RelayWriter,
 };
 pub use proto::{ExitStatus, Facts, FileInfo, KvmNested, NetAddress, Welcome, PROTOCOL_VERSION};
+pub use reach::{wait_for_agent, Agent};
 pub use transport::{Pipe, ShutdownHandle, Transport};

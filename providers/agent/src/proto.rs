@@ -91,6 +91,10 @@ pub struct ExitStatus {
     pub signal: Option<i32>,
     /// The agent killed it because its timeout ran out.
     pub timed_out: bool,
+    /// Microseconds from its start to its exit on the guest's monotonic clock: what a measurement
+    /// reports, free of the channel's round trip. Absent from an agent that does not measure it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_us: Option<u64>,
 }
 
 impl ExitStatus {
@@ -209,9 +213,9 @@ mod tests {
 
     #[test]
     fn exit_status_success_needs_code_zero_and_no_timeout() {
-        let ok = ExitStatus { code: Some(0), signal: None, timed_out: false };
+        let ok = ExitStatus { code: Some(0), signal: None, timed_out: false, elapsed_us: None };
         assert!(ok.success());
         assert!(!ExitStatus { code: Some(1), ..ok }.success());
-        assert!(!ExitStatus { code: None, signal: Some(9), timed_out: true }.success());
+        assert!(!ExitStatus { code: None, signal: Some(9), timed_out: true, elapsed_us: Some(3) }.success());
     }
 }

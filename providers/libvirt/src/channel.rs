@@ -10,7 +10,7 @@
 //! (`<serial type="pty"><log file=...>`, see `domain`), which holds the boot messages from the very
 //! first line; it is a file on the host the URI names, so it is only read for local connections. On
 //! a promoted host (a tunnel into a lab guest) the engine reads it through the guest's agent instead
-//! (`nestform_lab::console`, which names the same path).
+//! (`nestform_provider_promoted::console`, which names the same path).
 
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
@@ -28,7 +28,7 @@ use crate::error::{is, op};
 use crate::{LibvirtHypervisor, AGENT_CHANNEL};
 
 /// Where libvirt's system instance keeps its QEMU logs; the console log of guest `NAME` is
-/// `NAME-console.log` in it. `nestform_lab::console::CONSOLE_LOG_DIR` is the same (its test checks).
+/// `NAME-console.log` in it. `nestform_provider_promoted::console::CONSOLE_LOG_DIR` is the same (its test checks).
 pub const CONSOLE_LOG_DIR: &str = "/var/log/libvirt/qemu";
 
 /// The serial console log file of the domain `name` (what `domain` writes into `<serial><log>`).

@@ -21,7 +21,7 @@ use crate::error::{is, op};
 use crate::kvm::{KvmModules, LocalKvm, PVM_MODULE};
 use crate::xml::Element;
 
-/// The directory-name prefix of nestform's tunnels into guests (`nestform_lab::tunnel`): a unix socket
+/// The directory-name prefix of nestform's tunnels into guests (`nestform_provider_promoted::tunnel`): a unix socket
 /// there reaches the libvirtd of a guest, not of this machine.
 const TUNNEL_DIR_PREFIX: &str = "/nestform-tunnel-";
 

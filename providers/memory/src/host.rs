@@ -34,8 +34,10 @@ impl MemoryHypervisor {
         f: impl FnOnce(&mut HostWorld) -> Result<T, ProviderError>,
     ) -> Result<T, ProviderError> {
         self.provider.stall_point(op, name)?;
+        // Recorded in the order calls start; the delay and the hook come before the change.
+        self.provider.lock().calls.push(format!("{op} {name}"));
+        let _in_flight = self.provider.begin_call(op, name);
         let mut w = self.provider.lock();
-        w.calls.push(format!("{op} {name}"));
         if w.fail.contains(&(op.to_string(), name.to_string())) {
             return Err(ProviderError::op(op, name, "injected failure"));
         }

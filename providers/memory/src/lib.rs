@@ -9,13 +9,20 @@
 //! For tests it counts mutating calls ([`MemoryProvider::calls`], to show an apply did no needless
 //! work), injects failures ([`MemoryProvider::fail_on`]) and can change guests behind nestform's back
 //! ([`MemoryProvider::edit_guest`], for drift). Guests keep snapshots (`snapshot`) of their definition and
-//! running state, with libvirt's rules.
+//! running state, with libvirt's rules. It is the engine's [`Guests`](nestform_provider::Guests) too
+//! (`guests`): a fake guest's agent is nestform's real one, run in this process, and a promoted fake
+//! guest is a fake host of its own.
 
+mod guests;
 mod host;
 mod snapshot;
 
+pub use guests::{promoted_uri, DiskBoot};
+
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use nestform_provider::{GuestStatus, Hypervisor, NetworkStatus, Provider, ProviderError};
 
@@ -31,6 +38,30 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 30;
 pub struct MemoryProvider {
     world: Arc<Mutex<World>>,
     stalls: Arc<Stalls>,
+    pace: Arc<Pace>,
+}
+
+/// A hook run at the start of every mutating call, with its operation and object name.
+type Hook = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// Connections made, calls in flight, and what slows calls down ([`MemoryProvider::set_delay`],
+/// [`MemoryProvider::on_call`]): how a test sees parallelism and cancels mid-apply.
+#[derive(Default)]
+struct Pace {
+    connects: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    delay: Mutex<Duration>,
+    hook: Mutex<Option<Hook>>,
+}
+
+/// Marks one mutating call in flight for as long as it lives.
+pub(crate) struct InFlight<'a>(&'a Pace);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Calls told to never return ([`MemoryProvider::stall_on`]) until [`MemoryProvider::release_stalls`].
@@ -136,6 +167,44 @@ impl MemoryProvider {
         Err(ProviderError::op(op, object, "the stalled call was released"))
     }
 
+    /// How many connections have been made (refused ones included).
+    pub fn connects(&self) -> usize {
+        self.pace.connects.load(Ordering::SeqCst)
+    }
+
+    /// Makes every later mutating call take `delay` (to see what runs in parallel).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.pace.delay.lock().unwrap_or_else(|p| p.into_inner()) = delay;
+    }
+
+    /// The most mutating calls that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.pace.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Runs `f(operation, name)` at the start of every later mutating call, before its delay.
+    pub fn on_call(&self, f: impl Fn(&str, &str) + Send + Sync + 'static) {
+        *self.pace.hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(f));
+    }
+
+    /// Counts a mutating call in flight, runs the hook and waits the delay; the call is in flight
+    /// until the guard is dropped.
+    pub(crate) fn begin_call(&self, op: &str, name: &str) -> InFlight<'_> {
+        let pace = &*self.pace;
+        let now = pace.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        pace.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let guard = InFlight(pace);
+        let hook = pace.hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(hook) = hook {
+            hook(op, name);
+        }
+        let delay = *pace.delay.lock().unwrap_or_else(|p| p.into_inner());
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        guard
+    }
+
     /// Forgets every injected failure.
     pub fn clear_failures(&self) {
         self.lock().fail.clear();
@@ -209,6 +278,7 @@ impl HostWorld {
 
 impl Provider for MemoryProvider {
     fn connect(&self, uri: &str) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+        self.pace.connects.fetch_add(1, Ordering::SeqCst);
         let host = uri.strip_prefix("memory://").unwrap_or(uri).trim_end_matches('/').to_string();
         let mut w = self.lock();
         if w.fail.contains(&("connect".to_string(), uri.to_string())) {
@@ -259,6 +329,30 @@ mod tests {
         assert_eq!(p.calls(), 1);
         h.stop_guest(&g.id, std::time::Duration::ZERO).unwrap();
         assert_eq!(p.call_log(), vec!["create_guest web", "stop_guest web"]);
+    }
+
+    #[test]
+    fn counts_connections_and_calls_in_flight_and_runs_the_hook() {
+        let p = MemoryProvider::new();
+        let h = p.connect("memory://h").unwrap();
+        p.connect("memory://h").unwrap();
+        assert_eq!(p.connects(), 2);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        p.on_call(move |op, name| log.lock().unwrap().push(format!("{op} {name}")));
+        p.set_delay(Duration::from_millis(50));
+        std::thread::scope(|s| {
+            for name in ["a", "b", "c"] {
+                let h = &h;
+                s.spawn(move || {
+                    h.create_guest(&sample_guest(name, &[], false), &sample_owner("nested_guest.x"))
+                });
+            }
+        });
+        assert_eq!(p.max_in_flight(), 3);
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        assert_eq!(seen, ["create_guest a", "create_guest b", "create_guest c"]);
     }
 
     #[test]

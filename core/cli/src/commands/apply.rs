@@ -13,7 +13,7 @@ use nestform_engine::render::render_plan;
 use nestform_engine::workdir::{read_plan_file, Workdir};
 use nestform_state::{IncrementalStore, State};
 
-use super::{plan_options, print_warnings, provider, report, var_inputs};
+use super::{backends, hosts, plan_options, print_warnings, report, var_inputs};
 use crate::args::{ApplyArgs, DestroyArgs, PlanFlags, RunFlags};
 use crate::ui;
 
@@ -23,7 +23,7 @@ pub fn run(workdir: &Workdir, args: ApplyArgs) -> Result<ExitCode, Report> {
         // A saved plan is applied exactly as it was shown, without planning or asking again.
         let plan = read_plan_file(path).map_err(report)?;
         let state = workdir.check_current(&plan, path).map_err(report)?;
-        return execute(workdir, &plan, state, &Hosts::new(provider()), args.run.parallelism);
+        return execute(workdir, &plan, state, &hosts(), args.run.parallelism);
     }
     plan_confirm_execute(workdir, &args.flags, false, args.run)
 }
@@ -42,9 +42,9 @@ fn plan_confirm_execute(
     let vars = var_inputs(&flags.vars)?;
     let config = workdir.config(&vars).map_err(report)?;
     let planned =
-        workdir.plan(&config, provider(), plan_options(flags, destroy)?, flags.refresh).map_err(report)?;
+        workdir.plan(&config, backends(), plan_options(flags, destroy)?, flags.refresh).map_err(report)?;
     print_warnings(&planned.warnings);
-    print!("{}", render_plan(&planned.plan));
+    out!("{}", render_plan(&planned.plan))?;
     if planned.plan.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -58,7 +58,7 @@ fn plan_confirm_execute(
             ("Do you want to perform these actions?", "nestform will perform the actions described above.")
         };
         if !ui::confirm(question, detail) {
-            println!("\n{} cancelled.", if destroy { "Destroy" } else { "Apply" });
+            outln!("\n{} cancelled.", if destroy { "Destroy" } else { "Apply" })?;
             return Ok(ExitCode::from(1));
         }
     }
@@ -142,15 +142,18 @@ fn execute(
     }
     let (add, change, replace, destroy) = plan.counts();
     if plan.destroy {
-        println!("\nDestroy complete! Resources: {} destroyed.", destroy + replace);
+        outln!("\nDestroy complete! Resources: {} destroyed.", destroy + replace)?;
     } else {
-        println!(
+        outln!(
             "\nApply complete! Resources: {} added, {} changed, {} replaced, {} destroyed.",
-            add, change, replace, destroy
-        );
+            add,
+            change,
+            replace,
+            destroy
+        )?;
         if !state.outputs.is_empty() {
-            println!("\nOutputs:\n");
-            print!("{}", super::output::render_outputs(&state.outputs));
+            outln!("\nOutputs:\n")?;
+            out!("{}", super::output::render_outputs(&state.outputs))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -167,10 +170,10 @@ fn print_event(e: &ApplyEvent) {
         _ => ("Working...", "Done"),
     };
     match &e.phase {
-        Phase::Started => println!("{}: {doing}", e.addr),
-        Phase::Finished { elapsed } => println!("{}: {done} after {}", e.addr, human(*elapsed)),
-        Phase::Failed { error } => println!("{}: failed: {error}", e.addr),
-        Phase::Skipped => println!("{}: {} skipped", e.addr, e.op.as_str()),
+        Phase::Started => progress!("{}: {doing}", e.addr),
+        Phase::Finished { elapsed } => progress!("{}: {done} after {}", e.addr, human(*elapsed)),
+        Phase::Failed { error } => progress!("{}: failed: {error}", e.addr),
+        Phase::Skipped => progress!("{}: {} skipped", e.addr, e.op.as_str()),
     }
 }
 

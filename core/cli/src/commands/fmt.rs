@@ -25,10 +25,10 @@ pub fn run(workdir: &Workdir, args: FmtArgs) -> Result<ExitCode, Report> {
         }
         unformatted += 1;
         let name = path.strip_prefix("./").unwrap_or(&path).display().to_string();
-        println!("{name}");
+        outln!("{name}")?;
         if args.diff {
             let diff = similar::TextDiff::from_lines(&text, &formatted);
-            print!("{}", diff.unified_diff().header(&name, &name));
+            out!("{}", diff.unified_diff().header(&name, &name))?;
         }
         if !args.check {
             std::fs::write(&path, formatted).into_diagnostic()?;

@@ -13,6 +13,6 @@ pub fn run(workdir: &Workdir, args: GraphArgs) -> Result<ExitCode, Report> {
     let config = workdir.config(&var_inputs(&args.vars)?).map_err(report)?;
     let state = workdir.state().map_err(report)?;
     let graph = ResourceGraph::build(&config, &state).map_err(|d| report(EngineError::Diagnostics(d)))?;
-    print!("{}", graph.to_dot());
+    out!("{}", graph.to_dot())?;
     Ok(ExitCode::SUCCESS)
 }

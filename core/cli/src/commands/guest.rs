@@ -1,49 +1,53 @@
-//! `nestform exec ADDR -- CMD...` and `nestform console ADDR`: reaching into a guest through its agent
-//! and its host's connection.
+//! `nestform exec ADDR -- CMD...`, `nestform cp` and `nestform console ADDR`: reaching into a guest
+//! at any level; each is one call of `nestform_engine::guest`.
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use miette::{IntoDiagnostic, Report};
-use nestform_agent::ExecRequest;
-use nestform_engine::agent::{guest_in_state, wait_for_agent};
-use nestform_engine::hosts::Hosts;
+use nestform_engine::guest::{self, Copy};
 use nestform_engine::workdir::Workdir;
+use nestform_provider::{GuestCommand, OutputStream};
 
-use super::{addrs, provider, report};
+use super::{addrs, hosts, report};
 use crate::args::{ConsoleArgs, CpArgs, ExecArgs};
 
 pub fn exec(workdir: &Workdir, args: ExecArgs) -> Result<ExitCode, Report> {
     let addr = addrs("address", std::slice::from_ref(&args.address))?.remove(0);
     let state = workdir.state().map_err(report)?;
-    let guest = guest_in_state(&state, &addr, &Hosts::new(provider())).map_err(|e| miette::miette!("{e}"))?;
-    let client = wait_for_agent(&*guest.hypervisor, &guest.id, &guest.name, Duration::from_secs(args.wait))
-        .map_err(|e| miette::miette!("{e}"))?;
-    let mut request = ExecRequest::new(args.command.clone());
+    let mut command = GuestCommand::new(args.command.clone());
     if !std::io::stdin().is_terminal() {
         let mut input = Vec::new();
         std::io::stdin().read_to_end(&mut input).into_diagnostic()?;
-        request = request.stdin(input);
+        command = command.stdin(input);
     }
     if let Some(t) = args.timeout {
-        request = request.timeout(Duration::from_secs(t));
+        command = command.timeout(Duration::from_secs(t));
     }
-    let status = client
-        .exec_streaming(
-            request,
-            |out| {
-                let mut o = std::io::stdout().lock();
-                let _ = o.write_all(out);
-                let _ = o.flush();
-            },
-            |err| {
-                let mut e = std::io::stderr().lock();
-                let _ = e.write_all(err);
-                let _ = e.flush();
-            },
-        )
-        .map_err(|e| miette::miette!("running `{}` in `{addr}` failed: {e}", args.command.join(" ")))?;
+    let status = guest::exec(
+        &state,
+        &hosts(),
+        &addr,
+        Duration::from_secs(args.wait),
+        &command,
+        &mut |stream, bytes| {
+            // Straight through, as it comes; a closed pipe on our side is the reader's business.
+            match stream {
+                OutputStream::Stdout => {
+                    let mut o = std::io::stdout().lock();
+                    let _ = o.write_all(bytes);
+                    let _ = o.flush();
+                }
+                OutputStream::Stderr => {
+                    let mut e = std::io::stderr().lock();
+                    let _ = e.write_all(bytes);
+                    let _ = e.flush();
+                }
+            }
+        },
+    )
+    .map_err(|e| miette::miette!("{e}"))?;
     // The command's own exit code, as ssh does; a signal or a timeout is reported and exits non-zero.
     if status.timed_out {
         eprintln!("nestform: `{}` timed out in `{addr}` and was killed", args.command.join(" "));
@@ -74,11 +78,8 @@ pub fn cp(workdir: &Workdir, args: CpArgs) -> Result<ExitCode, Report> {
     let (addr, path) = remote;
     let addr = addrs("address", &[addr])?.remove(0);
     let state = workdir.state().map_err(report)?;
-    let guest = guest_in_state(&state, &addr, &Hosts::new(provider())).map_err(|e| miette::miette!("{e}"))?;
-    let client = wait_for_agent(&*guest.hypervisor, &guest.id, &guest.name, Duration::from_secs(args.wait))
-        .map_err(|e| miette::miette!("{e}"))?;
-    let failed = |e: nestform_agent::ClientError| miette::miette!("copying to or from `{addr}` failed: {e}");
-    if upload {
+    let wait = Duration::from_secs(args.wait);
+    let copied = if upload {
         let mut input: Box<dyn Read> = if local == "-" {
             Box::new(std::io::stdin().lock())
         } else {
@@ -90,16 +91,18 @@ pub fn cp(workdir: &Workdir, args: CpArgs) -> Result<ExitCode, Report> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::metadata(&local).into_diagnostic()?.permissions().mode() & 0o7777
         };
-        client.put_file(&path, &mut input, mode).map_err(failed)?;
+        guest::copy(&state, &hosts(), &addr, wait, Copy::Into { path: &path, content: &mut input, mode })
     } else {
         let mut out: Box<dyn Write> = if local == "-" {
             Box::new(std::io::stdout().lock())
         } else {
             Box::new(std::fs::File::create(&local).into_diagnostic()?)
         };
-        client.get_file(&path, &mut out).map_err(failed)?;
+        let copied = guest::copy(&state, &hosts(), &addr, wait, Copy::OutOf { path: &path, out: &mut out });
         out.flush().into_diagnostic()?;
-    }
+        copied
+    };
+    copied.map_err(|e| miette::miette!("{e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -109,17 +112,11 @@ fn split_remote(arg: &str) -> Option<(String, String)> {
     addr.starts_with("nested_guest.").then(|| (addr.to_string(), path.to_string()))
 }
 
-/// `nestform console ADDR`: the end of the guest's serial console log, at any level. The log is a
-/// file on the guest's host: a local file at level 1, and for a guest on a promoted host a file inside
-/// the guest that host runs in, read through that guest's agent (`nestform_engine::promoted`).
+/// `nestform console ADDR`: the end of the guest's serial console log, at any level.
 pub fn console(workdir: &Workdir, args: ConsoleArgs) -> Result<ExitCode, Report> {
     let addr = addrs("address", std::slice::from_ref(&args.address))?.remove(0);
     let state = workdir.state().map_err(report)?;
-    let guest = guest_in_state(&state, &addr, &Hosts::new(provider())).map_err(|e| miette::miette!("{e}"))?;
-    let text = guest
-        .hypervisor
-        .console_tail(&guest.id, args.bytes)
-        .map_err(|e| miette::miette!("cannot read the console of `{addr}`: {e}"))?;
-    print!("{text}");
+    let text = guest::console(&state, &hosts(), &addr, args.bytes).map_err(|e| miette::miette!("{e}"))?;
+    out!("{text}")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -17,9 +17,10 @@ use std::sync::Arc;
 
 use miette::{IntoDiagnostic, Report};
 use nestform_config::VarInputs;
+use nestform_engine::hosts::Hosts;
 use nestform_engine::planner::PlanOptions;
 use nestform_engine::workdir::{EngineError, Workdir};
-use nestform_provider::Provider;
+use nestform_provider::{Backends, Provider};
 use nestform_types::ResourceAddr;
 
 use crate::args::{Cli, Command, PlanFlags, SnapshotCommand, StateCommand, VarArgs};
@@ -56,9 +57,21 @@ pub fn run(cli: Cli) -> Result<ExitCode, Report> {
     }
 }
 
-/// The provider for every URI nestform is given: libvirt, which speaks all of them.
-pub fn provider() -> Arc<dyn Provider> {
-    Arc::new(nestform_provider_libvirt::LibvirtProvider::new())
+/// What the engine reaches hosts and guests through, the one place they are put together: libvirt
+/// for every URI nestform is given (it speaks all of them, the tunnels into promoted guests too),
+/// nestform's agents and promoted hosts for guests, and lab boot assets.
+pub fn backends() -> Backends {
+    let libvirt: Arc<dyn Provider> = Arc::new(nestform_provider_libvirt::LibvirtProvider::new());
+    Backends {
+        guests: Arc::new(nestform_provider_promoted::Promoter::new(Arc::clone(&libvirt))),
+        provider: libvirt,
+        boot: Arc::new(nestform_lab_boot::LabBoot),
+    }
+}
+
+/// A fresh connection cache over [`backends`].
+pub fn hosts() -> Hosts {
+    Hosts::new(backends())
 }
 
 pub fn var_inputs(v: &VarArgs) -> Result<VarInputs, Report> {
@@ -119,6 +132,6 @@ pub fn print_warnings(w: &nestform_config::Diagnostics) {
 
 pub fn write_json(value: &impl serde::Serialize) -> Result<(), Report> {
     let text = serde_json::to_string_pretty(value).into_diagnostic()?;
-    println!("{text}");
+    outln!("{text}")?;
     Ok(())
 }

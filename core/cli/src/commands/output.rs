@@ -23,7 +23,7 @@ pub fn run(workdir: &Workdir, args: OutputArgs) -> Result<ExitCode, Report> {
         } else if state.outputs.is_empty() {
             eprintln!("No outputs found. Add `output` blocks to the configuration and apply it.");
         } else {
-            print!("{}", render_outputs(&state.outputs));
+            out!("{}", render_outputs(&state.outputs))?;
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -39,9 +39,9 @@ pub fn run(workdir: &Workdir, args: OutputArgs) -> Result<ExitCode, Report> {
         ));
     };
     match (&out.value, args.raw, args.json) {
-        (serde_json::Value::String(s), true, _) => println!("{s}"),
+        (serde_json::Value::String(s), true, _) => outln!("{s}")?,
         (v, _, true) => super::write_json(v)?,
-        (v, _, false) => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        (v, _, false) => outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default())?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use miette::Report;
 use nestform_engine::render::{plan_json, render_plan};
 use nestform_engine::workdir::{write_plan_file, Workdir};
 
-use super::{plan_options, print_warnings, provider, report, var_inputs};
+use super::{backends, plan_options, print_warnings, report, var_inputs};
 use crate::args::PlanArgs;
 
 pub fn run(workdir: &Workdir, args: PlanArgs) -> Result<ExitCode, Report> {
@@ -14,20 +14,20 @@ pub fn run(workdir: &Workdir, args: PlanArgs) -> Result<ExitCode, Report> {
     let options = plan_options(&args.flags, args.destroy)?;
     let _lock = workdir.lock("plan").map_err(report)?;
     let config = workdir.config(&vars).map_err(report)?;
-    let planned = workdir.plan(&config, provider(), options, args.flags.refresh).map_err(report)?;
+    let planned = workdir.plan(&config, backends(), options, args.flags.refresh).map_err(report)?;
     print_warnings(&planned.warnings);
     if args.json {
         super::write_json(&plan_json(&planned.plan))?;
     } else {
-        print!("{}", render_plan(&planned.plan));
+        out!("{}", render_plan(&planned.plan))?;
     }
     if let Some(out) = &args.out {
         write_plan_file(out, &planned.plan).map_err(report)?;
         if !args.json {
-            println!(
+            outln!(
                 "\nSaved the plan to: {0}\n\nTo perform exactly these actions, run:\n    nestform apply {0}",
                 out.display()
-            );
+            )?;
         }
     }
     let changes = !planned.plan.is_empty();

@@ -15,7 +15,7 @@ pub fn run(workdir: &Workdir, args: ShowArgs) -> Result<ExitCode, Report> {
         if args.json {
             super::write_json(&plan_json(&plan))?;
         } else {
-            print!("{}", render_plan(&plan));
+            out!("{}", render_plan(&plan))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -25,17 +25,17 @@ pub fn run(workdir: &Workdir, args: ShowArgs) -> Result<ExitCode, Report> {
         return Ok(ExitCode::SUCCESS);
     }
     if state.resources.is_empty() {
-        println!("The state is empty. Nothing has been applied yet.");
+        outln!("The state is empty. Nothing has been applied yet.")?;
         return Ok(ExitCode::SUCCESS);
     }
     for (addr, r) in &state.resources {
-        println!("# {addr}{}:", if r.tainted { " (tainted)" } else { "" });
-        print!("{}", super::state::render_attributes(r));
-        println!();
+        outln!("# {addr}{}:", if r.tainted { " (tainted)" } else { "" })?;
+        out!("{}", super::state::render_attributes(r))?;
+        outln!()?;
     }
     if !state.outputs.is_empty() {
-        println!("Outputs:\n");
-        print!("{}", super::output::render_outputs(&state.outputs));
+        outln!("Outputs:\n")?;
+        out!("{}", super::output::render_outputs(&state.outputs))?;
     }
     Ok(ExitCode::SUCCESS)
 }

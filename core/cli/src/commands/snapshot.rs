@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use miette::Report;
-use nestform_engine::hosts::Hosts;
 use nestform_engine::snapshot::{self, Action, SnapshotEvent, SnapshotOptions, Step};
 use nestform_engine::workdir::Workdir;
 use nestform_provider::SnapshotMode;
 
 use super::apply::human;
-use super::{addrs, provider, report, write_json};
+use super::{addrs, hosts, report, write_json};
 use crate::args::SnapshotArgs;
 
 pub fn create(workdir: &Workdir, args: SnapshotArgs) -> Result<ExitCode, Report> {
@@ -35,31 +34,26 @@ fn run(workdir: &Workdir, args: &SnapshotArgs, action: Action<'_>) -> Result<Exi
     let mut opts = SnapshotOptions {
         stop_timeout: Duration::from_secs(60),
         agent_timeout: Duration::from_secs(120),
-        fresh_hosts: Arc::new(|| Hosts::new(provider())),
+        fresh_hosts: Arc::new(|| hosts()),
     };
     // The same knob as apply's: how long a booted guest's agent gets, in seconds.
     if let Some(secs) = std::env::var("NESTFORM_AGENT_TIMEOUT").ok().and_then(|v| v.parse::<u64>().ok()) {
         opts.agent_timeout = Duration::from_secs(secs);
     }
-    let outcome = snapshot::run(&state, &Hosts::new(provider()), &addr, action, &opts, &print_event)
+    let outcome = snapshot::run(&state, &hosts(), &addr, action, &opts, &print_event)
         .map_err(|e| miette::miette!("{e}"))?;
     let mut new_state = outcome.state;
     workdir.store().save(&mut new_state).map_err(|e| miette::miette!("cannot save the state: {e}"))?;
 
     let done = if verb == "create" { "taken" } else { "reverted to" };
-    println!(
-        "\nSnapshot `{}` of `{addr}` {done} ({}: {}).",
-        args.name,
-        outcome.mode.as_str(),
-        outcome.reason
-    );
+    outln!("\nSnapshot `{}` of `{addr}` {done} ({}: {}).", args.name, outcome.mode.as_str(), outcome.reason)?;
     if !outcome.lost.is_empty() {
         let names: Vec<String> = outcome.lost.iter().map(|a| format!("  {a}")).collect();
-        println!(
+        outln!(
             "\nThese lived in the memory of a lab guest that restarted, and are gone:\n{}\n\
              Run `nestform apply` to recreate them.",
             names.join("\n")
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -73,27 +67,26 @@ fn print_event(e: SnapshotEvent) {
         Step::Start => ("Starting...", "Started"),
         Step::StartLibvirt => ("Starting libvirtd...", "libvirtd started"),
         Step::Lost => {
-            println!("{}: gone with the restart of the lab guest it lived in", e.addr);
+            progress!("{}: gone with the restart of the lab guest it lived in", e.addr);
             return;
         }
     };
     match e.done {
-        None => println!("{}: {doing}", e.addr),
-        Some(elapsed) => println!("{}: {done} after {}", e.addr, human(elapsed)),
+        None => progress!("{}: {doing}", e.addr),
+        Some(elapsed) => progress!("{}: {done} after {}", e.addr, human(elapsed)),
     }
 }
 
 pub fn list(workdir: &Workdir, address: String, json: bool) -> Result<ExitCode, Report> {
     let addr = addrs("address", &[address])?.remove(0);
     let state = workdir.state().map_err(report)?;
-    let snapshots =
-        snapshot::list(&state, &Hosts::new(provider()), &addr).map_err(|e| miette::miette!("{e}"))?;
+    let snapshots = snapshot::list(&state, &hosts(), &addr).map_err(|e| miette::miette!("{e}"))?;
     if json {
         write_json(&snapshots)?;
         return Ok(ExitCode::SUCCESS);
     }
     if snapshots.is_empty() {
-        println!("`{addr}` has no snapshots.");
+        outln!("`{addr}` has no snapshots.")?;
     }
     for s in &snapshots {
         let kind = if s.running { "live" } else { "offline" };
@@ -103,7 +96,7 @@ pub fn list(workdir: &Workdir, address: String, json: bool) -> Result<ExitCode, 
             Some(o) => format!("  made for another state ({})", o.lineage),
             None => "  not made by nestform".into(),
         };
-        println!("{}  {kind}  {}{current}{by}", s.name, created(s.created));
+        outln!("{}  {kind}  {}{current}{by}", s.name, created(s.created))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -118,9 +111,8 @@ pub fn delete(workdir: &Workdir, args: SnapshotArgs) -> Result<ExitCode, Report>
     let addr = addrs("address", std::slice::from_ref(&args.address))?.remove(0);
     let _lock = workdir.lock("snapshot delete").map_err(report)?;
     let state = workdir.state().map_err(report)?;
-    snapshot::delete(&state, &Hosts::new(provider()), &addr, &args.name)
-        .map_err(|e| miette::miette!("{e}"))?;
-    println!("Snapshot `{}` of `{addr}` deleted.", args.name);
+    snapshot::delete(&state, &hosts(), &addr, &args.name).map_err(|e| miette::miette!("{e}"))?;
+    outln!("Snapshot `{}` of `{addr}` deleted.", args.name)?;
     Ok(ExitCode::SUCCESS)
 }
 

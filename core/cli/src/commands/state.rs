@@ -13,7 +13,7 @@ pub fn list(workdir: &Workdir, filters: Vec<String>) -> Result<ExitCode, Report>
     let state = workdir.state().map_err(report)?;
     for addr in state.resources.keys() {
         if filters.is_empty() || filters.iter().any(|f| f.contains(addr)) {
-            println!("{addr}");
+            outln!("{addr}")?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -28,8 +28,8 @@ pub fn show(workdir: &Workdir, address: String) -> Result<ExitCode, Report> {
             "no resource `{addr}` in the state"
         ));
     };
-    println!("# {addr}{}:", if r.tainted { " (tainted)" } else { "" });
-    print!("{}", render_attributes(r));
+    outln!("# {addr}{}:", if r.tainted { " (tainted)" } else { "" })?;
+    out!("{}", render_attributes(r))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -25,7 +25,7 @@ pub fn run(workdir: &Workdir, args: ValidateArgs) -> Result<ExitCode, Report> {
         }
         Ok(config) => {
             print_warnings(&config.warnings);
-            println!("Success! The configuration is valid.");
+            outln!("Success! The configuration is valid.")?;
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Err(report(e)),

@@ -119,3 +119,25 @@ fn graph_prints_one_cluster_per_level() {
     assert!(r.stdout.contains("cluster"), "{}", r.stdout);
     assert!(r.stdout.contains("nested_guest.g2"), "{}", r.stdout);
 }
+
+#[test]
+fn output_cut_short_by_its_reader_ends_quietly_with_success() {
+    let ws = Workspace::new();
+    ws.write("main.nf.hcl", VALID);
+    for args in [
+        &["validate"][..],
+        &["graph"],
+        &["plan"],
+        &["plan", "-json"],
+        &["show"],
+        &["show", "-json"],
+        &["state", "list"],
+        &["validate", "-json"],
+    ] {
+        let r = ws.run_with_stdout_closed(args);
+        assert_eq!(r.code, 0, "`nestform {}` exited {}: {}", args.join(" "), r.code, r.stderr);
+        assert!(!r.stderr.contains("panicked") && !r.stderr.contains("Broken pipe"), "{}", r.stderr);
+    }
+    // The plan released its state lock on the way out.
+    ws.run(&["plan"]).success();
+}

@@ -62,6 +62,30 @@ impl Workspace {
     }
 }
 
+impl Workspace {
+    /// Runs `nestform` like [`Workspace::run`] with its standard output closed before it writes
+    /// anything, as a reader that stopped early would (`nestform show -json | head -0`). Stdout is
+    /// empty in the result.
+    pub fn run_with_stdout_closed(&self, args: &[&str]) -> Run {
+        let mut child = Command::new(nestform_bin())
+            .arg(format!("-chdir={}", self.dir.path().display()))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running the nestform binary");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("waiting for nestform");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 pub fn nestform_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nestform"))
 }

@@ -8,7 +8,9 @@ use nestform_state::{ResourceState, State};
 use nestform_types::{Owner, ResourceAddr, ResourceSpec, ResourceType};
 
 use super::ops::{ChangeIndex, HostKind, Op, OpKind, View};
-use crate::agent::{self, AgentError};
+use nestform_provider::{AgentError, GuestCommand};
+
+use crate::agent;
 use crate::hosts::{Hosts, PromotedGuest};
 use crate::plan::{Plan, ResourceChange};
 use crate::refresh::set_attr;
@@ -56,7 +58,6 @@ pub(crate) struct Context {
     pub stop_timeout: Duration,
     /// How long a booted guest's agent gets to answer.
     pub agent_timeout: Duration,
-    pub boot: Arc<dyn crate::request::BootAssets>,
     pub index: ChangeIndex,
 }
 
@@ -94,7 +95,7 @@ impl Context {
             }
             (_, OpKind::Stop) => {
                 let (h, id) = (host()?, self.id(c)?);
-                stop_cleanly(&*h, id, &c.addr.to_string(), is_lab(c), self.stop_timeout)?;
+                stop_cleanly(&self.hosts, &*h, id, &c.addr.to_string(), is_lab(c), self.stop_timeout)?;
                 Ok(StateUpdate::Nothing)
             }
             (_, OpKind::Start) => {
@@ -113,7 +114,8 @@ impl Context {
             (Some(ResourceSpec::NestedGuest(spec)), OpKind::Create | OpKind::Update) => {
                 let mut req = guest_request(spec, |n| view.network_name(n));
                 if let Some(boot) = self
-                    .boot
+                    .hosts
+                    .boot()
                     .boot(spec, c.level)
                     .map_err(|e| ProviderError::op("prepare the boot of", &spec.name, e))?
                 {
@@ -196,15 +198,15 @@ impl Context {
         spec: &nestform_types::NestedGuestSpec,
         started: Instant,
     ) -> Result<Vec<(&'static str, serde_json::Value)>, AgentError> {
-        let client = agent::wait_for_agent(h, id, &spec.name, self.agent_timeout)?;
+        let client = agent::wait_for_agent(&self.hosts, h, id, &spec.name, self.agent_timeout)?;
         let boot = started.elapsed();
         // The agent answers as soon as it runs; DHCP may still be under way. A guest on networks gets
         // a little while for its addresses, so state records them.
-        let mut facts = agent::facts(&client, &spec.name)?;
+        let mut facts = client.facts()?;
         let deadline = Instant::now() + ADDRESS_WAIT;
         while !spec.networks.is_empty() && !agent::has_address(&facts) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(250));
-            facts = agent::facts(&client, &spec.name)?;
+            facts = client.facts()?;
         }
         Ok(agent::guest_attributes(&facts, boot))
     }
@@ -303,6 +305,7 @@ impl Context {
 /// (`sync`) is all a clean shutdown needs, then it is powered off. Any other guest gets `timeout` to
 /// shut down. Also what `nestform snapshot` stops guests with.
 pub(crate) fn stop_cleanly(
+    hosts: &Hosts,
     h: &dyn Hypervisor,
     id: &str,
     name: &str,
@@ -312,8 +315,8 @@ pub(crate) fn stop_cleanly(
     let timeout = if lab {
         // Best effort: a guest whose agent does not answer is stopped all the same, as a plain
         // power-off would.
-        if let Ok(client) = agent::wait_for_agent(h, id, name, Duration::from_secs(5)) {
-            let _ = client.exec(nestform_agent::ExecRequest::new(["sync"]).timeout(Duration::from_secs(30)));
+        if let Ok(client) = agent::wait_for_agent(hosts, h, id, name, Duration::from_secs(5)) {
+            let _ = client.run(&GuestCommand::new(["sync"]).timeout(Duration::from_secs(30)));
         }
         Duration::from_secs(2)
     } else {

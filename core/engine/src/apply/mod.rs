@@ -15,8 +15,6 @@ mod journal;
 pub mod ops;
 
 #[cfg(test)]
-pub(crate) mod fake;
-#[cfg(test)]
 mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,8 +60,6 @@ pub struct ApplyOptions {
     pub stop_timeout: Duration,
     /// How long a booted guest's agent gets to answer before the guest counts as failed.
     pub agent_timeout: Duration,
-    /// What lab guests boot: kernel, initramfs and command line.
-    pub boot: Arc<dyn crate::request::BootAssets>,
 }
 
 impl ApplyOptions {
@@ -75,7 +71,6 @@ impl ApplyOptions {
             events,
             stop_timeout: Duration::from_secs(60),
             agent_timeout: Duration::from_secs(120),
-            boot: Arc::new(crate::request::LabAssets),
         }
     }
 }
@@ -152,7 +147,6 @@ pub async fn apply(
         hosts: hosts.clone(),
         stop_timeout: opts.stop_timeout,
         agent_timeout: opts.agent_timeout,
-        boot: opts.boot.clone(),
     });
     let journal = Arc::new(Journal::start(state, sink));
     let all_ops = graph.ops;

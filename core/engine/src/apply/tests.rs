@@ -1,18 +1,18 @@
-//! The executor's tests against the fake provider: what runs, in which order, what state is left and
-//! saved. They live in their own file because they exercise `ops`, `exec` and the walk together; the
+//! The executor's tests against the memory provider: what runs, in which order, what state is left
+//! and saved. They live in their own file because they exercise `ops`, `exec` and the walk together; the
 //! helpers at the top build plans by hand (the planner is tested on its own).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nestform_provider_memory::MemoryProvider;
 use nestform_state::State;
 use nestform_types::{
     ByteSize, InterfaceSpec, KvmHostSpec, NatNetworkSpec, NestedGuestSpec, ResourceAddr, ResourceSpec,
 };
 use tokio::sync::{mpsc, watch};
 
-use super::fake::FakeProvider;
 use super::*;
 use crate::plan::{Action, Plan, ResourceChange, PLAN_FORMAT_VERSION};
 
@@ -202,12 +202,17 @@ async fn run(plan: &Plan, state: State, hosts: &Hosts) -> Run {
     run_with(plan, state, hosts, 10, cancel).await
 }
 
+/// The URI of `basic()`'s host.
+const L0_URI: &str = "memory://l0";
+/// That host's name in the memory provider (the `NAME` of `memory://NAME`).
+const L0: &str = "l0";
+
 /// Host `l0`, network `lan`, guests `g1` (on lan) and `g2` (no network).
 fn basic() -> Plan {
     plan_of(
         "lineage-1",
         vec![
-            change("kvm_host.l0", Action::Create, Some(host_uri("fake://l0")), 0),
+            change("kvm_host.l0", Action::Create, Some(host_uri(L0_URI)), 0),
             change("nat_network.lan", Action::Create, Some(network("lan", "kvm_host.l0")), 1),
             change(
                 "nested_guest.g1",
@@ -220,9 +225,11 @@ fn basic() -> Plan {
     )
 }
 
-async fn created() -> (Arc<FakeProvider>, Hosts, Plan, State) {
-    let provider = FakeProvider::new();
-    let hosts = Hosts::new(provider.clone());
+async fn created() -> (MemoryProvider, Hosts, Plan, State) {
+    // Sized as a small machine (8 CPUs, 16 GiB) rather than the memory provider's default, so the
+    // recorded facts below are this host's own.
+    let provider = MemoryProvider::new().with_host(L0, 8, 16 << 30);
+    let hosts = Hosts::new(provider.backends());
     let plan = basic();
     let mut state = State::new();
     state.lineage = "lineage-1".into();
@@ -238,22 +245,24 @@ fn position(calls: &[String], call: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_from_empty() {
     let (provider, _, _, state) = created().await;
-    let calls = provider.calls();
+    let calls = provider.call_log();
     assert_eq!(calls.len(), 3, "{calls:?}");
     assert!(position(&calls, "create_network lan") < position(&calls, "create_guest g1"));
     assert_eq!(state.resources.len(), 4);
     let g1 = &state.resources[&addr("nested_guest.g1")];
-    assert_eq!(g1.id.as_deref(), Some(provider.guest("g1").unwrap().id.as_str()));
+    assert_eq!(g1.id.as_deref(), Some(provider.guest(L0, "g1").unwrap().id.as_str()));
     assert_eq!(g1.attributes["id"], g1.id.clone().unwrap());
     assert_eq!(g1.attributes["memory"], "512MiB");
     assert_eq!(g1.host, Some(addr("kvm_host.l0")));
     assert!(g1.dependencies.contains(&addr("nat_network.lan")));
-    assert_eq!(provider.guest("g1").unwrap().owner.unwrap().lineage, "lineage-1");
-    assert_eq!(provider.guest("g1").unwrap().interfaces, vec!["lan".to_string()]);
+    assert_eq!(provider.guest(L0, "g1").unwrap().owner.unwrap().lineage, "lineage-1");
+    assert_eq!(provider.guest(L0, "g1").unwrap().interfaces, vec!["lan".to_string()]);
     let lan = &state.resources[&addr("nat_network.lan")];
-    assert_eq!(lan.attributes["bridge"], "virbr-lan");
+    // The bridge the host reported: the memory provider names a host's first network's `virbr1`.
+    assert_eq!(lan.attributes["bridge"], "virbr1");
+    assert_eq!(provider.network(L0, "lan").unwrap().bridge.as_deref(), Some("virbr1"));
     let l0 = &state.resources[&addr("kvm_host.l0")];
-    assert_eq!(l0.id.as_deref(), Some("fake://l0"));
+    assert_eq!(l0.id.as_deref(), Some(L0_URI));
     assert_eq!(l0.attributes["facts"]["cpus"], 8);
 }
 
@@ -265,25 +274,25 @@ async fn updates_live_without_restart() {
         g.vcpus = 4;
     }
     plan.changes[3].after = plan.changes[3].spec.as_ref().map(|s| serde_json::to_value(s).unwrap());
-    let before = provider.calls().len();
+    let before = provider.call_log().len();
     let r = run(&plan, state, &hosts).await;
     assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
-    assert_eq!(provider.calls()[before..], ["update_guest g2".to_string()]);
+    assert_eq!(provider.call_log()[before..], ["update_guest g2".to_string()]);
     assert_eq!(r.outcome.state.resources[&addr("nested_guest.g2")].attributes["vcpus"], 4);
-    assert_eq!(provider.guest("g2").unwrap().vcpus, 4);
+    assert_eq!(provider.guest(L0, "g2").unwrap().vcpus, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_with_restart_in_order() {
     let (provider, hosts, base, state) = created().await;
     let plan = next_plan(&state, &base, &[("nested_guest.g1", Action::Update, true)]);
-    let before = provider.calls().len();
+    let before = provider.call_log().len();
     let r = run(&plan, state, &hosts).await;
     assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
-    assert_eq!(provider.calls()[before..], ["stop_guest g1", "update_guest g1", "start_guest g1"]);
+    assert_eq!(provider.call_log()[before..], ["stop_guest g1", "update_guest g1", "start_guest g1"]);
     let kinds: Vec<_> = r.events.iter().filter(|e| e.phase == Phase::Started).map(|e| e.op).collect();
     assert_eq!(kinds, [OpKind::Stop, OpKind::Update, OpKind::Start]);
-    assert!(provider.guest("g1").unwrap().running);
+    assert!(provider.guest(L0, "g1").unwrap().running);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,10 +300,10 @@ async fn replaces_by_deleting_then_creating() {
     let (provider, hosts, base, state) = created().await;
     let old_id = state.resources[&addr("nested_guest.g1")].id.clone().unwrap();
     let plan = next_plan(&state, &base, &[("nested_guest.g1", Action::Replace, false)]);
-    let before = provider.calls().len();
+    let before = provider.call_log().len();
     let r = run(&plan, state, &hosts).await;
     assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
-    assert_eq!(provider.calls()[before..], ["delete_guest g1", "create_guest g1"]);
+    assert_eq!(provider.call_log()[before..], ["delete_guest g1", "create_guest g1"]);
     let new_id = r.outcome.state.resources[&addr("nested_guest.g1")].id.clone().unwrap();
     assert_ne!(new_id, old_id);
     // The delete was saved before the create: an apply killed in between leaves no stale id.
@@ -314,13 +323,13 @@ async fn destroys_dependents_first() {
         c.depends_on = state.resources[&c.addr].dependencies.clone();
     }
     plan.changes.reverse();
-    let before = provider.calls().len();
+    let before = provider.call_log().len();
     let r = run(&plan, state, &hosts).await;
     assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
-    let calls = &provider.calls()[before..];
+    let calls = &provider.call_log()[before..];
     assert!(position(calls, "delete_guest g1") < position(calls, "delete_network lan"), "{calls:?}");
     assert!(r.outcome.state.resources.is_empty());
-    assert!(provider.guest("g1").is_none() && provider.network("lan").is_none());
+    assert!(provider.guest(L0, "g1").is_none() && provider.network(L0, "lan").is_none());
     let host_deleted =
         r.events.iter().position(|e| e.addr == addr("kvm_host.l0") && e.phase == Phase::Started);
     let net_done =
@@ -330,16 +339,16 @@ async fn destroys_dependents_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_skips_only_its_dependents() {
-    let provider = FakeProvider::new();
+    let provider = MemoryProvider::new();
     provider.fail_on("create_network", "lan");
-    let hosts = Hosts::new(provider.clone());
+    let hosts = Hosts::new(provider.backends());
     let r = run(&basic(), State::new(), &hosts).await;
     assert_eq!(r.outcome.errors.len(), 1, "{:?}", r.outcome.errors);
     assert_eq!(r.outcome.errors[0].0, addr("nat_network.lan"));
     assert!(r.outcome.errors[0].1.contains("injected failure"));
     let kept: Vec<_> = r.outcome.state.resources.keys().map(|a| a.to_string()).collect();
     assert_eq!(kept, ["kvm_host.l0", "nested_guest.g2"]);
-    assert!(!provider.calls().contains(&"create_guest g1".to_string()));
+    assert!(!provider.call_log().contains(&"create_guest g1".to_string()));
     assert!(r.events.contains(&ApplyEvent {
         addr: addr("nested_guest.g1"),
         op: OpKind::Create,
@@ -350,8 +359,8 @@ async fn failure_skips_only_its_dependents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_lets_running_finish_and_saves_state() {
-    let provider = FakeProvider::new();
-    let hosts = Hosts::new(provider.clone());
+    let provider = MemoryProvider::new();
+    let hosts = Hosts::new(provider.backends());
     let (tx, cancel) = watch::channel(false);
     let tx = Arc::new(tx);
     let hook_tx = tx.clone();
@@ -360,7 +369,7 @@ async fn cancel_lets_running_finish_and_saves_state() {
             hook_tx.send_replace(true);
         }
     });
-    let mut changes = vec![change("kvm_host.l0", Action::Create, Some(host_uri("fake://l0")), 0)];
+    let mut changes = vec![change("kvm_host.l0", Action::Create, Some(host_uri(L0_URI)), 0)];
     for i in 0..6 {
         let name = format!("g{i}");
         changes.push(change(
@@ -375,7 +384,7 @@ async fn cancel_lets_running_finish_and_saves_state() {
     assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
     let kept: Vec<_> = r.outcome.state.resources.keys().map(|a| a.to_string()).collect();
     assert_eq!(kept, ["kvm_host.l0", "nested_guest.g0", "nested_guest.g1", "nested_guest.g2"]);
-    assert_eq!(provider.calls().len(), 3);
+    assert_eq!(provider.call_log().len(), 3);
     assert_eq!(r.saved.last().unwrap(), &r.outcome.state);
     let skipped = r.events.iter().filter(|e| e.phase == Phase::Skipped).count();
     assert_eq!(skipped, 3);
@@ -383,10 +392,10 @@ async fn cancel_lets_running_finish_and_saves_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallelism_is_bounded() {
-    let provider = FakeProvider::new();
+    let provider = MemoryProvider::new();
     provider.set_delay(Duration::from_millis(50));
-    let hosts = Hosts::new(provider.clone());
-    let mut changes = vec![change("kvm_host.l0", Action::Create, Some(host_uri("fake://l0")), 0)];
+    let hosts = Hosts::new(provider.backends());
+    let mut changes = vec![change("kvm_host.l0", Action::Create, Some(host_uri(L0_URI)), 0)];
     for i in 0..12 {
         let name = format!("g{i}");
         changes.push(change(
@@ -405,8 +414,8 @@ async fn parallelism_is_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persists_each_change_before_anything_built_on_it_starts() {
-    let provider = FakeProvider::new();
-    let hosts = Hosts::new(provider.clone());
+    let provider = MemoryProvider::new();
+    let hosts = Hosts::new(provider.backends());
     // A slow disk: saves take longer than provider calls, so the writer lags behind the operations.
     let sink = Arc::new(Snapshots { delay: Duration::from_millis(30), ..Snapshots::new(&State::new()) });
     let (seen, violations) = (sink.clone(), Arc::new(Mutex::new(Vec::<String>::new())));
@@ -439,8 +448,8 @@ async fn persists_each_change_before_anything_built_on_it_starts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_promoting_a_guest_without_an_agent_and_benchmarks_up_front() {
-    let provider = FakeProvider::new();
-    let hosts = Hosts::new(provider.clone());
+    let provider = MemoryProvider::new();
+    let hosts = Hosts::new(provider.backends());
     let mut plan = basic();
     plan.changes.push(change("kvm_host.l1", Action::Create, Some(host_promoted("nested_guest.g1")), 1));
     plan.changes.push(change(
@@ -460,7 +469,7 @@ async fn refuses_promoting_a_guest_without_an_agent_and_benchmarks_up_front() {
     let state = State::new();
     let r = run(&plan, state.clone(), &hosts).await;
     assert_eq!(r.outcome.state, state);
-    assert!(provider.calls().is_empty() && provider.connects() == 0 && r.saved.is_empty());
+    assert!(provider.call_log().is_empty() && provider.connects() == 0 && r.saved.is_empty());
     let refused: BTreeMap<_, _> = r.outcome.errors.iter().map(|(a, e)| (a.to_string(), e.clone())).collect();
     // g1 has no `lab` install, so no agent to reach its libvirt through; the guest inside it is fine
     // in itself. Nothing runs when anything is refused.
@@ -471,11 +480,11 @@ async fn refuses_promoting_a_guest_without_an_agent_and_benchmarks_up_front() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_host_fails_its_resources_only() {
-    let provider = FakeProvider::new();
-    provider.refuse_connect("fake://down");
-    let hosts = Hosts::new(provider.clone());
+    let provider = MemoryProvider::new();
+    provider.fail_on("connect", "memory://down");
+    let hosts = Hosts::new(provider.backends());
     let mut plan = basic();
-    plan.changes.push(change("kvm_host.down", Action::Create, Some(host_uri("fake://down")), 0));
+    plan.changes.push(change("kvm_host.down", Action::Create, Some(host_uri("memory://down")), 0));
     plan.changes.push(change(
         "nested_guest.far",
         Action::Create,
@@ -488,12 +497,12 @@ async fn unreachable_host_fails_its_resources_only() {
     assert_eq!(r.outcome.state.resources.len(), 4);
 }
 
-/// The same flow against the workspace's full fake, `nestform-provider-memory`: create from empty,
-/// then destroy, with the provider's own call log as the witness.
+/// Create from empty, then destroy, on a host of its own (`memory://lab`), with the provider's call
+/// count and call log as the witness.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_and_destroys_on_the_memory_provider() {
-    let memory = nestform_provider_memory::MemoryProvider::new();
-    let hosts = Hosts::new(Arc::new(memory.clone()));
+    let memory = MemoryProvider::new();
+    let hosts = Hosts::new(memory.backends());
     let mut plan = basic();
     plan.changes[0] = change("kvm_host.l0", Action::Create, Some(host_uri("memory://lab")), 0);
     let r = run(&plan, State::new(), &hosts).await;
@@ -529,8 +538,8 @@ fn lab_plan() -> Plan {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lab_guest_is_created_when_its_agent_answers() {
-    let memory = nestform_provider_memory::MemoryProvider::new();
-    let hosts = Hosts::new(Arc::new(memory.clone()));
+    let memory = MemoryProvider::new();
+    let hosts = Hosts::new(memory.backends());
     let r = run(&lab_plan(), State::new(), &hosts).await;
     assert!(r.outcome.errors.is_empty(), "{:?}", r.outcome.errors);
     let g1 = &r.outcome.state.resources[&addr("nested_guest.g1")];
@@ -545,9 +554,9 @@ async fn a_lab_guest_is_created_when_its_agent_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lab_guest_whose_agent_never_answers_is_recorded_tainted() {
-    let memory = nestform_provider_memory::MemoryProvider::new();
+    let memory = MemoryProvider::new();
     memory.fail_on("open_agent", "g1");
-    let hosts = Hosts::new(Arc::new(memory.clone()));
+    let hosts = Hosts::new(memory.backends());
     let (tx, _rx) = mpsc::unbounded_channel();
     let (_cancel_tx, cancel) = watch::channel(false);
     let mut opts = test_options(cancel, tx);
@@ -577,8 +586,8 @@ fn host_with_options(uri: &str, options: &[(&str, &str)]) -> ResourceSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kvm_module_options_are_set_only_when_they_differ_and_never_under_running_guests() {
-    let memory = nestform_provider_memory::MemoryProvider::new();
-    let hosts = Hosts::new(Arc::new(memory.clone()));
+    let memory = MemoryProvider::new();
+    let hosts = Hosts::new(memory.backends());
     // `nested = 1` is what the fake module has already (as `Y`): nothing to do.
     let plan = plan_of(
         "l",
@@ -631,19 +640,8 @@ async fn kvm_module_options_are_set_only_when_they_differ_and_never_under_runnin
     assert!(errors[0].contains("`g1`") && errors[0].contains("stop them first"), "{}", errors[0]);
 }
 
-/// Boots every guest from its disk: the engine's tests need no kernel or initramfs.
-struct DiskBoot;
-
-impl crate::request::BootAssets for DiskBoot {
-    fn boot(
-        &self,
-        _: &nestform_types::NestedGuestSpec,
-        _: u32,
-    ) -> Result<Option<nestform_provider::BootRequest>, String> {
-        Ok(None)
-    }
-}
-
+/// Options for a test apply. Lab guests boot from their disk: the memory provider's backends carry
+/// `DiskBoot`, so the engine's tests need no kernel or initramfs.
 fn test_options(cancel: watch::Receiver<bool>, events: mpsc::UnboundedSender<ApplyEvent>) -> ApplyOptions {
-    ApplyOptions { boot: Arc::new(DiskBoot), ..ApplyOptions::new(cancel, events) }
+    ApplyOptions::new(cancel, events)
 }

@@ -43,7 +43,9 @@ pub(crate) fn plan_changes(
     let mut problems = Vec::new();
     if !inputs.options.destroy {
         problems.extend(super::checks::host_checks(desired, inputs.facts));
-        problems.extend(super::checks::lab_checks(desired));
+        if let Some(boot) = inputs.boot {
+            problems.extend(super::checks::lab_checks(desired, boot));
+        }
         problems.extend(super::checks::kvm_option_checks(desired, inputs.facts, inputs.state));
     }
     problems.extend(unmatched_addresses(&graph, inputs.state, inputs.options));

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use nestform_provider::HostFacts;
+use nestform_provider::{BootAssets, HostFacts};
 use nestform_state::State;
 use nestform_types::{ByteSize, InstallSpec, ResourceAddr, ResourceSpec, ResourceType};
 
@@ -14,16 +14,14 @@ use crate::graph::DesiredResource;
 /// Lab guests whose kernel or modules cannot be found: an error at `lab.kernel` (or `lab.modules`,
 /// or the `lab` block when both are the defaults), before anything is created. Each distinct pair of
 /// paths is looked up once, however many guests share it.
-pub(crate) fn lab_checks(desired: &[DesiredResource<'_>]) -> Vec<Problem> {
+pub(crate) fn lab_checks(desired: &[DesiredResource<'_>], boot: &dyn BootAssets) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut seen: HashMap<(Option<&str>, Option<&str>), Option<String>> = HashMap::new();
     for d in desired {
         let ResourceSpec::NestedGuest(g) = d.spec else { continue };
         let Some(InstallSpec::Lab(lab)) = &g.install else { continue };
         let key = (lab.kernel.as_deref(), lab.modules.as_deref());
-        let missing = seen
-            .entry(key)
-            .or_insert_with(|| nestform_lab::LabKernel::for_install(lab).err().map(|e| e.to_string()));
+        let missing = seen.entry(key).or_insert_with(|| boot.check(lab).err());
         if let Some(why) = missing {
             let attr = match key {
                 (Some(_), _) => "lab.kernel",

@@ -84,6 +84,7 @@ mod tests {
             facts: &facts,
             hypervisors: &hypervisors,
             options: PlanOptions::default(),
+            boot: None,
         };
         plan_after_refresh(input, recorded).unwrap().plan
     }

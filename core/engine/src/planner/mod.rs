@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nestform_config::{Config, Diagnostic, Diagnostics};
-use nestform_provider::{HostFacts, Hypervisor};
+use nestform_provider::{BootAssets, HostFacts, Hypervisor};
 use nestform_state::State;
 use nestform_types::ResourceAddr;
 
@@ -58,6 +58,9 @@ pub struct PlanInput<'a> {
     /// Connections to the hosts that could be reached, to render domain XML (nothing is fetched).
     pub hypervisors: &'a BTreeMap<ResourceAddr, Arc<dyn Hypervisor>>,
     pub options: PlanOptions,
+    /// What lab guests would boot: its `check` makes a guest that cannot boot (no kernel) a plan
+    /// error. `None` leaves that to apply (the planner's own tests).
+    pub boot: Option<&'a dyn BootAssets>,
 }
 
 /// A plan and the warnings found while making it (overcommitted hosts).
@@ -91,13 +94,13 @@ pub fn plan_after_refresh(input: PlanInput<'_>, recorded: &State) -> Result<Plan
 }
 
 fn plan_inner(input: PlanInput<'_>, recorded: Option<&State>) -> Result<Planned, Diagnostics> {
-    let PlanInput { config, state, facts, hypervisors, options } = input;
+    let PlanInput { config, state, facts, hypervisors, options, boot } = input;
     let desired: Vec<DesiredResource<'_>> = config
         .resources
         .values()
         .map(|r| DesiredResource { addr: &r.addr, spec: &r.spec, depends_on: &r.depends_on })
         .collect();
-    let inputs = Inputs { state, recorded, facts, hypervisors, options: &options };
+    let inputs = Inputs { state, recorded, facts, hypervisors, options: &options, boot };
     let (changes, problems) = match changes::plan_changes(&desired, &inputs) {
         Ok(planned) => planned,
         Err(Failure::Graph(problems)) => return Err(crate::graph::diagnostics(config, problems)),
@@ -150,6 +153,7 @@ pub(crate) struct Inputs<'a> {
     pub facts: &'a BTreeMap<ResourceAddr, HostFacts>,
     pub hypervisors: &'a BTreeMap<ResourceAddr, Arc<dyn Hypervisor>>,
     pub options: &'a PlanOptions,
+    pub boot: Option<&'a dyn BootAssets>,
 }
 
 /// A problem found while planning, pointing at a resource's block or one of its attributes; turned
@@ -229,7 +233,14 @@ output "id" {
         facts: &BTreeMap<ResourceAddr, HostFacts>,
     ) -> Result<Plan, Diagnostics> {
         let hypervisors = BTreeMap::new();
-        plan(PlanInput { config, state, facts, hypervisors: &hypervisors, options: PlanOptions::default() })
+        plan(PlanInput {
+            config,
+            state,
+            facts,
+            hypervisors: &hypervisors,
+            options: PlanOptions::default(),
+            boot: None,
+        })
     }
 
     #[test]
@@ -300,6 +311,7 @@ output "id" {
             facts: &facts,
             hypervisors: &hypervisors,
             options: PlanOptions::default(),
+            boot: None,
         };
         // 512MiB on a 256MiB host is an error; make it fit alone but not with a second guest.
         assert!(plan_with_warnings(input).is_err());
@@ -319,6 +331,7 @@ output "id" {
             facts: &facts,
             hypervisors: &hypervisors,
             options: PlanOptions::default(),
+            boot: None,
         };
         let planned = plan_with_warnings(input).unwrap();
         assert_eq!(planned.plan.counts(), (3, 0, 0, 0));

@@ -185,7 +185,7 @@ pub(crate) fn run_with(
     hypervisors: &BTreeMap<ResourceAddr, Arc<dyn Hypervisor>>,
     options: PlanOptions,
 ) -> Result<(Vec<ResourceChange>, Vec<Problem>), Failure> {
-    let inputs = Inputs { state, recorded: None, facts, hypervisors, options: &options };
+    let inputs = Inputs { state, recorded: None, facts, hypervisors, options: &options, boot: None };
     plan_changes(&conf.desired(), &inputs)
 }
 
@@ -644,8 +644,14 @@ pub(crate) fn plan_of_config(conf: &Conf, state: &State) -> crate::plan::Plan {
     let config = conf.config();
     let (facts, hypervisors) = (BTreeMap::new(), BTreeMap::new());
     let options = PlanOptions::default();
-    let input =
-        super::PlanInput { config: &config, state, facts: &facts, hypervisors: &hypervisors, options };
+    let input = super::PlanInput {
+        config: &config,
+        state,
+        facts: &facts,
+        hypervisors: &hypervisors,
+        options,
+        boot: None,
+    };
     super::plan(input).unwrap()
 }
 

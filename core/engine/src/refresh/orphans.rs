@@ -251,6 +251,7 @@ mod tests {
             facts: &refreshed.facts,
             hypervisors: &hypervisors,
             options,
+            boot: None,
         };
         (plan_after_refresh(input, recorded).unwrap().plan, refreshed.warnings)
     }
@@ -298,7 +299,7 @@ mod tests {
 
     /// A new process's connections to the same hosts.
     fn hosts(provider: &MemoryProvider) -> Hosts {
-        Hosts::new(Arc::new(provider.clone()))
+        Hosts::new(provider.backends())
     }
 
     fn find<'a>(plan: &'a Plan, a: &str) -> &'a crate::plan::ResourceChange {

@@ -102,7 +102,7 @@ pub struct SnapshotOptions {
     /// How long a started guest's agent gets to answer.
     pub agent_timeout: Duration,
     /// A new, empty connection cache: a restarted promoted guest's old tunnel is dead, so it is
-    /// reached again through fresh connections. The CLI gives `Hosts::new(provider)`.
+    /// reached again through fresh connections. The CLI gives `Hosts::new(backends)`.
     pub fresh_hosts: Arc<dyn Fn() -> Hosts + Send + Sync>,
 }
 
@@ -173,6 +173,8 @@ fn prepare(state: &State, hosts: &Hosts, guest: &ResourceAddr) -> Result<Prepare
 /// Runs steps and reports them; remembers what it stopped so a failure can say so.
 struct Dance<'a> {
     state: &'a State,
+    /// How agents are reached (the connections themselves are looked up per step).
+    hosts: &'a Hosts,
     opts: &'a SnapshotOptions,
     progress: &'a dyn Fn(SnapshotEvent),
     stopped: Vec<ResourceAddr>,
@@ -201,7 +203,8 @@ impl Dance<'_> {
     fn stop(&mut self, h: &dyn Hypervisor, m: &Member) -> Result<(), SnapshotError> {
         let timeout = self.opts.stop_timeout;
         self.step(&m.addr, Step::Stop, "stopping", || {
-            crate::apply::stop_cleanly(h, &m.id, &m.name, m.lab, timeout).map_err(|e| e.to_string())
+            crate::apply::stop_cleanly(self.hosts, h, &m.id, &m.name, m.lab, timeout)
+                .map_err(|e| e.to_string())
         })?;
         self.stopped.push(m.addr.clone());
         Ok(())
@@ -220,8 +223,9 @@ impl Dance<'_> {
             if !m.lab {
                 return Ok(Vec::new());
             }
-            let client = crate::agent::wait_for_agent(h, &m.id, &m.name, wait).map_err(|e| e.to_string())?;
-            let facts = crate::agent::facts(&client, &m.name).map_err(|e| e.to_string())?;
+            let client = crate::agent::wait_for_agent(self.hosts, h, &m.id, &m.name, wait)
+                .map_err(|e| e.to_string())?;
+            let facts = client.facts().map_err(|e| e.to_string())?;
             Ok(crate::agent::guest_attributes(&facts, started.elapsed()))
         })?;
         self.stopped.retain(|a| a != &m.addr);
@@ -291,7 +295,7 @@ pub fn run(
         }
     };
 
-    let mut dance = Dance { state, opts, progress, stopped: Vec::new() };
+    let mut dance = Dance { state, hosts, opts, progress, stopped: Vec::new() };
     // Deepest first: a guest is stopped only when nothing runs inside it any more.
     let mut inner: Vec<&Member> = p.members[1..].iter().filter(|m| p.running.contains(&m.addr)).collect();
     inner.sort_by_key(|m| std::cmp::Reverse(m.depth));

@@ -62,7 +62,7 @@ impl Lab {
 
     /// A connection cache where promoted hosts are the fake's, as if promotion had happened.
     fn hosts(&self) -> Hosts {
-        let hosts = Hosts::new(Arc::new(self.provider.clone()));
+        let hosts = Hosts::new(self.provider.backends());
         for (host, uri) in &self.promoted {
             hosts.connect_uri(host, uri).unwrap();
         }
@@ -75,7 +75,7 @@ impl Lab {
             stop_timeout: Duration::ZERO,
             agent_timeout: Duration::from_secs(10),
             fresh_hosts: Arc::new(move || {
-                let hosts = Hosts::new(Arc::new(provider.clone()));
+                let hosts = Hosts::new(provider.backends());
                 for (host, uri) in &promoted {
                     hosts.connect_uri(host, uri).unwrap();
                 }

@@ -35,7 +35,8 @@ impl GroupKiller {
 }
 
 enum Event {
-    Exited(std::process::ExitStatus),
+    /// The program ended, this long after it started.
+    Exited(std::process::ExitStatus, Duration),
     OutputClosed,
 }
 
@@ -58,6 +59,7 @@ pub(super) fn run(stream: &Arc<Stream>, spec: ExecSpec) -> Result<(), String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    let started = Instant::now();
     let mut child = command.spawn().map_err(|e| format!("starting `{program}` failed: {e}"))?;
     let killer = Arc::new(GroupKiller { pgid: child.id() as libc::pid_t, done: AtomicBool::new(false) });
     let (events, rx) = mpsc::channel();
@@ -78,7 +80,7 @@ pub(super) fn run(stream: &Arc<Stream>, spec: ExecSpec) -> Result<(), String> {
         let events = events.clone();
         thread::spawn(move || {
             if let Ok(status) = child.wait() {
-                let _ = events.send(Event::Exited(status));
+                let _ = events.send(Event::Exited(status, started.elapsed()));
             }
         });
     }
@@ -103,16 +105,17 @@ pub(super) fn run(stream: &Arc<Stream>, spec: ExecSpec) -> Result<(), String> {
             },
         };
         match event {
-            Some(Event::Exited(s)) => status = Some(s),
+            Some(Event::Exited(s, took)) => status = Some((s, took)),
             Some(Event::OutputClosed) => open_outputs -= 1,
             None => break,
         }
     }
     killer.done.store(true, Ordering::SeqCst);
-    let Some(status) = status else {
+    let Some((status, took)) = status else {
         return Err(format!("waiting for `{program}` failed"));
     };
-    let exit = ExitStatus { code: status.code(), signal: status.signal(), timed_out };
+    let elapsed_us = Some(took.as_micros().try_into().unwrap_or(u64::MAX));
+    let exit = ExitStatus { code: status.code(), signal: status.signal(), timed_out, elapsed_us };
     stream.send_control(&AgentMessage::Exit(exit)).map_err(|e| e.to_string())
 }
 

@@ -16,24 +16,19 @@
 //! - `init`: the generated `/init` script and DHCP hook.
 //! - `initramfs`: the cpio archive and its content-hash cache.
 //! - `boot`: the kernel command line and the [`BootRequest`](nestform_provider::BootRequest).
-//! - [`promote`]: libvirtd started inside a running lab guest, through its agent.
-//! - [`tunnel`]: a local unix socket that reaches that libvirtd through the agent's relay.
-//! - [`kvm_options`]: the guest's KVM vendor module read and reloaded with `kvm_module_options`.
-//! - [`console`]: the console logs of a promoted guest's own guests, read through its agent.
+//! - [`LabBoot`]: all of it as the engine's [`BootAssets`]: a missing kernel is found at plan time,
+//!   and apply gets each lab guest's boot.
 //!
+//! Making a running lab guest a host is `nestform-provider-promoted`'s business, not this crate's.
 //! Pure Rust and no libvirt: the libvirt provider boots what this crate builds. The module load
 //! order, the init script and the cache are nestform's own; cpio, gzip, xz, zstd and SHA-256 come from
 //! well-kept crates. `tests/guest-kernel.sh` fetches a kernel when the host has none to lend.
 
 mod boot;
-pub mod console;
 mod init;
 mod initramfs;
 mod kernel;
-pub mod kvm_options;
 mod modules;
-pub mod promote;
-pub mod tunnel;
 
 use std::path::{Path, PathBuf};
 
@@ -81,17 +76,6 @@ impl LabError {
     }
 }
 
-/// An agent served in this process over a socket pair, for tests: its commands run on this machine.
-#[cfg(test)]
-pub(crate) fn local_agent() -> nestform_agent::AgentClient {
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    let config = std::sync::Arc::new(nestform_agent::agent::AgentConfig::default());
-    std::thread::spawn(move || {
-        let _ = nestform_agent::serve_session(theirs, &config);
-    });
-    nestform_agent::AgentClient::handshake(ours).unwrap()
-}
-
 fn list(paths: &[PathBuf]) -> String {
     paths.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", ")
 }
@@ -100,5 +84,32 @@ impl LabKernel {
     /// The kernel of a `lab { kernel, modules }` install block.
     pub fn for_install(install: &nestform_types::LabInstall) -> Result<LabKernel, LabError> {
         LabKernel::find(install.kernel.as_deref().map(Path::new), install.modules.as_deref().map(Path::new))
+    }
+}
+
+/// Lab boot assets as the engine asks for them: guests with `install = lab { ... }` boot the kernel
+/// it names (or the host's, or the one `tests/guest-kernel.sh` fetched) with an initramfs built for
+/// them, cached by content under [`DEFAULT_INITRAMFS_DIR`], and run the `nestform-agent` found next
+/// to this process's binary (or at `NESTFORM_AGENT_BIN`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LabBoot;
+
+impl nestform_provider::BootAssets for LabBoot {
+    fn check(&self, install: &nestform_types::LabInstall) -> Result<(), String> {
+        LabKernel::for_install(install).map(drop).map_err(|e| e.to_string())
+    }
+
+    fn boot(
+        &self,
+        spec: &nestform_types::NestedGuestSpec,
+        level: u32,
+    ) -> Result<Option<nestform_provider::BootRequest>, String> {
+        let Some(nestform_types::InstallSpec::Lab(install)) = &spec.install else { return Ok(None) };
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the nestform binary: {e}"))?;
+        let agent = agent_path(&exe).map_err(|e| e.to_string())?;
+        let guest = LabGuest { hostname: &spec.name, level, agent: &agent };
+        let (boot, _) =
+            lab_boot(install, &guest, Path::new(DEFAULT_INITRAMFS_DIR)).map_err(|e| e.to_string())?;
+        Ok(Some(boot))
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Ignored by default: it needs root, `qemu:///system` (`tests/setup-host.sh --netns NAME`), a guest
 //! kernel (`tests/guest-kernel.sh`) and several minutes. Run with
-//! `cargo test -p nestform-lab --test promote -- --ignored --nocapture`. It creates no network and
+//! `cargo test -p nestform-provider-promoted --test promote -- --ignored --nocapture`. It creates no network and
 //! no storage pool; its guests, logs and initramfs go also when it fails (drop guards). Set
 //! `NESTFORM_PROMOTE_LEVEL2=0` to stop after level 1.
 
@@ -12,14 +12,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nestform_agent::{AgentClient, ClientOptions, ExecRequest};
-use nestform_lab::promote::{start_libvirt, PromoteOptions, QEMU_CONF};
-use nestform_lab::tunnel::LibvirtTunnel;
-use nestform_lab::{boot_request, build_initramfs, Initramfs, InitramfsOptions, LabGuest, LabKernel};
+use nestform_lab_boot::{boot_request, build_initramfs, Initramfs, InitramfsOptions, LabGuest, LabKernel};
 use nestform_provider::{CpuRequest, GuestRequest, Hypervisor, Provider};
 use nestform_provider_libvirt::channel::{console_log_path, console_tail, open_agent_channel};
 use nestform_provider_libvirt::{LibvirtHypervisor, LibvirtProvider};
+use nestform_provider_promoted::promote::{start_libvirt, PromoteOptions, QEMU_CONF};
+use nestform_provider_promoted::tunnel::LibvirtTunnel;
 use nestform_types::Owner;
 
+#[path = "../../lab-boot/tests/common/mod.rs"]
 mod common;
 use common::{agent_binary, kernel};
 

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nestform_agent::AgentClient;
+
+use crate::tunnel::LibvirtTunnel;
 use nestform_provider::{
     AgentChannel, GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest, NetworkStatus,
     OwnedObject, ProviderError, SnapshotInfo, SnapshotMode,
@@ -48,6 +50,9 @@ pub struct PromotedHost {
     console_dir: String,
     read_patience: Duration,
     write_patience: Duration,
+    /// The tunnel the connection goes through; declared last, so it closes after the connection
+    /// (a libvirtd that saw its client vanish under an open stream deadlocked, see `Hosts`' drop).
+    tunnel: Option<LibvirtTunnel>,
 }
 
 impl PromotedHost {
@@ -59,10 +64,17 @@ impl PromotedHost {
             conn: Mutex::new(inner),
             reconnect: None,
             agent,
-            console_dir: nestform_lab::console::CONSOLE_LOG_DIR.to_string(),
+            console_dir: crate::console::CONSOLE_LOG_DIR.to_string(),
             read_patience: READ_PATIENCE,
             write_patience: WRITE_PATIENCE,
+            tunnel: None,
         }
+    }
+
+    /// Keeps `tunnel`, which the connection goes through, open as long as this host lives.
+    pub fn owning(mut self, tunnel: LibvirtTunnel) -> Self {
+        self.tunnel = Some(tunnel);
+        self
     }
 
     /// Replaces a connection whose call passed its limit with `reconnect`'s.
@@ -181,12 +193,15 @@ impl Hypervisor for PromotedHost {
     /// libvirt's facts, with the KVM module and its parameters as the guest's `/sys` shows them.
     fn facts(&self) -> Result<HostFacts, ProviderError> {
         let mut facts = self.read("read facts of", |h| h.facts())?;
-        let kvm = nestform_lab::kvm_options::read(&self.agent)
-            .map_err(|e| self.failed("read the KVM module of", e))?;
+        let kvm =
+            crate::kvm_options::read(&self.agent).map_err(|e| self.failed("read the KVM module of", e))?;
         // On KVM, nesting is what the module says; under TCG the provider has decided already.
         if facts.acceleration.as_deref() == Some("kvm") && facts.nesting.is_none() {
-            facts.nesting =
-                kvm.parameters.get("nested").map(|v| crate::kvm::normalize(v) == "1").or(facts.nesting);
+            facts.nesting = kvm
+                .parameters
+                .get("nested")
+                .map(|v| nestform_types::kvm::normalize(v) == "1")
+                .or(facts.nesting);
         }
         facts.kvm_module = kvm.module.or(facts.kvm_module);
         if !kvm.parameters.is_empty() {
@@ -283,7 +298,7 @@ impl Hypervisor for PromotedHost {
 
     /// Reloads the guest's vendor module with `options`; refused while guests run on this host.
     fn set_kvm_module_options(&self, options: &BTreeMap<String, String>) -> Result<(), ProviderError> {
-        nestform_lab::kvm_options::apply(&self.agent, options)
+        crate::kvm_options::apply(&self.agent, options)
             .map(drop)
             .map_err(|e| self.failed("reload the KVM module of", e))
     }
@@ -295,7 +310,7 @@ impl Hypervisor for PromotedHost {
             .ok_or_else(|| ProviderError::op("read console of", id, "no such guest"))?
             .name;
         let path = format!("{}/{name}-console.log", self.console_dir);
-        nestform_lab::console::console_tail_of(&self.agent, &path, max_bytes).map_err(|e| {
+        crate::console::console_tail_of(&self.agent, &path, max_bytes).map_err(|e| {
             ProviderError::op("read console of", &name, format!("`{path}` in the host's guest: {e}"))
         })
     }
@@ -334,7 +349,15 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::agent::wait_for_agent;
+
+    fn wait_for_agent(
+        h: &dyn Hypervisor,
+        id: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<AgentClient, nestform_provider::AgentError> {
+        nestform_agent::wait_for_agent(h, nestform_provider::GuestRef { id, name }, timeout)
+    }
 
     /// A memory host with a running guest `inner-g`, wrapped as if promoted; the memory provider's
     /// agents run on this machine, so the "guest" the host runs in is this machine with its console
@@ -450,7 +473,7 @@ mod tests {
         assert_eq!(host.read_guest(&id).unwrap().unwrap().name, "inner-g");
         assert_eq!(host.list_owned().unwrap().len(), 1);
         // This machine's KVM module (if any) as the "guest's": whatever it has, facts carry it.
-        let kvm = nestform_lab::kvm_options::read(host.agent()).unwrap();
+        let kvm = crate::kvm_options::read(host.agent()).unwrap();
         let facts = host.facts().unwrap();
         if let Some(module) = kvm.module {
             assert_eq!(facts.kvm_module.as_deref(), Some(module.as_str()));

@@ -3,14 +3,14 @@
 //!
 //! Ignored by default: it needs root, `qemu:///system` (`tests/setup-host.sh`), a guest kernel
 //! (`tests/guest-kernel.sh`, which the test runs when no kernel is found) and about a minute. Run with
-//! `cargo test -p nestform-lab --test boot -- --ignored --nocapture`. It creates no network and no
+//! `cargo test -p nestform-lab-boot --test boot -- --ignored --nocapture`. It creates no network and no
 //! storage pool, and removes its domain, its logs and its initramfs also when it fails.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nestform_agent::{AgentClient, ClientOptions, ExecRequest};
-use nestform_lab::{boot_request, build_initramfs, InitramfsOptions, LabGuest, LabKernel};
+use nestform_lab_boot::{boot_request, build_initramfs, InitramfsOptions, LabGuest, LabKernel};
 use nestform_provider::{CpuRequest, GuestRequest, Hypervisor};
 use nestform_provider_libvirt::channel::{console_log_path, open_agent_channel};
 use nestform_provider_libvirt::{LibvirtHypervisor, LibvirtProvider};

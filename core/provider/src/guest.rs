@@ -1,0 +1,307 @@
+//! Reaching into guests: the agent inside a running guest, a running guest made a host, and how lab
+//! guests boot. The engine asks these traits; the backends under `providers/` answer them.
+//!
+//! ```text
+//!   engine ──▶ dyn Guests ──agent(host, guest)────▶ dyn GuestAgent   facts, run (timed in the guest), files
+//!                         └─promote(host, guest)──▶ dyn Hypervisor   the guest's own libvirtd, a host like any
+//!          ──▶ dyn BootAssets ──boot(spec, level)──▶ BootRequest     a lab guest's kernel, initramfs, cmdline
+//! ```
+//!
+//! - [`GuestAgent`]: nestform's agent in one guest, once it answered. Whatever the engine does inside
+//!   a guest goes through it: the facts recorded after a boot, a `sync` before a lab guest is powered
+//!   off, `nestform exec` and `cp`, and the benchmark runners, which need a command timed inside the
+//!   guest ([`CommandStatus::elapsed`]) so that channel time through the levels never counts.
+//! - [`Guests`]: how agents are reached and guests promoted. The real one waits for the agent over
+//!   [`Hypervisor::open_agent`](crate::Hypervisor::open_agent) and starts libvirtd inside the guest
+//!   through it; the memory provider's does the same against its fake hosts.
+//! - [`BootAssets`]: what a `lab` install boots, and whether it can, checked before anything changes.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nestform_types::{LabInstall, NestedGuestSpec};
+
+use crate::{BootRequest, Hypervisor, ProviderError};
+
+/// A guest on a host: its id there (the libvirt UUID) and its name, for messages.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestRef<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+}
+
+/// What a guest's agent reports about the guest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuestFacts {
+    pub hostname: String,
+    /// `uname -r`.
+    pub kernel_release: String,
+    pub cpu_count: u32,
+    pub memory_bytes: u64,
+    /// The nesting level the guest was booted as (`nestform.level=N`), else 0.
+    pub nesting_level: u32,
+    pub addresses: Vec<GuestAddress>,
+}
+
+/// One address of one of the guest's interfaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestAddress {
+    pub interface: String,
+    pub address: std::net::IpAddr,
+    pub prefix_len: u8,
+}
+
+impl GuestFacts {
+    /// The addresses other than loopback and IPv6 link-local ones, as `ADDRESS/PREFIX`.
+    pub fn usable_addresses(&self) -> Vec<String> {
+        self.addresses
+            .iter()
+            .filter(|a| usable(&a.address))
+            .map(|a| format!("{}/{}", a.address, a.prefix_len))
+            .collect()
+    }
+}
+
+fn usable(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => !v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
+    }
+}
+
+/// A program to run in a guest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuestCommand {
+    /// Program and arguments; `argv[0]` is looked up in the guest's `PATH`.
+    pub argv: Vec<String>,
+    /// Variables added to the agent's environment.
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    /// Bytes given to the program's stdin, which then closes; `None` gives it `/dev/null`.
+    pub stdin: Option<Vec<u8>>,
+    /// The agent kills the program's whole process group after this long.
+    pub timeout: Option<Duration>,
+}
+
+impl GuestCommand {
+    pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
+        GuestCommand { argv: argv.into_iter().map(Into::into).collect(), ..Self::default() }
+    }
+
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn cwd(mut self, cwd: impl Into<String>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
+    }
+
+    /// The command as a person would type it, for messages.
+    pub fn display(&self) -> String {
+        self.argv.join(" ")
+    }
+}
+
+/// Which of a program's outputs a chunk is from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// How a program in a guest ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommandStatus {
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// Signal number, when a signal ended it.
+    pub signal: Option<i32>,
+    /// The agent killed it because its timeout ran out.
+    pub timed_out: bool,
+    /// From its start to its exit, on the guest's monotonic clock: what a measurement reports, since
+    /// the round trip to a deep guest costs seconds of channel time. `None` from an agent that does
+    /// not measure it.
+    pub elapsed: Option<Duration>,
+}
+
+impl CommandStatus {
+    /// Exited with code 0 and was not killed.
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out
+    }
+}
+
+/// A finished program's status and everything it wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommandOutput {
+    pub status: CommandStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// nestform's agent in one running guest, once it answered. Blocking, like [`Hypervisor`].
+pub trait GuestAgent: Send + Sync {
+    /// What the guest is now: its kernel, size, level and addresses.
+    fn facts(&self) -> Result<GuestFacts, AgentError>;
+
+    /// Runs `command`, handing each chunk of its output to `output` as it arrives.
+    fn run_streaming(
+        &self,
+        command: &GuestCommand,
+        output: &mut dyn FnMut(OutputStream, &[u8]),
+    ) -> Result<CommandStatus, AgentError>;
+
+    /// Runs `command` and collects its output.
+    fn run(&self, command: &GuestCommand) -> Result<CommandOutput, AgentError> {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let status = self.run_streaming(command, &mut |stream, chunk| match stream {
+            OutputStream::Stdout => stdout.extend_from_slice(chunk),
+            OutputStream::Stderr => stderr.extend_from_slice(chunk),
+        })?;
+        Ok(CommandOutput { status, stdout, stderr })
+    }
+
+    /// Writes `content` to `path` in the guest with permission bits `mode`, atomically; the bytes
+    /// written.
+    fn put_file(&self, path: &str, content: &mut dyn Read, mode: u32) -> Result<u64, AgentError>;
+
+    /// Copies the guest's file `path` to `out`; the bytes copied.
+    fn get_file(&self, path: &str, out: &mut dyn Write) -> Result<u64, AgentError>;
+}
+
+/// How a guest is made a host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PromoteRequest {
+    /// The address of the `kvm_host` the guest becomes, for messages.
+    pub host: String,
+    /// The guest's KVM vendor module is loaded with these before its libvirtd starts; a guest whose
+    /// libvirtd runs already keeps what its module has.
+    pub kvm_module_options: BTreeMap<String, String>,
+}
+
+/// Reaches guests' agents and makes running guests hosts.
+pub trait Guests: Send + Sync {
+    /// The agent of `guest` on `host`, waited for up to `timeout` (a guest that just booted has
+    /// nobody on its port yet). A host that cannot reach agents at all fails at once
+    /// ([`AgentError::Unreachable`]); one whose agent never answers fails with the end of its
+    /// console ([`AgentError::Timeout`]).
+    fn agent(
+        &self,
+        host: &dyn Hypervisor,
+        guest: GuestRef<'_>,
+        timeout: Duration,
+    ) -> Result<Arc<dyn GuestAgent>, AgentError>;
+
+    /// Makes the running `guest` on `host` a host itself: its hypervisor started inside it (through
+    /// its agent), and a connection to it returned, which lives as long as the connection does. The
+    /// caller checks the guest runs, and asks once per host at a time.
+    fn promote(
+        &self,
+        host: Arc<dyn Hypervisor>,
+        guest: GuestRef<'_>,
+        request: &PromoteRequest,
+    ) -> Result<Arc<dyn Hypervisor>, ProviderError>;
+}
+
+/// How guests with a `lab` install boot: files on the host (a kernel, an initramfs built for the
+/// guest) and a command line.
+pub trait BootAssets: Send + Sync {
+    /// Why guests with `install` cannot boot, or `Ok`: a missing kernel is an error at plan time,
+    /// before anything is created. Touches nothing.
+    fn check(&self, install: &LabInstall) -> Result<(), String>;
+
+    /// The boot of `spec` at nesting `level`, or `None` for a guest that boots from its first disk.
+    /// Blocking: it may build an initramfs.
+    fn boot(&self, spec: &NestedGuestSpec, level: u32) -> Result<Option<BootRequest>, String>;
+}
+
+/// What stops a guest's agent from being reached or answering.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "the agent of guest `{guest}` did not answer within {}s (last attempt: {last_error}){}",
+        waited.as_secs(),
+        console.as_deref().map(|c| format!("; the guest's console ends with:\n{c}")).unwrap_or_default()
+    )]
+    Timeout { guest: String, waited: Duration, last_error: String, console: Option<String> },
+    #[error("the agent of guest `{guest}` cannot be reached: {source}")]
+    Unreachable {
+        guest: String,
+        #[source]
+        source: ProviderError,
+    },
+    #[error("the agent of guest `{guest}` failed: {source}")]
+    Failed {
+        guest: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl AgentError {
+    /// The message with its causes, one after another, for places that keep errors as text.
+    pub fn chain(&self) -> String {
+        error_chain(self)
+    }
+}
+
+/// `error: cause: cause`, the way a one-line log or a state's error field shows an error; a cause
+/// that the message already ends with is not repeated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usable_addresses_leave_out_loopback_and_link_local() {
+        let a = |s: &str, p| GuestAddress {
+            interface: "eth0".into(),
+            address: s.parse().unwrap(),
+            prefix_len: p,
+        };
+        let facts = GuestFacts {
+            addresses: vec![a("127.0.0.1", 8), a("::1", 128), a("fe80::1", 64), a("10.0.0.5", 24)],
+            ..GuestFacts::default()
+        };
+        assert_eq!(facts.usable_addresses(), ["10.0.0.5/24"]);
+    }
+
+    #[test]
+    fn chains_name_every_cause_once() {
+        let e = AgentError::Unreachable {
+            guest: "g".into(),
+            source: ProviderError::Unsupported("reaching the agent of guest `g`".into()),
+        };
+        assert_eq!(
+            e.chain(),
+            "the agent of guest `g` cannot be reached: `reaching the agent of guest `g`` is not supported by this hypervisor"
+        );
+    }
+}

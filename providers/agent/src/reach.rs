@@ -1,0 +1,180 @@
+//! The host side as the engine sees it: an agent reached over a hypervisor's agent channel
+//! ([`wait_for_agent`]) and served as a [`GuestAgent`] ([`Agent`]).
+//!
+//! The channel is the hypervisor's business (`Hypervisor::open_agent`); this module waits for the
+//! agent to answer the handshake after a boot, and makes the error of a guest that never came up
+//! carry the end of its console, which is where a kernel panic or a failed mount shows.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use nestform_provider::{
+    AgentChannel, AgentError, CommandStatus, GuestAddress, GuestAgent, GuestCommand, GuestFacts, GuestRef,
+    Hypervisor, OutputStream, ProviderError,
+};
+
+use crate::client::{AgentClient, ClientError, ClientOptions, ExecRequest};
+use crate::transport::{ShutdownHandle, Transport};
+
+/// How much of the console an error shows.
+const CONSOLE_TAIL_BYTES: usize = 2048;
+
+/// The provider's channel as the agent client's transport.
+struct Channel(AgentChannel);
+
+impl Transport for Channel {
+    type Reader = Box<dyn io::Read + Send>;
+    type Writer = Box<dyn io::Write + Send>;
+
+    fn split(self) -> io::Result<(Self::Reader, Self::Writer, ShutdownHandle)> {
+        let shutdown = self.0.shutdown;
+        Ok((self.0.reader, self.0.writer, ShutdownHandle::new(move || shutdown())))
+    }
+}
+
+/// Connects to the agent of `guest` on `h`, retrying until it answers or `timeout` has passed. A
+/// backend that cannot reach agents at all fails at once.
+pub fn wait_for_agent(
+    h: &dyn Hypervisor,
+    guest: GuestRef<'_>,
+    timeout: Duration,
+) -> Result<AgentClient, AgentError> {
+    let GuestRef { id, name } = guest;
+    let start = Instant::now();
+    let mut last_error;
+    let mut attempt = 0u32;
+    loop {
+        let remaining = timeout.saturating_sub(start.elapsed());
+        match h.open_agent(id) {
+            Ok(channel) => {
+                // Short handshakes first (a guest still booting has nobody on the port, and a new open
+                // ends the previous one), then longer ones: a guest deep in the nesting answers slowly,
+                // and an attempt shorter than its round trip would never see the answer. At most 8 s
+                // (level 3 answers in 0.3 s): a hello sent before the agent opened its port is lost, so
+                // a guest that came up just after an attempt began costs the rest of that attempt.
+                let patience = Duration::from_secs(1 << attempt.min(3));
+                attempt += 1;
+                let options =
+                    ClientOptions { handshake_timeout: remaining.min(patience), ..ClientOptions::default() };
+                match AgentClient::handshake_with(Channel(channel), &options) {
+                    Ok(client) => {
+                        tracing::debug!(guest = name, attempt, elapsed = ?start.elapsed(), "agent answered");
+                        return Ok(client);
+                    }
+                    Err(e) => {
+                        tracing::debug!(guest = name, attempt, error = %e, "agent handshake failed");
+                        last_error = e.to_string()
+                    }
+                }
+            }
+            Err(source @ ProviderError::Unsupported(_)) => {
+                return Err(AgentError::Unreachable { guest: name.to_string(), source })
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        if start.elapsed() >= timeout {
+            let console = h.console_tail(id, CONSOLE_TAIL_BYTES).ok().filter(|c| !c.trim().is_empty());
+            return Err(AgentError::Timeout {
+                guest: name.to_string(),
+                waited: start.elapsed(),
+                last_error,
+                console,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(250).min(remaining));
+    }
+}
+
+/// The agent of one guest as a [`GuestAgent`]: a client and the guest's name for its errors.
+#[derive(Clone)]
+pub struct Agent {
+    client: AgentClient,
+    guest: String,
+}
+
+impl Agent {
+    /// Waits for the agent of `guest` on `h` ([`wait_for_agent`]).
+    pub fn reach(h: &dyn Hypervisor, guest: GuestRef<'_>, timeout: Duration) -> Result<Agent, AgentError> {
+        Ok(Agent { client: wait_for_agent(h, guest, timeout)?, guest: guest.name.to_string() })
+    }
+
+    /// An agent already connected, of the guest named `guest`.
+    pub fn new(client: AgentClient, guest: impl Into<String>) -> Self {
+        Agent { client, guest: guest.into() }
+    }
+
+    /// The protocol client, for what only nestform's own agent does (relays to sockets in the guest).
+    pub fn client(&self) -> &AgentClient {
+        &self.client
+    }
+
+    fn failed(&self, e: ClientError) -> AgentError {
+        AgentError::Failed { guest: self.guest.clone(), source: Box::new(e) }
+    }
+}
+
+impl GuestAgent for Agent {
+    fn facts(&self) -> Result<GuestFacts, AgentError> {
+        let f = self.client.facts().map_err(|e| self.failed(e))?;
+        Ok(GuestFacts {
+            hostname: f.hostname,
+            kernel_release: f.kernel_release,
+            cpu_count: f.cpu_count,
+            memory_bytes: f.memory_bytes,
+            nesting_level: f.nesting_level,
+            addresses: f
+                .addresses
+                .into_iter()
+                .map(|a| GuestAddress {
+                    interface: a.interface,
+                    address: a.address,
+                    prefix_len: a.prefix_len,
+                })
+                .collect(),
+        })
+    }
+
+    fn run_streaming(
+        &self,
+        command: &GuestCommand,
+        output: &mut dyn FnMut(OutputStream, &[u8]),
+    ) -> Result<CommandStatus, AgentError> {
+        let request = exec_request(command);
+        // Both callbacks hand their chunks to the one `output`, one at a time.
+        let output = std::cell::RefCell::new(output);
+        let status = self
+            .client
+            .exec_streaming(
+                request,
+                |chunk| (output.borrow_mut())(OutputStream::Stdout, chunk),
+                |chunk| (output.borrow_mut())(OutputStream::Stderr, chunk),
+            )
+            .map_err(|e| self.failed(e))?;
+        Ok(CommandStatus {
+            code: status.code,
+            signal: status.signal,
+            timed_out: status.timed_out,
+            elapsed: status.elapsed_us.map(Duration::from_micros),
+        })
+    }
+
+    fn put_file(&self, path: &str, content: &mut dyn io::Read, mode: u32) -> Result<u64, AgentError> {
+        self.client.put_file(path, content, mode).map(|i| i.size).map_err(|e| self.failed(e))
+    }
+
+    fn get_file(&self, path: &str, out: &mut dyn io::Write) -> Result<u64, AgentError> {
+        self.client.get_file(path, out).map(|i| i.size).map_err(|e| self.failed(e))
+    }
+}
+
+/// The protocol's request for `command`.
+pub fn exec_request(command: &GuestCommand) -> ExecRequest {
+    ExecRequest {
+        argv: command.argv.clone(),
+        env: command.env.clone(),
+        clear_env: false,
+        cwd: command.cwd.clone(),
+        stdin: command.stdin.clone(),
+        timeout: command.timeout,
+    }
+}

@@ -1,0 +1,109 @@
+//! The fake's [`Guests`]: agents are nestform's real agent served in this process (see
+//! `Hypervisor::open_agent` in `host`), and promoting a running guest gives a fake host of its own,
+//! `memory://<parent host>/<guest name>`, sized like the guest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nestform_provider::{
+    AgentError, Backends, BootAssets, BootRequest, GuestAgent, GuestRef, Guests, Hypervisor, PromoteRequest,
+    Provider, ProviderError,
+};
+use nestform_types::{LabInstall, NestedGuestSpec};
+
+use crate::MemoryProvider;
+
+/// The URI of the fake host a guest named `guest` on `parent` becomes.
+pub fn promoted_uri(parent: &str, guest: &str) -> String {
+    let parent = parent.strip_prefix("memory://").unwrap_or(parent).trim_end_matches('/');
+    format!("memory://{parent}/{guest}")
+}
+
+impl MemoryProvider {
+    /// This fake as everything the engine needs: hosts, guests and (disk) boots.
+    pub fn backends(&self) -> Backends {
+        Backends {
+            provider: Arc::new(self.clone()),
+            guests: Arc::new(self.clone()),
+            boot: Arc::new(DiskBoot),
+        }
+    }
+}
+
+/// The fake's boot assets: every guest boots from its disk, and every `lab` install can boot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DiskBoot;
+
+impl BootAssets for DiskBoot {
+    fn check(&self, _install: &LabInstall) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn boot(&self, _spec: &NestedGuestSpec, _level: u32) -> Result<Option<BootRequest>, String> {
+        Ok(None)
+    }
+}
+
+impl Guests for MemoryProvider {
+    fn agent(
+        &self,
+        host: &dyn Hypervisor,
+        guest: GuestRef<'_>,
+        timeout: Duration,
+    ) -> Result<Arc<dyn GuestAgent>, AgentError> {
+        Ok(Arc::new(nestform_agent::Agent::reach(host, guest, timeout)?))
+    }
+
+    /// `fail_on("promote", guest name)` makes a guest that cannot be promoted.
+    fn promote(
+        &self,
+        parent: Arc<dyn Hypervisor>,
+        guest: GuestRef<'_>,
+        request: &PromoteRequest,
+    ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+        let fail = |e: &str| ProviderError::op("promote", request.host.as_str(), e);
+        if self.lock().fail.contains(&("promote".to_string(), guest.name.to_string())) {
+            return Err(fail("injected failure"));
+        }
+        let status = parent.read_guest(guest.id)?.ok_or_else(|| fail("its guest does not exist"))?;
+        if !status.running {
+            return Err(fail("its guest is not running"));
+        }
+        let uri = promoted_uri(parent.uri(), &status.name);
+        let name = uri.trim_start_matches("memory://").to_string();
+        self.lock().sizes.entry(name).or_insert((status.vcpus, status.memory_bytes));
+        let h = self.connect(&uri)?;
+        if !request.kvm_module_options.is_empty() {
+            h.set_kvm_module_options(&request.kvm_module_options)?;
+        }
+        Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nestform_provider::conformance::{sample_guest, sample_owner};
+
+    use super::*;
+
+    #[test]
+    fn a_running_guest_becomes_a_host_of_its_size() {
+        let p = MemoryProvider::new();
+        let l0 = p.connect("memory://l0").unwrap();
+        let g = l0.create_guest(&sample_guest("g1", &[], true), &sample_owner("nested_guest.g1")).unwrap();
+        let request = PromoteRequest { host: "kvm_host.l1".into(), ..Default::default() };
+        let l1 = p.promote(l0.clone(), GuestRef { id: &g.id, name: "g1" }, &request).unwrap();
+        assert_eq!(l1.uri(), "memory://l0/g1");
+        let facts = l1.facts().unwrap();
+        assert_eq!((facts.cpus, facts.memory_bytes), (g.vcpus, g.memory_bytes));
+        let agent = p.agent(&*l0, GuestRef { id: &g.id, name: "g1" }, Duration::from_secs(5)).unwrap();
+        assert!(!agent.facts().unwrap().kernel_release.is_empty());
+
+        l0.stop_guest(&g.id, Duration::ZERO).unwrap();
+        let Err(err) = p.promote(l0.clone(), GuestRef { id: &g.id, name: "g1" }, &request) else { panic!() };
+        assert!(err.to_string().contains("not running"), "{err}");
+        p.fail_on("promote", "g1");
+        let Err(err) = p.promote(l0, GuestRef { id: &g.id, name: "g1" }, &request) else { panic!() };
+        assert!(err.to_string().contains("injected failure"), "{err}");
+    }
+}
