@@ -672,13 +672,7 @@ fn module_options(v: &Value, name: &str) -> Result<BTreeMap<String, String>, Mis
 /// The attributes of an instance when planning: its spec fields (absent ones as null) and its
 /// address under [`ADDR_KEY`].
 fn plan_object(spec: &ResourceSpec, addr: &ResourceAddr) -> Value {
-    let json = match spec {
-        ResourceSpec::KvmHost(s) => serde_json::to_value(s),
-        ResourceSpec::NatNetwork(s) => serde_json::to_value(s),
-        ResourceSpec::NestedGuest(s) => serde_json::to_value(s),
-        ResourceSpec::Benchmark(s) => serde_json::to_value(s),
-    }
-    .unwrap_or_default();
+    let json = serde_json::Value::Object(spec.attributes());
     let mut obj = match value::from_json(&json) {
         Value::Object(o) => o,
         _ => Map::new(),

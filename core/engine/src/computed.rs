@@ -7,7 +7,7 @@
 //! them ([`promised_attributes`]). Benchmarks stay plannable, but apply refuses them in this version;
 //! `results` is what a benchmark will compute once it runs.
 
-use nestform_types::{InstallSpec, ResourceSpec, ResourceType};
+use nestform_types::{ResourceSpec, ResourceType};
 
 /// What a guest's agent reports, recorded when the guest comes up.
 pub const AGENT_ATTRIBUTES: [&str; 3] = ["addresses", "kernel", "boot_seconds"];
@@ -29,9 +29,7 @@ pub fn computed_attributes(ty: ResourceType) -> &'static [&'static str] {
 /// The attributes apply sets on this resource: a guest without an agent gets only its `id`.
 pub fn promised_attributes(spec: &ResourceSpec) -> &'static [&'static str] {
     match spec {
-        ResourceSpec::NestedGuest(g) if !(g.running && matches!(g.install, Some(InstallSpec::Lab(_)))) => {
-            &["id"]
-        }
+        ResourceSpec::NestedGuest(g) if !g.runs_agent() => &["id"],
         other => computed_attributes(other.resource_type()),
     }
 }
@@ -59,7 +57,7 @@ mod tests {
             install: None,
         };
         assert_eq!(promised_attributes(&ResourceSpec::NestedGuest(guest.clone())), ["id"]);
-        guest.install = Some(InstallSpec::Lab(Default::default()));
+        guest.install = Some(nestform_types::InstallSpec::Lab(Default::default()));
         assert_eq!(
             promised_attributes(&ResourceSpec::NestedGuest(guest.clone())),
             ["id", "addresses", "kernel", "boot_seconds"]

@@ -33,6 +33,24 @@ impl ResourceSpec {
         }
     }
 
+    /// The spec's attributes as plans and state hold them: its own fields (absent optional ones left
+    /// out), without the `type` tag a whole serialized `ResourceSpec` carries. The one place a spec
+    /// becomes attributes, so that the planner's drift detection, the state apply records and the
+    /// configuration's references all read the same thing.
+    pub fn attributes(&self) -> serde_json::Map<String, serde_json::Value> {
+        let v = match self {
+            ResourceSpec::KvmHost(s) => serde_json::to_value(s),
+            ResourceSpec::NatNetwork(s) => serde_json::to_value(s),
+            ResourceSpec::NestedGuest(s) => serde_json::to_value(s),
+            ResourceSpec::Benchmark(s) => serde_json::to_value(s),
+        };
+        match v {
+            Ok(serde_json::Value::Object(m)) => m,
+            // Every spec is a struct of plain data; anything else is a bug in a spec type.
+            other => unreachable!("a spec serializes to an object, got {other:?}"),
+        }
+    }
+
     /// The `kvm_host` this resource lives on, for networks and guests.
     pub fn host(&self) -> Option<&ResourceAddr> {
         match self {
@@ -41,6 +59,25 @@ impl ResourceSpec {
             ResourceSpec::KvmHost(_) | ResourceSpec::Benchmark(_) => None,
         }
     }
+}
+
+impl NestedGuestSpec {
+    /// Whether nestform installs the guest itself as an instant lab guest (`install = lab { ... }`):
+    /// its kernel booted directly, its parent's root shared, nestform's agent inside.
+    pub fn is_lab(&self) -> bool {
+        matches!(self.install, Some(InstallSpec::Lab(_)))
+    }
+
+    /// Whether the guest runs nestform's agent once it is up: a lab guest that is configured running.
+    pub fn runs_agent(&self) -> bool {
+        self.running && self.is_lab()
+    }
+}
+
+/// Whether a guest's attributes, as a plan or state records them, are a lab guest's
+/// ([`NestedGuestSpec::is_lab`] of what was configured then).
+pub fn is_lab_attributes(attributes: &serde_json::Value) -> bool {
+    attributes.pointer("/install/lab").is_some()
 }
 
 /// `kvm_host "NAME"`: a hypervisor nestform manages guests on.

@@ -280,7 +280,8 @@ impl Context {
     /// The state record of a created or updated resource: the configured attributes (the spec, with
     /// the plan's `after` over it) plus the computed ones.
     fn put(&self, c: &ResourceChange, id: String, computed: &[(&str, serde_json::Value)]) -> StateUpdate {
-        let mut attributes = c.spec.as_ref().map(spec_attributes).unwrap_or_default();
+        let mut attributes =
+            c.spec.as_ref().map(|s| serde_json::Value::Object(s.attributes())).unwrap_or_default();
         if let Some(serde_json::Value::Object(after)) = &c.after {
             for (k, v) in after {
                 set_attr(&mut attributes, k, v.clone());
@@ -343,23 +344,14 @@ impl From<ProviderError> for Failure {
 
 /// Guests with an agent inside: those nestform installs itself (`lab`), which start it at boot.
 fn has_agent(spec: &nestform_types::NestedGuestSpec) -> bool {
-    spec.running && matches!(spec.install, Some(nestform_types::InstallSpec::Lab(_)))
+    spec.runs_agent()
 }
 
 /// Whether the change is about a lab guest, by its configuration or, for a guest only restarted, by
 /// what state recorded.
 fn is_lab(c: &ResourceChange) -> bool {
     match &c.spec {
-        Some(ResourceSpec::NestedGuest(g)) => matches!(g.install, Some(nestform_types::InstallSpec::Lab(_))),
-        _ => [&c.before, &c.after].into_iter().flatten().any(|v| v.pointer("/install/lab").is_some()),
+        Some(ResourceSpec::NestedGuest(g)) => g.is_lab(),
+        _ => [&c.before, &c.after].into_iter().flatten().any(nestform_types::is_lab_attributes),
     }
-}
-
-/// A spec's attributes as stored in state: the spec's own fields, without the `type` tag.
-fn spec_attributes(spec: &ResourceSpec) -> serde_json::Value {
-    let mut v = serde_json::to_value(spec).unwrap_or_default();
-    if let Some(map) = v.as_object_mut() {
-        map.remove("type");
-    }
-    v
 }

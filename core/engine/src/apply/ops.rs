@@ -298,13 +298,11 @@ impl<'a> View<'a> {
     /// Whether guest `addr` runs nestform's agent (a `lab` install), as planned or as recorded.
     pub fn runs_agent(&self, addr: &ResourceAddr) -> bool {
         let planned = self.changes.get(addr).and_then(|&i| match &self.plan.changes[i].spec {
-            Some(ResourceSpec::NestedGuest(g)) => {
-                Some(matches!(g.install, Some(nestform_types::InstallSpec::Lab(_))))
-            }
+            Some(ResourceSpec::NestedGuest(g)) => Some(g.is_lab()),
             _ => None,
         });
         planned.unwrap_or_else(|| {
-            self.state.resources.get(addr).is_some_and(|r| r.attributes.pointer("/install/lab").is_some())
+            self.state.resources.get(addr).is_some_and(|r| nestform_types::is_lab_attributes(&r.attributes))
         })
     }
 

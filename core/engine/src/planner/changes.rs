@@ -16,7 +16,7 @@ use nestform_state::{ResourceState, State};
 use nestform_types::{NestedGuestSpec, Owner, ResourceAddr, ResourceSpec, ResourceType};
 use serde_json::{Map, Value};
 
-use super::diff::{diff, is_computed, is_configured, spec_attributes, split_state};
+use super::diff::{diff, is_computed, is_configured, split_state};
 use super::same::spec_matches_state;
 use super::{Inputs, PlanOptions, Problem};
 use crate::computed::{computed_attributes, promised_attributes};
@@ -179,7 +179,7 @@ fn own_change(
         }
         (Some(spec), None) => {
             c.action = Action::Create;
-            c.after = Some(Value::Object(spec_attributes(spec)));
+            c.after = Some(Value::Object(spec.attributes()));
             c.after_unknown = unknown_keys(ty, Some(spec));
         }
         (Some(spec), Some(s)) => {
@@ -193,7 +193,7 @@ fn own_change(
                 c.after = Some(state_attributes(s));
                 return Some(c);
             }
-            let mut after = spec_attributes(spec);
+            let mut after = spec.attributes();
             c.attribute_changes = diff(ty, before, &after);
             if s.tainted {
                 c.reasons.push(ChangeReason::Tainted);

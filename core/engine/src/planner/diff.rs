@@ -10,9 +10,7 @@ use std::sync::OnceLock;
 
 use foldhash::HashSet;
 
-use nestform_types::{
-    BenchmarkSpec, KvmHostSpec, NatNetworkSpec, NestedGuestSpec, ResourceSpec, ResourceType,
-};
+use nestform_types::{BenchmarkSpec, KvmHostSpec, NatNetworkSpec, NestedGuestSpec, ResourceType};
 use serde_json::{Map, Value};
 
 use super::classify::{classify, AttrPath};
@@ -21,21 +19,6 @@ use crate::plan::AttributeChange;
 /// The `type` tag a serialized [`ResourceSpec`] carries; state written from a whole `ResourceSpec` may
 /// hold it, and it is not an attribute.
 pub(crate) const TAG: &str = "type";
-
-/// The spec's own attributes, without the `type` tag.
-pub(crate) fn spec_attributes(spec: &ResourceSpec) -> Map<String, Value> {
-    let v = match spec {
-        ResourceSpec::KvmHost(s) => serde_json::to_value(s),
-        ResourceSpec::NatNetwork(s) => serde_json::to_value(s),
-        ResourceSpec::NestedGuest(s) => serde_json::to_value(s),
-        ResourceSpec::Benchmark(s) => serde_json::to_value(s),
-    };
-    match v {
-        Ok(Value::Object(m)) => m,
-        // Every spec is a struct of plain data; anything else is a bug in a spec type.
-        other => unreachable!("a spec serializes to an object, got {other:?}"),
-    }
-}
 
 /// Splits state attributes into the configured part (compared with the spec) and the computed part.
 pub(crate) fn split_state(ty: ResourceType, attributes: &Value) -> (Map<String, Value>, Map<String, Value>) {

@@ -494,12 +494,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::planner::diff::{diff, spec_attributes};
+    use crate::planner::diff::diff;
     use crate::planner::tests::{guest_spec, three_levels};
 
     /// What the full diff says, for comparison.
     fn by_diff(ty: ResourceType, spec: &ResourceSpec, state: &Map<String, Value>) -> bool {
-        diff(ty, state, &spec_attributes(spec)).is_empty()
+        diff(ty, state, &spec.attributes()).is_empty()
     }
 
     fn same<T: Serialize>(v: &T, expected: Value) -> bool {
@@ -544,7 +544,7 @@ mod tests {
         }
         let ty = ResourceType::NestedGuest;
         let spec = ResourceSpec::NestedGuest(guest_spec("g", "kvm_host.l0"));
-        let base = spec_attributes(&spec);
+        let base = spec.attributes();
         let variants: &[fn(&mut Map<String, Value>)] = &[
             |m| drop(m.insert("vcpus".into(), json!(2))),
             |m| drop(m.insert("memory".into(), json!("1GiB"))),

@@ -12,7 +12,6 @@ use nestform_types::*;
 use serde_json::{json, Value};
 
 use super::changes::{plan_changes, Failure};
-use super::diff::spec_attributes;
 use super::{Inputs, PlanOptions, Problem};
 use crate::graph::{DesiredResource, GraphProblem};
 use crate::plan::{Action, ChangeReason, Effect, ResourceChange};
@@ -109,7 +108,7 @@ impl Conf {
         state.lineage = "test-lineage".into();
         let plan = run(self, &state, &BTreeMap::new(), PlanOptions::default()).unwrap();
         for c in plan {
-            let mut attrs = spec_attributes(c.spec.as_ref().unwrap());
+            let mut attrs = c.spec.as_ref().unwrap().attributes();
             for k in &c.after_unknown {
                 attrs.insert(k.clone(), json!(format!("{k}-of-{}", c.addr.name)));
             }

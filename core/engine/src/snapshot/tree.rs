@@ -39,7 +39,7 @@ pub(super) fn member(
     let id = r.id.clone().ok_or_else(|| incomplete("id"))?;
     let host = r.host.clone().ok_or_else(|| incomplete("host"))?;
     let name = r.attributes.get("name").and_then(|n| n.as_str()).unwrap_or(&addr.name).to_string();
-    let lab = r.attributes.pointer("/install/lab").is_some();
+    let lab = nestform_types::is_lab_attributes(&r.attributes);
     let promoted_as = state
         .resources
         .iter()
