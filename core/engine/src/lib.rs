@@ -9,6 +9,8 @@
 //! - `render`: the human plan (attribute changes, domain XML diffs, summary) and Terraform-shaped JSON.
 //! - `refresh` and `apply`: talk to hosts through `nestform_provider`, never naming a backend.
 //! - [`snapshot`]: snapshots and reverts of a guest, stopping the guests inside it first.
+//! - [`session`]: one whole apply as the CLI runs it: Ctrl-C, state saved after each operation,
+//!   outputs, the last save.
 //! - [`guest`]: `exec`, `cp` and `console` in a guest recorded in state, at any level.
 
 pub mod agent;
@@ -23,5 +25,6 @@ pub mod planner;
 pub mod refresh;
 pub mod render;
 pub mod request;
+pub mod session;
 pub mod snapshot;
 pub mod workdir;

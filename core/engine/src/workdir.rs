@@ -92,6 +92,20 @@ impl Workdir {
         Ok(nestform_config::load_dir(&self.dir, vars)?)
     }
 
+    /// The dependency graph of the configuration and the recorded state, across every level.
+    pub fn graph(&self, vars: &VarInputs) -> Result<crate::graph::ResourceGraph, EngineError> {
+        let config = self.config(vars)?;
+        crate::graph::ResourceGraph::build(&config, &self.state()?).map_err(EngineError::Diagnostics)
+    }
+
+    /// The configuration, checked without contacting anything: every problem of the files, and of
+    /// the graph they make (cycles across resources are only found there).
+    pub fn validate(&self, vars: &VarInputs) -> Result<Config, EngineError> {
+        let config = self.config(vars)?;
+        crate::graph::ResourceGraph::build(&config, &State::default()).map_err(EngineError::Diagnostics)?;
+        Ok(config)
+    }
+
     /// Refreshes (unless `refresh` is false) and plans. The caller holds the lock.
     pub fn plan(
         &self,

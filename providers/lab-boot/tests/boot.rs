@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nestform_agent::{AgentClient, ClientOptions, ExecRequest};
 use nestform_lab_boot::{boot_request, build_initramfs, InitramfsOptions, LabGuest, LabKernel};
-use nestform_provider::{CpuRequest, GuestRequest, Hypervisor};
+use nestform_provider::{conformance, CpuRequest, GuestRef, GuestRequest, Hypervisor};
 use nestform_provider_libvirt::channel::{console_log_path, open_agent_channel};
 use nestform_provider_libvirt::{LibvirtHypervisor, LibvirtProvider};
 use nestform_types::Owner;
@@ -199,6 +199,13 @@ fn a_lab_guest_boots_and_its_agent_answers() {
     assert_eq!(r.stdout.len(), PUT_BYTES, "the file put in the first session is still there");
     eprintln!("second session ready in {:.2?}", t.elapsed());
     drop(again);
+
+    // The agent half of the provider conformance suite, on this real guest over libvirt's channel,
+    // through the agents the CLI uses.
+    let t = Instant::now();
+    let guests = nestform_provider_promoted::Promoter::new(std::sync::Arc::new(LibvirtProvider::new()));
+    conformance::agent::run_all(&guests, &h, GuestRef { id: &id, name: &name });
+    eprintln!("agent conformance on the real guest: {:.2?}", t.elapsed());
 
     // What the init script says on the console, with the guest's own clock.
     let console = std::fs::read_to_string(console_log_path(&name)).unwrap_or_default();

@@ -1,7 +1,7 @@
 //! The provider conformance suite against the in-memory fake.
 
 use nestform_provider::conformance;
-use nestform_provider::Provider;
+use nestform_provider::{GuestRef, Provider};
 use nestform_provider_memory::MemoryProvider;
 
 #[test]
@@ -33,4 +33,15 @@ fn a_failing_check_still_cleans_up() {
     }));
     assert!(result.is_err());
     assert_eq!(h.list_owned().unwrap(), Vec::new(), "the guard deletes what the check created");
+}
+
+#[test]
+fn memory_agents_pass_the_agent_half_of_the_suite() {
+    let p = MemoryProvider::new();
+    let h = p.connect("memory://agents").unwrap();
+    let owner = conformance::sample_owner("nested_guest.agent");
+    let running = h.create_guest(&conformance::sample_guest("agent", &[], true), &owner).unwrap();
+    conformance::agent::run_all(&p, &*h, GuestRef { id: &running.id, name: "agent" });
+    let stopped = h.create_guest(&conformance::sample_guest("off", &[], false), &owner).unwrap();
+    conformance::agent::a_stopped_guest_times_out(&p, &*h, GuestRef { id: &stopped.id, name: "off" });
 }

@@ -2,16 +2,16 @@
 //! every level while showing progress per resource and saving state after each one.
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use miette::{IntoDiagnostic, Report};
-use nestform_engine::apply::{ApplyEvent, ApplyOptions, OpKind, Phase, StateChange, StateSink};
+use miette::Report;
+use nestform_engine::apply::{ApplyEvent, OpKind, Phase};
 use nestform_engine::hosts::Hosts;
 use nestform_engine::plan::Plan;
 use nestform_engine::render::render_plan;
+use nestform_engine::session::{self, Session};
 use nestform_engine::workdir::{read_plan_file, Workdir};
-use nestform_state::{IncrementalStore, State};
+use nestform_state::State;
 
 use super::{backends, hosts, plan_options, print_warnings, report, var_inputs};
 use crate::args::{ApplyArgs, DestroyArgs, PlanFlags, RunFlags};
@@ -66,19 +66,6 @@ fn plan_confirm_execute(
     execute(workdir, &planned.plan, state, &planned.hosts, run.parallelism)
 }
 
-/// Writes the state file after every finished resource, serializing only what changed.
-struct FileSink(Mutex<IncrementalStore>);
-
-impl StateSink for FileSink {
-    fn persist(&self, changes: &[StateChange]) -> Result<(), String> {
-        let mut store = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for (addr, r) in changes {
-            store.record(addr, r.as_ref());
-        }
-        store.write().map(|_| ()).map_err(|e| e.to_string())
-    }
-}
-
 fn execute(
     workdir: &Workdir,
     plan: &Plan,
@@ -86,57 +73,28 @@ fn execute(
     hosts: &Hosts,
     parallelism: usize,
 ) -> Result<ExitCode, Report> {
-    let state = Workdir::prune_to_plan(plan, state);
-    let sink = Arc::new(FileSink(Mutex::new(IncrementalStore::new(workdir.store().clone(), &state))));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().into_diagnostic()?;
-    let outcome = runtime.block_on(async {
-        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-        let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<ApplyEvent>();
-        // Ctrl-C: let running operations finish, save state, exit non-zero.
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "\nInterrupt received. Waiting for running operations to finish; no new ones start."
-                );
-                let _ = cancel_tx.send(true);
-            }
-        });
-        let printer = tokio::spawn(async move {
-            while let Some(event) = events_rx.recv().await {
-                print_event(&event);
-            }
-        });
-        let mut opts = ApplyOptions::new(cancel_rx, events_tx);
-        opts.parallelism = parallelism.max(1);
+    let session = Session {
+        parallelism,
         // How long a booted guest's agent gets (seconds); the default suits a guest emulated by TCG.
-        if let Some(secs) = std::env::var("NESTFORM_AGENT_TIMEOUT").ok().and_then(|v| v.parse::<u64>().ok()) {
-            opts.agent_timeout = Duration::from_secs(secs);
-        }
-        let outcome = nestform_engine::apply::apply(plan, state, hosts, opts, sink.clone()).await;
-        let _ = printer.await;
-        outcome
-    });
+        agent_timeout: std::env::var("NESTFORM_AGENT_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs),
+        on_event: &print_event,
+        on_interrupt: &|| {
+            eprintln!("\nInterrupt received. Waiting for running operations to finish; no new ones start.")
+        },
+    };
+    let applied = session::run(workdir, plan, state, hosts, &session).map_err(report)?;
 
-    let mut state = outcome.state;
-    if outcome.errors.is_empty() && !outcome.cancelled {
-        Workdir::record_outputs(plan, &mut state).map_err(report)?;
-    }
-    // Outputs (and anything a failed persist left unsaved) go in one last full save.
-    state.serial = sink
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .save(&state)
-        .map_err(|e| miette::miette!("cannot save the state: {e}"))?;
-
-    for (addr, error) in &outcome.errors {
+    for (addr, error) in &applied.errors {
         eprintln!("{:?}", miette::miette!("`{addr}`: {error}"));
     }
-    if outcome.cancelled {
+    if applied.cancelled {
         eprintln!("Apply interrupted: the state holds everything that finished. Run `nestform plan` to see what is left.");
         return Ok(ExitCode::from(1));
     }
-    if !outcome.errors.is_empty() {
+    if !applied.errors.is_empty() {
         eprintln!("Apply failed: the state holds everything that finished.");
         return Ok(ExitCode::from(1));
     }
@@ -151,9 +109,9 @@ fn execute(
             replace,
             destroy
         )?;
-        if !state.outputs.is_empty() {
+        if !applied.state.outputs.is_empty() {
             outln!("\nOutputs:\n")?;
-            out!("{}", super::output::render_outputs(&state.outputs))?;
+            out!("{}", super::output::render_outputs(&applied.state.outputs))?;
         }
     }
     Ok(ExitCode::SUCCESS)

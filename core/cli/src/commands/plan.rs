@@ -15,6 +15,10 @@ pub fn run(workdir: &Workdir, args: PlanArgs) -> Result<ExitCode, Report> {
     let _lock = workdir.lock("plan").map_err(report)?;
     let config = workdir.config(&vars).map_err(report)?;
     let planned = workdir.plan(&config, backends(), options, args.flags.refresh).map_err(report)?;
+    // Saved before anything is shown: output cut short by its reader must not lose the plan.
+    if let Some(out) = &args.out {
+        write_plan_file(out, &planned.plan).map_err(report)?;
+    }
     print_warnings(&planned.warnings);
     if args.json {
         super::write_json(&plan_json(&planned.plan))?;
@@ -22,7 +26,6 @@ pub fn run(workdir: &Workdir, args: PlanArgs) -> Result<ExitCode, Report> {
         out!("{}", render_plan(&planned.plan))?;
     }
     if let Some(out) = &args.out {
-        write_plan_file(out, &planned.plan).map_err(report)?;
         if !args.json {
             outln!(
                 "\nSaved the plan to: {0}\n\nTo perform exactly these actions, run:\n    nestform apply {0}",

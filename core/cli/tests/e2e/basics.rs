@@ -138,6 +138,8 @@ fn output_cut_short_by_its_reader_ends_quietly_with_success() {
         assert_eq!(r.code, 0, "`nestform {}` exited {}: {}", args.join(" "), r.code, r.stderr);
         assert!(!r.stderr.contains("panicked") && !r.stderr.contains("Broken pipe"), "{}", r.stderr);
     }
-    // The plan released its state lock on the way out.
+    // The plan released its state lock on the way out, and a plan saved with `-out` is kept whole.
     ws.run(&["plan"]).success();
+    ws.run_with_stdout_closed(&["plan", "-out=saved.plan"]).code(0);
+    ws.run(&["show", "-json", "saved.plan"]).success();
 }

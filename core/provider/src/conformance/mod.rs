@@ -9,6 +9,12 @@
 //!
 //! Names are unique per process and call (`nfc-<pid>-<n>-<what>`) so checks can share a host with other
 //! objects, and with other runs of the suite through the same daemon.
+//!
+//! [`run_on`] runs the same checks over a connection made otherwise (a promoted host), and [`agent`]
+//! is the suite's other half: what a [`Guests`](crate::Guests) implementation's agents must do in a
+//! running guest.
+
+pub mod agent;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -31,7 +37,12 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 pub fn run_all(provider: &dyn Provider, uri: &str) {
     let h = provider.connect(uri).unwrap_or_else(|e| panic!("connect to `{uri}` failed: {e}"));
     assert_eq!(h.uri(), uri, "a hypervisor must report the URI it was opened with");
-    let h = &*h;
+    run_on(&*h);
+}
+
+/// Runs every check over `h`, however it was reached.
+pub fn run_on(h: &dyn Hypervisor) {
+    assert!(!h.uri().is_empty(), "a hypervisor must report a URI");
     facts_are_sane(h);
     guest_definition_is_pure(h);
     network_lifecycle(h);

@@ -1,0 +1,108 @@
+//! One apply from start to end, as `nestform apply` and `destroy` run it: the state pruned to what
+//! the plan knows, a runtime for the walk, Ctrl-C turned into a cancel (running operations finish,
+//! none start), state written to its file after every finished operation, outputs recorded after a
+//! clean apply, and one last full save. The CLI only renders what [`run`] reports.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nestform_state::{IncrementalStore, State};
+use nestform_types::ResourceAddr;
+
+use crate::apply::{ApplyEvent, ApplyOptions, StateChange, StateSink};
+use crate::hosts::Hosts;
+use crate::plan::Plan;
+use crate::workdir::{EngineError, Workdir};
+
+/// How to run an apply.
+pub struct Session<'a> {
+    /// Operations running at once at most (`-parallelism`).
+    pub parallelism: usize,
+    /// How long a booted guest's agent gets to answer; `None` keeps the engine's default.
+    pub agent_timeout: Option<Duration>,
+    /// Called with every progress event, in order, from one task.
+    pub on_event: &'a (dyn Fn(&ApplyEvent) + Send + Sync),
+    /// Called once when Ctrl-C arrives (before running operations finish).
+    pub on_interrupt: &'a (dyn Fn() + Send + Sync),
+}
+
+/// What an apply did; the state is saved already.
+#[derive(Debug)]
+pub struct Applied {
+    pub state: State,
+    /// Each failed operation (or refused resource) with its error.
+    pub errors: Vec<(ResourceAddr, String)>,
+    /// Ctrl-C left operations unstarted.
+    pub cancelled: bool,
+}
+
+/// Writes the state file after every finished resource, serializing only what changed.
+struct FileSink(Mutex<IncrementalStore>);
+
+impl StateSink for FileSink {
+    fn persist(&self, changes: &[StateChange]) -> Result<(), String> {
+        let mut store = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (addr, r) in changes {
+            store.record(addr, r.as_ref());
+        }
+        store.write().map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// Applies `plan` to `state` (as recorded now) through `hosts`, saving to `workdir`'s state file.
+/// The caller holds the state lock.
+pub fn run(
+    workdir: &Workdir,
+    plan: &Plan,
+    state: State,
+    hosts: &Hosts,
+    session: &Session<'_>,
+) -> Result<Applied, EngineError> {
+    let state = Workdir::prune_to_plan(plan, state);
+    let sink =
+        std::sync::Arc::new(FileSink(Mutex::new(IncrementalStore::new(workdir.store().clone(), &state))));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| EngineError::Usage(format!("cannot start the apply's runtime: {e}")))?;
+    let outcome = runtime.block_on(async {
+        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<ApplyEvent>();
+        // Ctrl-C: let running operations finish, save state, report it cancelled.
+        let interrupt = session.on_interrupt;
+        let on_event = session.on_event;
+        let ctrl_c = async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupt();
+                let _ = cancel_tx.send(true);
+            }
+            // Never done: the apply ends the `select!` below, however Ctrl-C went.
+            std::future::pending::<std::convert::Infallible>().await
+        };
+        let printer = async move {
+            while let Some(event) = events_rx.recv().await {
+                on_event(&event);
+            }
+        };
+        let mut opts = ApplyOptions::new(cancel_rx, events_tx);
+        opts.parallelism = session.parallelism.max(1);
+        if let Some(t) = session.agent_timeout {
+            opts.agent_timeout = t;
+        }
+        let apply = crate::apply::apply(plan, state, hosts, opts, sink.clone());
+        // The printer ends when apply drops its event sender; Ctrl-C is only listened for meanwhile.
+        let (outcome, ()) = tokio::select! {
+            done = async { tokio::join!(apply, printer) } => done,
+            never = ctrl_c => match never {},
+        };
+        outcome
+    });
+
+    let mut state = outcome.state;
+    if outcome.errors.is_empty() && !outcome.cancelled {
+        Workdir::record_outputs(plan, &mut state)?;
+    }
+    // Outputs (and anything a failed persist left unsaved) go in one last full save.
+    state.serial = sink.0.lock().unwrap_or_else(|p| p.into_inner()).save(&state)?;
+    Ok(Applied { state, errors: outcome.errors, cancelled: outcome.cancelled })
+}
