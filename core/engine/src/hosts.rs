@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use nestform_provider::{Backends, BootAssets, GuestRef, Guests, Hypervisor, PromoteRequest, ProviderError};
+use nestform_provider::{
+    Backends, BootAssets, GuestRef, Guests, Hypervisor, PromoteRequest, PromotedNow, ProviderError,
+};
 use nestform_types::ResourceAddr;
 
 /// Thread-safe cache of hypervisor connections, keyed by URI.
@@ -54,6 +56,23 @@ impl Drop for Inner {
             drop(h);
         }
     }
+}
+
+/// The connection of a host reached with [`Reach::Promote`], which either runs or failed.
+fn running(reached: PromotedNow) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+    match reached {
+        PromotedNow::Running(h) => Ok(h),
+        other => unreachable!("a promotion gives a running host or an error, not {other:?}"),
+    }
+}
+
+/// Whether reaching a promoted host may start its hypervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reach {
+    /// Start it when it does not run (apply, and commands that act on guests).
+    Promote,
+    /// Only connect to what runs (refresh: a plan changes nothing).
+    AsItIs,
 }
 
 /// Where a guest that is promoted to a host runs: its host's connection and its id there.
@@ -129,8 +148,20 @@ impl Hosts {
         guest: PromotedGuest<'_>,
         kvm_module_options: &BTreeMap<String, String>,
     ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+        running(self.reach_promoted(addr, guest, kvm_module_options, Reach::Promote)?)
+    }
+
+    /// [`Hosts::connect_promoted_with`], or with [`Reach::AsItIs`] only the hypervisor that runs
+    /// in the guest already (or why none does).
+    fn reach_promoted(
+        &self,
+        addr: &ResourceAddr,
+        guest: PromotedGuest<'_>,
+        kvm_module_options: &BTreeMap<String, String>,
+        reach: Reach,
+    ) -> Result<PromotedNow, ProviderError> {
         if let Some(h) = self.get(addr) {
-            return Ok(h);
+            return Ok(PromotedNow::Running(h));
         }
         let turn = {
             let mut promoting = self.inner.promoting.lock().unwrap_or_else(|p| p.into_inner());
@@ -139,7 +170,7 @@ impl Hosts {
         let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
         // Whoever held the turn before may have connected it meanwhile.
         if let Some(h) = self.get(addr) {
-            return Ok(h);
+            return Ok(PromotedNow::Running(h));
         }
         let fail =
             |step: &str, e: String| ProviderError::op("promote", addr.to_string(), format!("{step}: {e}"));
@@ -154,23 +185,42 @@ impl Hosts {
         }
         let request =
             PromoteRequest { host: addr.to_string(), kvm_module_options: kvm_module_options.clone() };
-        let h = self.guests().promote(guest.parent, GuestRef { id: guest.id, name: guest.name }, &request)?;
+        let guest_ref = GuestRef { id: guest.id, name: guest.name };
+        let h = match reach {
+            Reach::Promote => self.guests().promote(guest.parent, guest_ref, &request)?,
+            Reach::AsItIs => match self.guests().connect_promoted(guest.parent, guest_ref, &request)? {
+                PromotedNow::Running(h) => h,
+                other => return Ok(other),
+            },
+        };
         let mut conns = self.lock();
         conns.by_uri.insert(h.uri().to_string(), h.clone());
         conns.by_addr.insert(addr.clone(), h.clone());
         conns.promoted.push(h.clone());
-        Ok(h)
+        Ok(PromotedNow::Running(h))
     }
 
     /// The connection to the `kvm_host` at `host` as `state` records it: by its URI, or (for a promoted
     /// host) through the agent of the guest it promotes, whose own host is connected first, down to
-    /// level 0. What `exec`, `cp`, `console` and refresh use to reach any level.
+    /// level 0, each promoted on the way if its hypervisor does not run. What `exec`, `cp`, `console`
+    /// and snapshots use to reach any level.
     pub fn connect_recorded(
         &self,
         state: &nestform_state::State,
         host: &ResourceAddr,
     ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
-        self.connect_recorded_at(state, host, 0)
+        running(self.connect_recorded_at(state, host, 0, Reach::Promote)?)
+    }
+
+    /// [`Hosts::connect_recorded`] without changing anything on the way, for refresh: when a
+    /// promoted host on the way has no hypervisor running (its guest restarted, or its libvirtd
+    /// stopped), that is what it says, and apply starts it.
+    pub fn reach_recorded(
+        &self,
+        state: &nestform_state::State,
+        host: &ResourceAddr,
+    ) -> Result<PromotedNow, ProviderError> {
+        self.connect_recorded_at(state, host, 0, Reach::AsItIs)
     }
 
     fn connect_recorded_at(
@@ -178,18 +228,19 @@ impl Hosts {
         state: &nestform_state::State,
         host: &ResourceAddr,
         depth: usize,
-    ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+        reach: Reach,
+    ) -> Result<PromotedNow, ProviderError> {
         let fail = |message: String| ProviderError::Connect { uri: host.to_string(), message };
         if depth > 32 {
             return Err(fail("its nesting does not end".into()));
         }
         if let Some(h) = self.get(host) {
-            return Ok(h);
+            return Ok(PromotedNow::Running(h));
         }
         let r = state.resources.get(host).ok_or_else(|| fail("it is not in the state".into()))?;
         let attr = |k: &str| r.attributes.get(k).and_then(|v| v.as_str()).map(String::from);
         if let Some(uri) = attr("uri") {
-            return self.connect_uri(host, &uri);
+            return self.connect_uri(host, &uri).map(PromotedNow::Running);
         }
         let guest: ResourceAddr = attr("guest")
             .and_then(|g| g.parse().ok())
@@ -201,14 +252,18 @@ impl Hosts {
         let id = g.id.clone().ok_or_else(|| fail(format!("its guest `{guest}` has no id in the state")))?;
         let name = g.attributes.get("name").and_then(|v| v.as_str()).unwrap_or(&guest.name).to_string();
         let parent_host = g.host.clone().ok_or_else(|| fail(format!("its guest `{guest}` has no host")))?;
-        let parent = self.connect_recorded_at(state, &parent_host, depth + 1)?;
+        let parent = match self.connect_recorded_at(state, &parent_host, depth + 1, reach)? {
+            PromotedNow::Running(parent) => parent,
+            // Nothing runs above it, so nothing of it does either.
+            _ => return Ok(PromotedNow::Stopped),
+        };
         // The options last applied: a guest rebooted since gets them back before its libvirtd starts.
         let options = r
             .attributes
             .get("kvm_module_options")
             .and_then(|o| serde_json::from_value(o.clone()).ok())
             .unwrap_or_default();
-        self.connect_promoted_with(host, PromotedGuest { parent, id: &id, name: &name }, &options)
+        self.reach_promoted(host, PromotedGuest { parent, id: &id, name: &name }, &options, reach)
     }
 
     /// Remembers a guest created in this run, so a host that promotes it can find it.
@@ -267,5 +322,98 @@ mod tests {
         let a: ResourceAddr = "kvm_host.a".parse().unwrap();
         assert!(hosts.connect_uri(&a, "fake://down").is_err());
         assert!(hosts.get(&a).is_none());
+    }
+
+    /// `l0` at `memory://l0` with a running guest `g1`, and `kvm_host.l1` promoting it, in a state.
+    fn promoted_world() -> (MemoryProvider, nestform_state::State, String) {
+        use nestform_provider::Provider;
+        let provider = MemoryProvider::new();
+        let l0 = provider.connect("memory://l0").unwrap();
+        let mut state = nestform_state::State::new();
+        let owner =
+            nestform_types::Owner { lineage: state.lineage.clone(), address: "nested_guest.g1".into() };
+        let g1 =
+            l0.create_guest(&nestform_provider::conformance::sample_guest("g1", &[], true), &owner).unwrap();
+        let record = |id: &str, host: Option<&str>, level, attributes| nestform_state::ResourceState {
+            id: Some(id.to_string()),
+            host: host.map(|h| h.parse().unwrap()),
+            level,
+            attributes,
+            dependencies: Default::default(),
+            tainted: false,
+        };
+        state.resources.insert(
+            "kvm_host.l0".parse().unwrap(),
+            record("memory://l0", None, 0, serde_json::json!({ "uri": "memory://l0" })),
+        );
+        state.resources.insert(
+            "nested_guest.g1".parse().unwrap(),
+            record(&g1.id, Some("kvm_host.l0"), 1, serde_json::json!({ "name": "g1" })),
+        );
+        state.resources.insert(
+            "kvm_host.l1".parse().unwrap(),
+            nestform_state::ResourceState {
+                id: None,
+                ..record("", None, 1, serde_json::json!({ "guest": "nested_guest.g1", "nested": true }))
+            },
+        );
+        // A guest inside `l1`, recorded when it ran.
+        state.resources.insert(
+            "nested_guest.inner".parse().unwrap(),
+            record("inner-id", Some("kvm_host.l1"), 2, serde_json::json!({ "name": "inner" })),
+        );
+        (provider, state, g1.id)
+    }
+
+    #[test]
+    fn refresh_starts_nothing_in_a_promoted_guest_and_the_plan_says_apply_will() {
+        let (provider, state, _) = promoted_world();
+        let l1: ResourceAddr = "kvm_host.l1".parse().unwrap();
+        // Not promoted in this boot: reaching it as it is finds nothing running, and starts nothing.
+        let hosts = Hosts::new(provider.backends());
+        assert!(matches!(hosts.reach_recorded(&state, &l1).unwrap(), PromotedNow::Restarted));
+        let refreshed = crate::refresh::refresh_hosts(&BTreeMap::new(), &state, &hosts);
+        assert!(!refreshed.state.resources.contains_key(&l1), "refresh leaves the host for apply");
+        // `g1` was not promoted in this boot (a restart, for the fake), so what ran inside is gone.
+        assert!(!refreshed.state.resources.contains_key(&"nested_guest.inner".parse().unwrap()));
+        assert!(refreshed.warnings.is_empty(), "{:?}", refreshed.warnings);
+        let again = Hosts::new(provider.backends()).reach_recorded(&state, &l1).unwrap();
+        assert!(matches!(again, PromotedNow::Restarted), "still not started: {again:?}");
+
+        // The plan has apply start it, and says why.
+        let recorded = state.clone();
+        let change = crate::plan::ResourceChange {
+            addr: l1.clone(),
+            host: None,
+            level: 1,
+            action: crate::plan::Action::Create,
+            restart: false,
+            before: None,
+            after: None,
+            after_unknown: Default::default(),
+            spec: None,
+            id: None,
+            attribute_changes: vec![],
+            reasons: vec![],
+            depends_on: Default::default(),
+            definition_before: None,
+            definition_after: None,
+        };
+        let reason = crate::planner::drift::drift(
+            &change,
+            refreshed.state.resources.get(&l1),
+            recorded.resources.get(&l1),
+        );
+        let Some(crate::plan::ChangeReason::Drift { detail }) = reason else { panic!("{reason:?}") };
+        assert!(detail.contains("libvirt is not running in its guest"), "{detail}");
+
+        // Once promoted (as apply does), refresh reads it again.
+        let hosts = Hosts::new(provider.backends());
+        hosts.connect_recorded(&state, &l1).unwrap();
+        let fresh = Hosts::new(provider.backends());
+        assert!(matches!(fresh.reach_recorded(&state, &l1).unwrap(), PromotedNow::Running(_)));
+        let refreshed = crate::refresh::refresh_hosts(&BTreeMap::new(), &state, &fresh);
+        assert!(refreshed.state.resources.contains_key(&l1));
+        assert!(refreshed.facts.contains_key(&l1), "{:?}", refreshed.warnings);
     }
 }

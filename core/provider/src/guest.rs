@@ -215,6 +215,38 @@ pub trait Guests: Send + Sync {
         guest: GuestRef<'_>,
         request: &PromoteRequest,
     ) -> Result<Arc<dyn Hypervisor>, ProviderError>;
+
+    /// The hypervisor the running `guest` on `host` runs already, reached without starting or
+    /// changing anything in the guest (all a plan may do), or why none runs there, which
+    /// [`Guests::promote`] would start. A hypervisor that runs but does not answer is an error.
+    fn connect_promoted(
+        &self,
+        host: Arc<dyn Hypervisor>,
+        guest: GuestRef<'_>,
+        request: &PromoteRequest,
+    ) -> Result<PromotedNow, ProviderError>;
+}
+
+/// What [`Guests::connect_promoted`] found in a guest that was promoted before.
+#[derive(Clone)]
+pub enum PromotedNow {
+    /// Its hypervisor runs: a connection to it.
+    Running(Arc<dyn Hypervisor>),
+    /// Its hypervisor stopped while the guest ran on; what it held may still be there.
+    Stopped,
+    /// The guest restarted since it was promoted, and what its hypervisor held went with it (a lab
+    /// guest's root lives in its memory).
+    Restarted,
+}
+
+impl std::fmt::Debug for PromotedNow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PromotedNow::Running(h) => write!(f, "Running({})", h.uri()),
+            PromotedNow::Stopped => f.write_str("Stopped"),
+            PromotedNow::Restarted => f.write_str("Restarted"),
+        }
+    }
 }
 
 /// How guests with a `lab` install boot: files on the host (a kernel, an initramfs built for the

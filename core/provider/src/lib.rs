@@ -28,7 +28,7 @@ pub mod guest;
 
 pub use guest::{
     error_chain, AgentError, BootAssets, CommandOutput, CommandStatus, GuestAddress, GuestAgent,
-    GuestCommand, GuestFacts, GuestRef, Guests, OutputStream, PromoteRequest,
+    GuestCommand, GuestFacts, GuestRef, Guests, OutputStream, PromoteRequest, PromotedNow,
 };
 
 use std::sync::Arc;

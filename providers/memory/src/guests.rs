@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nestform_provider::{
     AgentError, Backends, BootAssets, BootRequest, GuestAgent, GuestRef, Guests, Hypervisor, PromoteRequest,
-    Provider, ProviderError,
+    PromotedNow, Provider, ProviderError,
 };
 use nestform_types::{LabInstall, NestedGuestSpec};
 
@@ -76,7 +76,32 @@ impl Guests for MemoryProvider {
         if !request.kvm_module_options.is_empty() {
             h.set_kvm_module_options(&request.kvm_module_options)?;
         }
+        self.lock().promoted.insert(uri);
         Ok(h)
+    }
+
+    /// A guest promoted before and not stopped since has its fake host running; one stopped since
+    /// lost it, with everything on it, as a lab guest does. `fail_on("promote", guest name)` makes
+    /// it unreachable here too.
+    fn connect_promoted(
+        &self,
+        parent: Arc<dyn Hypervisor>,
+        guest: GuestRef<'_>,
+        request: &PromoteRequest,
+    ) -> Result<PromotedNow, ProviderError> {
+        let fail = |e: &str| ProviderError::op("reach", request.host.as_str(), e);
+        if self.lock().fail.contains(&("promote".to_string(), guest.name.to_string())) {
+            return Err(fail("injected failure"));
+        }
+        let status = parent.read_guest(guest.id)?.ok_or_else(|| fail("its guest does not exist"))?;
+        if !status.running {
+            return Err(fail("its guest is not running"));
+        }
+        let uri = promoted_uri(parent.uri(), &status.name);
+        if !self.lock().promoted.contains(&uri) {
+            return Ok(PromotedNow::Restarted);
+        }
+        self.connect(&uri).map(PromotedNow::Running)
     }
 }
 
@@ -92,6 +117,9 @@ mod tests {
         let l0 = p.connect("memory://l0").unwrap();
         let g = l0.create_guest(&sample_guest("g1", &[], true), &sample_owner("nested_guest.g1")).unwrap();
         let request = PromoteRequest { host: "kvm_host.l1".into(), ..Default::default() };
+        let now =
+            |p: &MemoryProvider| p.connect_promoted(l0.clone(), GuestRef { id: &g.id, name: "g1" }, &request);
+        assert!(matches!(now(&p).unwrap(), PromotedNow::Restarted));
         let l1 = p.promote(l0.clone(), GuestRef { id: &g.id, name: "g1" }, &request).unwrap();
         assert_eq!(l1.uri(), "memory://l0/g1");
         let facts = l1.facts().unwrap();
@@ -99,6 +127,14 @@ mod tests {
         let agent = p.agent(&*l0, GuestRef { id: &g.id, name: "g1" }, Duration::from_secs(5)).unwrap();
         assert!(!agent.facts().unwrap().kernel_release.is_empty());
 
+        // Reached again without changes while it runs; a restart of its guest ends its hypervisor.
+        let inner =
+            l1.create_guest(&sample_guest("inner", &[], true), &sample_owner("nested_guest.inner")).unwrap();
+        assert!(matches!(now(&p).unwrap(), PromotedNow::Running(_)));
+        l0.stop_guest(&g.id, Duration::ZERO).unwrap();
+        l0.start_guest(&g.id).unwrap();
+        assert!(matches!(now(&p).unwrap(), PromotedNow::Restarted));
+        assert!(l1.read_guest(&inner.id).unwrap().is_none(), "what ran inside went with the restart");
         l0.stop_guest(&g.id, Duration::ZERO).unwrap();
         let Err(err) = p.promote(l0.clone(), GuestRef { id: &g.id, name: "g1" }, &request) else { panic!() };
         assert!(err.to_string().contains("not running"), "{err}");

@@ -296,12 +296,21 @@ impl Hypervisor for MemoryHypervisor {
     }
 
     fn stop_guest(&self, id: &str, _timeout: Duration) -> Result<(), ProviderError> {
-        self.call("stop_guest", &self.guest_name(id), |h| {
+        let name = self.guest_name(id);
+        self.call("stop_guest", &name, |h| {
             let g =
                 h.guests.get_mut(id).ok_or_else(|| ProviderError::op("stop domain", id, "no such domain"))?;
             g.status.running = false;
             Ok(())
-        })
+        })?;
+        // A promoted guest's hypervisor stops with it, and what it held goes too (a lab guest's
+        // root lives in its memory).
+        let uri = crate::promoted_uri(&self.uri, &name);
+        let mut w = self.provider.lock();
+        if w.promoted.remove(&uri) {
+            w.hosts.remove(uri.trim_start_matches("memory://"));
+        }
+        Ok(())
     }
 
     fn delete_guest(&self, id: &str) -> Result<(), ProviderError> {

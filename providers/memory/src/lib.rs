@@ -82,6 +82,9 @@ struct World {
     calls: Vec<String>,
     /// `(operation, object name)` pairs that fail; `("connect", uri)` refuses a connection.
     fail: BTreeSet<(String, String)>,
+    /// URIs of the fake hosts of promoted guests whose hypervisor "runs": set by a promotion,
+    /// cleared when the guest stops (its hypervisor goes with it).
+    promoted: BTreeSet<String>,
 }
 
 /// One fake host.

@@ -32,7 +32,8 @@ use std::time::Duration;
 
 use nestform_agent::{Agent, AgentClient};
 use nestform_provider::{
-    AgentError, GuestAgent, GuestRef, Guests, Hypervisor, PromoteRequest, Provider, ProviderError,
+    AgentError, GuestAgent, GuestRef, Guests, Hypervisor, PromoteRequest, PromotedNow, Provider,
+    ProviderError,
 };
 
 pub use host::PromotedHost;
@@ -98,19 +99,58 @@ impl Guests for Promoter {
                 Err(e) => return Err(fail("starting libvirtd in the guest", e.to_string())),
             }
         };
+        self.connected(addr, client, &options, true)
+    }
+
+    fn connect_promoted(
+        &self,
+        parent: Arc<dyn Hypervisor>,
+        guest: GuestRef<'_>,
+        request: &PromoteRequest,
+    ) -> Result<PromotedNow, ProviderError> {
+        let addr = &request.host;
+        let fail = |step: &str, e: String| ProviderError::op("reach", addr.as_str(), format!("{step}: {e}"));
+        let options =
+            PromoteOptions { kvm_module_options: request.kvm_module_options.clone(), ..Default::default() };
+        let client = nestform_agent::wait_for_agent(&*parent, guest, PROMOTE_AGENT_WAIT)
+            .map_err(|e| fail("reaching its agent", e.to_string()))?;
+        match promote::promoted_now(&client, &options).map_err(|e| fail("asking the guest", e.to_string()))? {
+            promote::Now::Running => self.connected(addr, client, &options, false).map(PromotedNow::Running),
+            now => {
+                tracing::debug!(host = %addr, ?now, "libvirtd does not run in the guest; left to apply");
+                Ok(if now == promote::Now::Stopped { PromotedNow::Stopped } else { PromotedNow::Restarted })
+            }
+        }
+    }
+}
+
+impl Promoter {
+    /// The promoted host of the guest `client` talks to, whose libvirtd runs: a tunnel to it, a
+    /// connection through the tunnel, and a way to connect again when a call stalls. With
+    /// `restart`, a libvirtd that does not answer a new connection is restarted (a change: never for
+    /// a plan); without, that is an error.
+    fn connected(
+        &self,
+        addr: &str,
+        client: AgentClient,
+        options: &PromoteOptions,
+        restart: bool,
+    ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
+        let fail = |step: &str, e: String| ProviderError::op("promote", addr, format!("{step}: {e}"));
+        let start = std::time::Instant::now();
         let tunnel =
             LibvirtTunnel::open(&client).map_err(|e| fail("opening a tunnel to it", e.to_string()))?;
         tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "libvirtd in the guest answers, tunnel open");
-        let h = connect_answering(&self.provider, &tunnel.uri(), &client, &options)
+        let h = connect_answering(&self.provider, &tunnel.uri(), &client, options, restart)
             .map_err(|e| fail("connecting through the tunnel", e))?;
         tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "connected through the tunnel");
         // A call that stalls later gets a new connection through the same tunnel.
         let reconnect = {
             let (provider, uri, client, options) =
                 (Arc::clone(&self.provider), tunnel.uri(), client.clone(), options.clone());
-            let addr = addr.clone();
+            let addr = addr.to_string();
             Box::new(move || {
-                connect_answering(&provider, &uri, &client, &options)
+                connect_answering(&provider, &uri, &client, &options, restart)
                     .map_err(|e| ProviderError::op("reconnect to", addr.as_str(), e))
             })
         };
@@ -136,15 +176,21 @@ fn connect_within(
 /// A connection to the libvirtd inside the guest `client` talks to, through the tunnel at `uri`. A
 /// libvirtd that does not answer a new connection's first calls within [`CONNECT_PATIENCE`] (seen at
 /// level 1: `virConnectGetDomainCapabilities` never returned, though it had answered `virsh
-/// version`) is restarted, which also ends the call left waiting, and connected to once more.
+/// version`) is restarted when `restart` allows, which also ends the call left waiting, and
+/// connected to once more.
 fn connect_answering(
     provider: &Arc<dyn Provider>,
     uri: &str,
     client: &AgentClient,
     options: &PromoteOptions,
+    restart: bool,
 ) -> Result<Arc<dyn Hypervisor>, String> {
     match connect_within(provider, uri, CONNECT_PATIENCE) {
         Some(result) => result.map_err(|e| e.to_string()),
+        None if !restart => Err(format!(
+            "libvirtd in the guest does not answer a new connection within {}s; `nestform apply` restarts it",
+            CONNECT_PATIENCE.as_secs()
+        )),
         None => {
             tracing::warn!(uri, "libvirtd in the guest does not answer a new connection; restarting it");
             promote::restart_libvirt(client, options)

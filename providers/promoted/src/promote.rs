@@ -22,12 +22,22 @@
 //!
 //! Every step is safe to repeat, and calling [`start_libvirt`] on a guest promoted earlier in this
 //! boot whose daemons run only checks that, in one round trip to the agent (what each later
-//! connection through a level pays). The steps are shell snippets run by the agent: the guest has a
-//! shell and the tools, and the agent has no business knowing about libvirt.
+//! connection through a level pays). The steps are shell snippets run by the agent (`scripts`): the
+//! guest has a shell and the tools, and the agent has no business knowing about libvirt. Editing
+//! `qemu.conf` has its own module (`qemu_conf`).
 
 use std::time::{Duration, Instant};
 
 use nestform_agent::{AgentClient, ClientError, ExecRequest, ExecResult};
+
+mod qemu_conf;
+mod scripts;
+
+pub use qemu_conf::{qemu_conf_with_settings, QEMU_CONF_SETTINGS};
+use scripts::{
+    already_promoted_script, daemons_script, KvmReport, DEVPTS_SCRIPT, HIDE_SCRIPT, KVM_SCRIPT,
+    OWN_POOL_SCRIPT, PRIVATE_DIRS_SCRIPT, RESTART_LIBVIRTD, ROOT_FS,
+};
 
 /// The guest's QEMU driver configuration, edited by [`start_libvirt`].
 pub const QEMU_CONF: &str = "/etc/libvirt/qemu.conf";
@@ -37,15 +47,6 @@ pub const LIBVIRTD_LOG: &str = "/var/log/libvirt/libvirtd.log";
 pub const VIRTLOGD_LOG: &str = "/var/log/libvirt/virtlogd.log";
 /// The system libvirtd's socket in the guest (the tunnel relays to it).
 pub const LIBVIRT_SOCKET: &str = "/var/run/libvirt/libvirt-sock";
-
-/// What a libvirtd inside a lab guest needs to start KVM guests: no mount namespaces and no cgroups
-/// (the guest has neither set up), and QEMU as root (`/dev/kvm` and the 9p root are root's). Without
-/// them QEMU failed with "-accel kvm: Could not access KVM kernel module".
-pub const QEMU_CONF_SETTINGS: [(&str, &str); 4] =
-    [("namespaces", "[]"), ("cgroup_controllers", "[]"), ("user", "\"root\""), ("group", "\"root\"")];
-
-/// The line that starts nestform's block in `qemu.conf`; everything after it is nestform's.
-const CONF_MARKER: &str = "# nestform: settings of a libvirtd in a lab guest";
 
 /// How [`start_libvirt`] behaves.
 #[derive(Clone, Debug)]
@@ -224,6 +225,28 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
     })
 }
 
+/// What a guest promoted before has now, found in one round trip that changes nothing (two when
+/// its daemons do not run): what a plan asks before it reads a promoted host. A guest that restarted
+/// since, or whose libvirtd stopped, is left for apply's [`start_libvirt`].
+pub fn promoted_now(client: &AgentClient, opts: &PromoteOptions) -> Result<Now, PromoteError> {
+    if already_promoted(client, opts, Instant::now()).is_some() {
+        return Ok(Now::Running);
+    }
+    let marked = run(client, "checking for an earlier promotion", &format!("test -e {PROMOTED_MARKER}"))?;
+    Ok(if marked.status.success() { Now::Stopped } else { Now::Restarted })
+}
+
+/// What [`promoted_now`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Now {
+    /// Promoted in this boot, its daemons run.
+    Running,
+    /// Promoted in this boot, but a daemon stopped: the guest's own objects are still there.
+    Stopped,
+    /// Not promoted in this boot: the guest restarted, and its libvirt objects (in its memory) with it.
+    Restarted,
+}
+
 /// The report of one round trip to a guest promoted earlier in this boot whose daemons run: what
 /// every later connection (`exec`, refresh, each level on the way to a deeper one) finds, in one exec
 /// instead of one per step. `None` when anything is off, for the full, repairing path. Whether that
@@ -255,174 +278,6 @@ fn already_promoted(client: &AgentClient, opts: &PromoteOptions, start: Instant)
     })
 }
 
-/// Checks, in one script, what [`start_libvirt`] would otherwise set up step by step; exits 1 when
-/// something is missing, else prints [`KVM_SCRIPT`]'s report.
-fn already_promoted_script() -> String {
-    format!(
-        r#"
-test -e {PROMOTED_MARKER} || {{ echo 'not promoted in this boot'; exit 1; }}
-for n in virtlogd libvirtd; do
-  [ -f "/run/$n.pid" ] && kill -0 "$(cat "/run/$n.pid")" 2>/dev/null || {{ echo "$n is not running"; exit 1; }}
-done
-test -S {LIBVIRT_SOCKET} || {{ echo 'no libvirt socket'; exit 1; }}
-grep -qxF '{CONF_MARKER}' {QEMU_CONF} || {{ echo 'qemu.conf lacks the settings'; exit 1; }}
-( {KVM_SCRIPT} )
-"#
-    )
-}
-
-/// What [`KVM_SCRIPT`] printed.
-struct KvmReport {
-    module: Option<String>,
-    nested: Option<String>,
-    dev_kvm: bool,
-}
-
-impl KvmReport {
-    fn parse(out: &str) -> Self {
-        let value = |key: &str| {
-            out.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-        };
-        KvmReport {
-            module: value("module"),
-            nested: value("nested"),
-            dev_kvm: value("dev_kvm").as_deref() == Some("yes"),
-        }
-    }
-}
-
-/// `existing` (the guest's `qemu.conf`) with [`QEMU_CONF_SETTINGS`]: earlier assignments of those
-/// keys are commented out (libvirt refuses a key set twice) and nestform's block goes at the end;
-/// an earlier nestform block is replaced, so applying it twice gives the same file.
-pub fn qemu_conf_with_settings(existing: &str) -> String {
-    let mut out = String::new();
-    for line in existing.lines() {
-        if line == CONF_MARKER {
-            break;
-        }
-        let key = line.split('=').next().unwrap_or("").trim();
-        if line.contains('=') && QEMU_CONF_SETTINGS.iter().any(|(k, _)| *k == key) {
-            out.push_str("# (set below by nestform) ");
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out.push_str(CONF_MARKER);
-    out.push('\n');
-    for (key, value) in QEMU_CONF_SETTINGS {
-        out.push_str(&format!("{key} = {value}\n"));
-    }
-    out
-}
-
-/// The file system type of `/` in the guest.
-const ROOT_FS: &str = "awk '$2 == \"/\" { t = $3 } END { print t }' /proc/self/mounts";
-
-/// Loads the vendor KVM module if the CPU has the extension and it is not loaded (init loads it from
-/// the initramfs; `modprobe` finds nothing in the parent's `/lib/modules` for the guest's kernel, so it
-/// is a last try only), gives `/dev/kvm` to group `kvm`, and reports what it found.
-const KVM_SCRIPT: &str = r#"
-module=
-for m in kvm_amd kvm_intel; do [ -d "/sys/module/$m" ] && module=$m; done
-if [ -z "$module" ]; then
-  if grep -qw svm /proc/cpuinfo; then want=kvm_amd; elif grep -qw vmx /proc/cpuinfo; then want=kvm_intel; else want=; fi
-  if [ -n "$want" ] && modprobe "$want" >/dev/null 2>&1; then module=$want; fi
-fi
-echo "module=$module"
-[ -n "$module" ] && echo "nested=$(cat "/sys/module/$module/parameters/nested" 2>/dev/null)"
-if [ -c /dev/kvm ]; then
-  echo dev_kvm=yes
-  # What Debian's udev rule does; only then does libvirt keep its QEMU capability cache. Only when
-  # needed: every chgrp or chmod changes the device's ctime, and libvirt checks KVM again on each call
-  # after that ("/dev/kvm has changed").
-  [ "$(stat -c %G:%a /dev/kvm 2>/dev/null)" = kvm:660 ] || { chgrp kvm /dev/kvm 2>/dev/null && chmod 0660 /dev/kvm; }
-else
-  echo dev_kvm=no
-fi
-exit 0
-"#;
-
-/// Mounts `/dev/pts`: lab init mounts only devtmpfs, and QEMU's serial console (a pty) failed with
-/// "Failed to create PTY: No such file or directory" without it. Makes `/run/lock` (`/var/lock` links
-/// there, and the guest's `/run` is a fresh tmpfs): without it opening a guest's channel failed with
-/// "Couldn't create lock file for device ... in path '/var/lock/LCK.._run_libvirt_...'".
-const DEVPTS_SCRIPT: &str = r#"
-set -e
-mkdir -p /run/lock
-chmod 1777 /run/lock
-mkdir -p /dev/pts
-grep -q '^devpts /dev/pts ' /proc/self/mounts || mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
-[ -e /dev/ptmx ] || ln -s pts/ptmx /dev/ptmx
-"#;
-
-/// Puts an empty tmpfs (same mode) over each libvirt directory of the parent that the guest cannot
-/// list: root's 0700/0711 directories (`/etc/libvirt/secrets`, `/var/cache/libvirt`) reach the guest
-/// through 9p served by the parent's QEMU as its own user, so libvirtd failed with "cannot open
-/// directory '/etc/libvirt/secrets': Permission denied". Their content (the parent's secrets and
-/// capability cache) is not the guest's anyway. Prints each directory it covered.
-const PRIVATE_DIRS_SCRIPT: &str = r#"
-set -e
-# The parent's running guests' state (`domain-N-NAME`) is skipped: hidden below anyway, and it comes
-# and goes while this runs (seen: a directory gone between `find` and `stat`).
-for d in $(find /etc/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt -type d 2>/dev/null); do
-  case "$d" in /var/lib/libvirt/qemu/domain-*) continue ;; esac
-  ls "$d" >/dev/null 2>&1 && continue
-  mode=$(stat -c %a "$d" 2>/dev/null) || continue
-  mount -t tmpfs -o "mode=$mode" tmpfs "$d" || [ ! -d "$d" ] || exit 1
-  echo "$d"
-done
-"#;
-
-/// Removes, in the guest's overlay only, the parent's persistent libvirt objects and their state.
-const HIDE_SCRIPT: &str = r#"
-set -e
-for d in /etc/libvirt/qemu /etc/libvirt/qemu/networks /etc/libvirt/storage; do
-  [ -d "$d" ] || continue
-  find "$d" -maxdepth 1 -name '*.xml' -type f -exec rm -f {} +
-  rm -rf "$d/autostart"
-done
-# Runtime state of the parent's running guests and networks; it may change under our feet, so a
-# file that vanished meanwhile is no failure.
-rm -rf /var/lib/libvirt/qemu/domain-* /var/lib/libvirt/dnsmasq/* 2>/dev/null || true
-"#;
-
-/// Puts an empty tmpfs over nestform's storage pool directory (the libvirt provider's
-/// `DEFAULT_POOL_DIR`): the guest would otherwise see the parent's pool, which holds the parent's
-/// guests' disks and is root's 0711 directory the guest cannot list through 9p (seen: "build storage
-/// pool `nestform` failed: unable to open '/var/lib/nestform/pool': Permission denied"). The guest's
-/// guests' disks then live in the guest's memory, like the rest of its root.
-const OWN_POOL_SCRIPT: &str = r#"
-set -e
-mkdir -p /var/lib/nestform/pool
-mount -t tmpfs -o mode=0711 tmpfs /var/lib/nestform/pool
-"#;
-
-/// Starts each daemon unless it runs (its pid file names a live process), in its own session so the
-/// agent's process-group clean-up never reaches it, logging warnings and errors to a file.
-fn daemons_script() -> String {
-    format!(
-        r#"
-mkdir -p /var/log/libvirt /run/libvirt
-running() {{ [ -f "/run/$1.pid" ] && kill -0 "$(cat "/run/$1.pid")" 2>/dev/null; }}
-start() {{
-  name=$1; log=$2
-  running "$name" && return 0
-  # The parent's log may be root's 0600 file, which the guest cannot read through 9p (the parent's
-  # QEMU serves it as its own user), so appending would fail on the copy-up: then start a log of our
-  # own. A readable log is the guest's own from an earlier start, kept for whoever looks into a crash.
-  head -c 1 "$log" >/dev/null 2>&1 || rm -f "$log"
-  LIBVIRT_LOG_OUTPUTS="3:file:$log" setsid "$name" -d </dev/null >>"$log" 2>&1 || {{ echo "\`$name -d\` failed"; exit 1; }}
-  echo "started=$name"
-}}
-start virtlogd {VIRTLOGD_LOG}
-start libvirtd {LIBVIRTD_LOG}
-"#
-    )
-}
-
 /// Whether libvirtd runs in the guest (its pid file names a live process).
 fn libvirtd_runs(client: &AgentClient) -> Result<bool, PromoteError> {
     let check = "[ -f /run/libvirtd.pid ] && kill -0 \"$(cat /run/libvirtd.pid)\" 2>/dev/null";
@@ -438,16 +293,6 @@ pub fn restart_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<St
         .map_err(|e| with_log_tail(client, e))?;
     wait_ready(client, opts.ready_timeout)
 }
-
-/// Kills the guest's libvirtd (hung: it does not answer) so the daemons script starts a new one.
-const RESTART_LIBVIRTD: &str = r#"
-pid=$(cat /run/libvirtd.pid 2>/dev/null)
-[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
-for i in $(seq 50); do [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-rm -f /run/libvirtd.pid
-echo "== restarted after it stopped answering" >> /var/log/libvirt/libvirtd.log
-exit 0
-"#;
 
 /// Waits until libvirtd's socket exists and `virsh version` answers; returns virsh's output.
 fn wait_ready(client: &AgentClient, timeout: Duration) -> Result<String, PromoteError> {
@@ -533,46 +378,6 @@ fn checked(client: &AgentClient, step: &'static str, script: &str) -> Result<Exe
 mod tests {
     use super::*;
 
-    const DEBIAN: &str = "# Master configuration file for the QEMU driver.\n#user = \"libvirt-qemu\"\n\
-                          user = \"libvirt-qemu\"\nsecurity_driver = \"none\"\n";
-
-    #[test]
-    fn qemu_conf_gets_the_settings_once_however_often_it_is_applied() {
-        let once = qemu_conf_with_settings(DEBIAN);
-        assert_eq!(
-            once,
-            "# Master configuration file for the QEMU driver.\n#user = \"libvirt-qemu\"\n\
-             # (set below by nestform) user = \"libvirt-qemu\"\nsecurity_driver = \"none\"\n\
-             # nestform: settings of a libvirtd in a lab guest\n\
-             namespaces = []\ncgroup_controllers = []\nuser = \"root\"\ngroup = \"root\"\n"
-        );
-        let twice = qemu_conf_with_settings(&once);
-        assert_eq!(twice.matches("# (set below by nestform)").count(), 1, "{twice}");
-        assert_eq!(twice, once);
-        // A guest without a qemu.conf gets just the block.
-        assert!(qemu_conf_with_settings("").starts_with(CONF_MARKER));
-    }
-
-    #[test]
-    fn the_scripts_are_valid_shell() {
-        for script in [
-            ROOT_FS,
-            KVM_SCRIPT,
-            DEVPTS_SCRIPT,
-            PRIVATE_DIRS_SCRIPT,
-            HIDE_SCRIPT,
-            OWN_POOL_SCRIPT,
-            RESTART_LIBVIRTD,
-        ]
-        .map(String::from)
-        .into_iter()
-        .chain([daemons_script(), already_promoted_script()])
-        {
-            let out = std::process::Command::new("sh").args(["-n", "-c", &script]).output().expect("sh runs");
-            assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));
-        }
-    }
-
     #[test]
     fn only_a_stalled_or_broken_agent_channel_counts_as_stalled() {
         let stalled = PromoteError::Agent {
@@ -584,30 +389,5 @@ mod tests {
         assert!(gone.agent_stalled());
         let step = PromoteError::Step { step: "loading KVM", status: "exit 1".into(), output: String::new() };
         assert!(!step.agent_stalled());
-    }
-
-    #[test]
-    fn a_kvm_report_reads_its_key_value_lines() {
-        let r = KvmReport::parse("module=kvm_amd\nnested=1\ndev_kvm=yes\n");
-        assert_eq!((r.module.as_deref(), r.nested.as_deref(), r.dev_kvm), (Some("kvm_amd"), Some("1"), true));
-        // An emulated guest: no module, so no `nested` line.
-        let r = KvmReport::parse("module=\ndev_kvm=no\n");
-        assert_eq!((r.module, r.nested, r.dev_kvm), (None, None, false));
-    }
-
-    #[test]
-    fn the_kvm_script_reports_in_key_value_lines() {
-        // Runs for real on this machine: reads only, except `chgrp`/`chmod` of an existing
-        // `/dev/kvm`, which needs root and is what udev does anyway; so only run the read part.
-        let probe = KVM_SCRIPT
-            .replace("chgrp kvm /dev/kvm 2>/dev/null && chmod 0660 /dev/kvm", ":")
-            .replace("stat -c %G:%a /dev/kvm", "echo kvm:660")
-            .replace("modprobe \"$want\"", "false");
-        let out = std::process::Command::new("sh").args(["-c", &probe]).output().unwrap();
-        assert!(out.status.success());
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.lines().any(|l| l.starts_with("module=")), "{text}");
-        let expected = if std::path::Path::new("/dev/kvm").exists() { "dev_kvm=yes" } else { "dev_kvm=no" };
-        assert!(text.lines().any(|l| l == expected), "{text}");
     }
 }

@@ -19,6 +19,15 @@ pub(crate) fn drift(
 ) -> Option<ChangeReason> {
     let recorded = recorded?;
     let detail = match (c.action, refreshed) {
+        // Refresh leaves out a promoted host whose hypervisor does not run, rather than start it.
+        (Action::Create, None)
+            if c.addr.ty == nestform_types::ResourceType::KvmHost
+                && recorded.attributes.get("guest").is_some() =>
+        {
+            "libvirt is not running in its guest (the guest restarted, or its libvirtd stopped), and \
+             apply starts it"
+                .to_string()
+        }
         (Action::Create, None) => "it was deleted outside nestform".to_string(),
         (Action::Update | Action::Replace, Some(refreshed)) => {
             let mut details = Vec::new();

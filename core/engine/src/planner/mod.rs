@@ -16,7 +16,7 @@ mod changes;
 mod checks;
 mod classify;
 mod diff;
-mod drift;
+pub(crate) mod drift;
 mod outputs;
 mod same;
 #[cfg(test)]
