@@ -1,7 +1,7 @@
 //! How nestform talks to people: reports, confirmation prompts, progress per resource, and standard
 //! output that may be closed under it.
 //!
-//! Every line a command prints goes through [`out!`], [`outln!`] or [`progress!`] rather than
+//! Every line a command prints goes through `out!`, `outln!` or `progress!` rather than
 //! `print!`, which panics when the reader went away. A command's own output (`show -json | head -1`)
 //! then ends the command quietly with exit 0, as `git log | head` does: the error [`StdoutClosed`]
 //! travels up like any other, so state locks are released on the way, and `main` exits 0 for it.

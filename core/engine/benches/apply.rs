@@ -49,12 +49,12 @@ impl FileSink {
 }
 
 impl StateSink for FileSink {
-    fn persist(&self, changes: &[StateChange]) -> Result<(), String> {
+    fn persist(&self, changes: &[StateChange]) -> Result<(), nestform_provider::BoxError> {
         let mut store = self.store.lock().unwrap();
         for (addr, r) in changes {
             store.record(addr, r.as_ref());
         }
-        store.write().map_err(|e| e.to_string())?;
+        store.write()?;
         self.saves.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -226,7 +226,7 @@ fn engine_run(
 struct NoSink;
 
 impl StateSink for NoSink {
-    fn persist(&self, _: &[StateChange]) -> Result<(), String> {
+    fn persist(&self, _: &[StateChange]) -> Result<(), nestform_provider::BoxError> {
         Ok(())
     }
 }

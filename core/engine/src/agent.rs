@@ -1,6 +1,6 @@
 //! Reaching into guests: a guest's agent, through the connection of the host it runs on.
 //!
-//! The channel and the protocol are the backends' business ([`Guests::agent`]); this module finds a
+//! The channel and the protocol are the backends' business ([`Guests::agent`](nestform_provider::Guests::agent)); this module finds a
 //! guest recorded in state, reaches its host at any level, and turns the agent's facts into the
 //! guest's computed attributes.
 

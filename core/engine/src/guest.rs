@@ -24,7 +24,7 @@ pub enum GuestError {
     NotInState(ResourceAddr),
     #[error("`{addr}` has no {what} in the state")]
     Incomplete { addr: ResourceAddr, what: &'static str },
-    #[error("cannot reach the host of `{addr}`: {source}")]
+    #[error("cannot reach the host of `{addr}`")]
     Host {
         addr: ResourceAddr,
         #[source]
@@ -32,20 +32,20 @@ pub enum GuestError {
     },
     #[error("{0}")]
     Agent(#[from] AgentError),
-    #[error("running `{command}` in `{addr}` failed: {source}")]
+    #[error("running `{command}` in `{addr}` failed")]
     Run {
         addr: ResourceAddr,
         command: String,
         #[source]
         source: AgentError,
     },
-    #[error("copying to or from `{addr}` failed: {source}")]
+    #[error("copying to or from `{addr}` failed")]
     Copy {
         addr: ResourceAddr,
         #[source]
         source: AgentError,
     },
-    #[error("cannot read the console of `{addr}`: {source}")]
+    #[error("cannot read the console of `{addr}`")]
     Console {
         addr: ResourceAddr,
         #[source]

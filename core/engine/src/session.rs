@@ -31,7 +31,7 @@ pub struct Session<'a> {
 pub struct Applied {
     pub state: State,
     /// Each failed operation (or refused resource) with its error.
-    pub errors: Vec<(ResourceAddr, String)>,
+    pub errors: Vec<(ResourceAddr, crate::apply::ApplyError)>,
     /// Ctrl-C left operations unstarted.
     pub cancelled: bool,
 }
@@ -40,12 +40,13 @@ pub struct Applied {
 struct FileSink(Mutex<IncrementalStore>);
 
 impl StateSink for FileSink {
-    fn persist(&self, changes: &[StateChange]) -> Result<(), String> {
+    fn persist(&self, changes: &[StateChange]) -> Result<(), nestform_provider::BoxError> {
         let mut store = self.0.lock().unwrap_or_else(|p| p.into_inner());
         for (addr, r) in changes {
             store.record(addr, r.as_ref());
         }
-        store.write().map(|_| ()).map_err(|e| e.to_string())
+        store.write()?;
+        Ok(())
     }
 }
 

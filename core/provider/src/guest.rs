@@ -254,11 +254,11 @@ impl std::fmt::Debug for PromotedNow {
 pub trait BootAssets: Send + Sync {
     /// Why guests with `install` cannot boot, or `Ok`: a missing kernel is an error at plan time,
     /// before anything is created. Touches nothing.
-    fn check(&self, install: &LabInstall) -> Result<(), String>;
+    fn check(&self, install: &LabInstall) -> Result<(), BoxError>;
 
     /// The boot of `spec` at nesting `level`, or `None` for a guest that boots from its first disk.
     /// Blocking: it may build an initramfs.
-    fn boot(&self, spec: &NestedGuestSpec, level: u32) -> Result<Option<BootRequest>, String>;
+    fn boot(&self, spec: &NestedGuestSpec, level: u32) -> Result<Option<BootRequest>, BoxError>;
 }
 
 /// What stops a guest's agent from being reached or answering.
@@ -270,19 +270,22 @@ pub enum AgentError {
         console.as_deref().map(|c| format!("; the guest's console ends with:\n{c}")).unwrap_or_default()
     )]
     Timeout { guest: String, waited: Duration, last_error: String, console: Option<String> },
-    #[error("the agent of guest `{guest}` cannot be reached: {source}")]
+    #[error("the agent of guest `{guest}` cannot be reached")]
     Unreachable {
         guest: String,
         #[source]
         source: ProviderError,
     },
-    #[error("the agent of guest `{guest}` failed: {source}")]
+    #[error("the agent of guest `{guest}` failed")]
     Failed {
         guest: String,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: BoxError,
     },
 }
+
+/// An error of a backend's own kind, with its causes, where the trait cannot name the type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl AgentError {
     /// The message with its causes, one after another, for places that keep errors as text.
@@ -291,8 +294,9 @@ impl AgentError {
     }
 }
 
-/// `error: cause: cause`, the way a one-line log or a state's error field shows an error; a cause
-/// that the message already ends with is not repeated.
+/// `error: cause: cause`, the way a one-line log, a progress line or a state's error field shows an
+/// error (a report shows the causes one per line instead); a cause that the message already ends
+/// with is not repeated.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -331,6 +335,7 @@ mod tests {
             guest: "g".into(),
             source: ProviderError::Unsupported("reaching the agent of guest `g`".into()),
         };
+        assert_eq!(e.to_string(), "the agent of guest `g` cannot be reached");
         assert_eq!(
             e.chain(),
             "the agent of guest `g` cannot be reached: `reaching the agent of guest `g`` is not supported by this hypervisor"

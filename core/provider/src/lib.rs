@@ -27,7 +27,7 @@ pub mod conformance;
 pub mod guest;
 
 pub use guest::{
-    error_chain, AgentError, BootAssets, CommandOutput, CommandStatus, GuestAddress, GuestAgent,
+    error_chain, AgentError, BootAssets, BoxError, CommandOutput, CommandStatus, GuestAddress, GuestAgent,
     GuestCommand, GuestFacts, GuestRef, Guests, OutputStream, PromoteRequest, PromotedNow,
 };
 

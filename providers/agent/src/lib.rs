@@ -69,6 +69,10 @@
 //! # }
 //! ```
 //!
+//! [`reach`] is the client as the engine sees it: [`wait_for_agent`] over any hypervisor's agent
+//! channel, and [`Agent`], a [`GuestAgent`](nestform_provider::GuestAgent) (a program's run time
+//! measured in the guest comes back as `ExitStatus::elapsed_us`).
+//!
 //! The framing, multiplexing and flow control are nestform's own (they are small and tied to a single
 //! virtio-serial byte stream); JSON, checksums and interface listing come from well-kept crates.
 

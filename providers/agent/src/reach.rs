@@ -13,7 +13,7 @@ use nestform_provider::{
     Hypervisor, OutputStream, ProviderError,
 };
 
-use crate::client::{AgentClient, ClientError, ClientOptions, ExecRequest};
+use crate::client::{AgentClient, ClientError, ClientOptions};
 use crate::transport::{ShutdownHandle, Transport};
 
 /// How much of the console an error shows.
@@ -139,7 +139,7 @@ impl GuestAgent for Agent {
         command: &GuestCommand,
         output: &mut dyn FnMut(OutputStream, &[u8]),
     ) -> Result<CommandStatus, AgentError> {
-        let request = exec_request(command);
+        let request = command.clone();
         // Both callbacks hand their chunks to the one `output`, one at a time.
         let output = std::cell::RefCell::new(output);
         let status = self
@@ -164,17 +164,5 @@ impl GuestAgent for Agent {
 
     fn get_file(&self, path: &str, out: &mut dyn io::Write) -> Result<u64, AgentError> {
         self.client.get_file(path, out).map(|i| i.size).map_err(|e| self.failed(e))
-    }
-}
-
-/// The protocol's request for `command`.
-pub fn exec_request(command: &GuestCommand) -> ExecRequest {
-    ExecRequest {
-        argv: command.argv.clone(),
-        env: command.env.clone(),
-        clear_env: false,
-        cwd: command.cwd.clone(),
-        stdin: command.stdin.clone(),
-        timeout: command.timeout,
     }
 }

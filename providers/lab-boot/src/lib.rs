@@ -16,7 +16,7 @@
 //! - `init`: the generated `/init` script and DHCP hook.
 //! - `initramfs`: the cpio archive and its content-hash cache.
 //! - `boot`: the kernel command line and the [`BootRequest`](nestform_provider::BootRequest).
-//! - [`LabBoot`]: all of it as the engine's [`BootAssets`]: a missing kernel is found at plan time,
+//! - [`LabBoot`]: all of it as the engine's [`BootAssets`](nestform_provider::BootAssets): a missing kernel is found at plan time,
 //!   and apply gets each lab guest's boot.
 //!
 //! Making a running lab guest a host is `nestform-provider-promoted`'s business, not this crate's.
@@ -95,21 +95,20 @@ impl LabKernel {
 pub struct LabBoot;
 
 impl nestform_provider::BootAssets for LabBoot {
-    fn check(&self, install: &nestform_types::LabInstall) -> Result<(), String> {
-        LabKernel::for_install(install).map(drop).map_err(|e| e.to_string())
+    fn check(&self, install: &nestform_types::LabInstall) -> Result<(), nestform_provider::BoxError> {
+        Ok(LabKernel::for_install(install).map(drop)?)
     }
 
     fn boot(
         &self,
         spec: &nestform_types::NestedGuestSpec,
         level: u32,
-    ) -> Result<Option<nestform_provider::BootRequest>, String> {
+    ) -> Result<Option<nestform_provider::BootRequest>, nestform_provider::BoxError> {
         let Some(nestform_types::InstallSpec::Lab(install)) = &spec.install else { return Ok(None) };
         let exe = std::env::current_exe().map_err(|e| format!("cannot find the nestform binary: {e}"))?;
-        let agent = agent_path(&exe).map_err(|e| e.to_string())?;
+        let agent = agent_path(&exe)?;
         let guest = LabGuest { hostname: &spec.name, level, agent: &agent };
-        let (boot, _) =
-            lab_boot(install, &guest, Path::new(DEFAULT_INITRAMFS_DIR)).map_err(|e| e.to_string())?;
+        let (boot, _) = lab_boot(install, &guest, Path::new(DEFAULT_INITRAMFS_DIR))?;
         Ok(Some(boot))
     }
 }

@@ -35,12 +35,38 @@ impl MemoryProvider {
 pub struct DiskBoot;
 
 impl BootAssets for DiskBoot {
-    fn check(&self, _install: &LabInstall) -> Result<(), String> {
+    fn check(&self, _install: &LabInstall) -> Result<(), nestform_provider::BoxError> {
         Ok(())
     }
 
-    fn boot(&self, _spec: &NestedGuestSpec, _level: u32) -> Result<Option<BootRequest>, String> {
+    fn boot(
+        &self,
+        _spec: &NestedGuestSpec,
+        _level: u32,
+    ) -> Result<Option<BootRequest>, nestform_provider::BoxError> {
         Ok(None)
+    }
+}
+
+impl MemoryProvider {
+    /// The status of `guest` on `parent` when it runs and may be promoted (`fail_on("promote",
+    /// name)` says it may not); else why not, as `operation` of the host it would be.
+    fn running_guest(
+        &self,
+        operation: &'static str,
+        parent: &dyn Hypervisor,
+        guest: GuestRef<'_>,
+        request: &PromoteRequest,
+    ) -> Result<nestform_provider::GuestStatus, ProviderError> {
+        let fail = |e: &str| ProviderError::op(operation, request.host.as_str(), e);
+        if self.lock().fail.contains(&("promote".to_string(), guest.name.to_string())) {
+            return Err(fail("injected failure"));
+        }
+        let status = parent.read_guest(guest.id)?.ok_or_else(|| fail("its guest does not exist"))?;
+        if !status.running {
+            return Err(fail("its guest is not running"));
+        }
+        Ok(status)
     }
 }
 
@@ -61,14 +87,7 @@ impl Guests for MemoryProvider {
         guest: GuestRef<'_>,
         request: &PromoteRequest,
     ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
-        let fail = |e: &str| ProviderError::op("promote", request.host.as_str(), e);
-        if self.lock().fail.contains(&("promote".to_string(), guest.name.to_string())) {
-            return Err(fail("injected failure"));
-        }
-        let status = parent.read_guest(guest.id)?.ok_or_else(|| fail("its guest does not exist"))?;
-        if !status.running {
-            return Err(fail("its guest is not running"));
-        }
+        let status = self.running_guest("promote", &*parent, guest, request)?;
         let uri = promoted_uri(parent.uri(), &status.name);
         let name = uri.trim_start_matches("memory://").to_string();
         self.lock().sizes.entry(name).or_insert((status.vcpus, status.memory_bytes));
@@ -89,14 +108,7 @@ impl Guests for MemoryProvider {
         guest: GuestRef<'_>,
         request: &PromoteRequest,
     ) -> Result<PromotedNow, ProviderError> {
-        let fail = |e: &str| ProviderError::op("reach", request.host.as_str(), e);
-        if self.lock().fail.contains(&("promote".to_string(), guest.name.to_string())) {
-            return Err(fail("injected failure"));
-        }
-        let status = parent.read_guest(guest.id)?.ok_or_else(|| fail("its guest does not exist"))?;
-        if !status.running {
-            return Err(fail("its guest is not running"));
-        }
+        let status = self.running_guest("reach", &*parent, guest, request)?;
         let uri = promoted_uri(parent.uri(), &status.name);
         if !self.lock().promoted.contains(&uri) {
             return Ok(PromotedNow::Restarted);

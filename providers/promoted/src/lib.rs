@@ -89,7 +89,7 @@ impl Guests for Promoter {
         let client = loop {
             tries += 1;
             let client = nestform_agent::wait_for_agent(&*parent, guest, PROMOTE_AGENT_WAIT)
-                .map_err(|e| fail("reaching its agent", e.to_string()))?;
+                .map_err(|e| fail("reaching its agent", e.chain()))?;
             tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "promoted guest's agent answered");
             match promote::start_libvirt(&client, &options) {
                 Ok(_) => break client,
@@ -113,7 +113,7 @@ impl Guests for Promoter {
         let options =
             PromoteOptions { kvm_module_options: request.kvm_module_options.clone(), ..Default::default() };
         let client = nestform_agent::wait_for_agent(&*parent, guest, PROMOTE_AGENT_WAIT)
-            .map_err(|e| fail("reaching its agent", e.to_string()))?;
+            .map_err(|e| fail("reaching its agent", e.chain()))?;
         match promote::promoted_now(&client, &options).map_err(|e| fail("asking the guest", e.to_string()))? {
             promote::Now::Running => self.connected(addr, client, &options, false).map(PromotedNow::Running),
             now => {

@@ -88,7 +88,7 @@ fn execute(
     let applied = session::run(workdir, plan, state, hosts, &session).map_err(report)?;
 
     for (addr, error) in &applied.errors {
-        eprintln!("{:?}", miette::miette!("`{addr}`: {error}"));
+        eprintln!("{:?}", super::resource_report(addr, error));
     }
     if applied.cancelled {
         eprintln!("Apply interrupted: the state holds everything that finished. Run `nestform plan` to see what is left.");

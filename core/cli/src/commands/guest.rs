@@ -47,7 +47,7 @@ pub fn exec(workdir: &Workdir, args: ExecArgs) -> Result<ExitCode, Report> {
             }
         },
     )
-    .map_err(|e| miette::miette!("{e}"))?;
+    .map_err(|e| super::error_report(&e))?;
     // The command's own exit code, as ssh does; a signal or a timeout is reported and exits non-zero.
     if status.timed_out {
         eprintln!("nestform: `{}` timed out in `{addr}` and was killed", args.command.join(" "));
@@ -102,7 +102,7 @@ pub fn cp(workdir: &Workdir, args: CpArgs) -> Result<ExitCode, Report> {
         out.flush().into_diagnostic()?;
         copied
     };
-    copied.map_err(|e| miette::miette!("{e}"))?;
+    copied.map_err(|e| super::error_report(&e))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -116,7 +116,7 @@ fn split_remote(arg: &str) -> Option<(String, String)> {
 pub fn console(workdir: &Workdir, args: ConsoleArgs) -> Result<ExitCode, Report> {
     let addr = addrs("address", std::slice::from_ref(&args.address))?.remove(0);
     let state = workdir.state().map_err(report)?;
-    let text = guest::console(&state, &hosts(), &addr, args.bytes).map_err(|e| miette::miette!("{e}"))?;
+    let text = guest::console(&state, &hosts(), &addr, args.bytes).map_err(|e| super::error_report(&e))?;
     out!("{text}")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -106,13 +106,64 @@ pub fn plan_options(flags: &PlanFlags, destroy: bool) -> Result<PlanOptions, Rep
     })
 }
 
-/// Turns engine errors into one report; diagnostics keep their source snippets.
+/// Turns engine errors into one report; diagnostics keep their source snippets, other errors their
+/// causes.
 pub fn report(e: EngineError) -> Report {
     match e {
         EngineError::Diagnostics(d) => diagnostics_report(d),
-        other => Report::msg(other.to_string()),
+        other => error_report(&other),
     }
 }
+
+/// An error as a report: its message, then each cause in its chain that the message does not say
+/// already (errors that put their cause's text in their own message are not repeated).
+pub fn error_report(e: &(dyn std::error::Error + 'static)) -> Report {
+    Report::new(Chain::of(e.to_string(), e.source()))
+}
+
+/// [`error_report`] of an error about the resource `addr`.
+pub fn resource_report(addr: &ResourceAddr, e: &(dyn std::error::Error + 'static)) -> Report {
+    Report::new(Chain::of(format!("`{addr}`: {e}"), e.source()))
+}
+
+/// An error's chain as text, for miette to render one cause a line.
+#[derive(Debug)]
+struct Chain {
+    message: String,
+    cause: Option<Box<Chain>>,
+}
+
+impl Chain {
+    fn of(message: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> Chain {
+        let mut causes = Vec::new();
+        let mut said = message.clone();
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !said.contains(&text) {
+                said = text.clone();
+                causes.push(text);
+            }
+            source = s.source();
+        }
+        let cause =
+            causes.into_iter().rev().fold(None, |cause, message| Some(Box::new(Chain { message, cause })));
+        Chain { message, cause }
+    }
+}
+
+impl std::fmt::Display for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Chain {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|c| c as _)
+    }
+}
+
+impl miette::Diagnostic for Chain {}
 
 /// One problem is reported as itself; several under a heading that counts them.
 fn diagnostics_report(d: nestform_config::Diagnostics) -> Report {

@@ -29,8 +29,6 @@ fn run(workdir: &Workdir, args: &SnapshotArgs, action: Action<'_>) -> Result<Exi
         Action::Revert(_) => "revert",
     };
     let addr = addrs("address", std::slice::from_ref(&args.address))?.remove(0);
-    let _lock = workdir.lock(&format!("snapshot {verb}")).map_err(report)?;
-    let state = workdir.state().map_err(report)?;
     let mut opts = SnapshotOptions {
         stop_timeout: Duration::from_secs(60),
         agent_timeout: Duration::from_secs(120),
@@ -40,10 +38,11 @@ fn run(workdir: &Workdir, args: &SnapshotArgs, action: Action<'_>) -> Result<Exi
     if let Some(secs) = std::env::var("NESTFORM_AGENT_TIMEOUT").ok().and_then(|v| v.parse::<u64>().ok()) {
         opts.agent_timeout = Duration::from_secs(secs);
     }
-    let outcome = snapshot::run(&state, &hosts(), &addr, action, &opts, &print_event)
-        .map_err(|e| miette::miette!("{e}"))?;
-    let mut new_state = outcome.state;
-    workdir.store().save(&mut new_state).map_err(|e| miette::miette!("cannot save the state: {e}"))?;
+    let outcome =
+        snapshot::run_in(workdir, &hosts(), &addr, action, &opts, &print_event).map_err(|e| match e {
+            snapshot::SnapshotError::State(e) => report(e),
+            e => super::error_report(&e),
+        })?;
 
     let done = if verb == "create" { "taken" } else { "reverted to" };
     outln!("\nSnapshot `{}` of `{addr}` {done} ({}: {}).", args.name, outcome.mode.as_str(), outcome.reason)?;
@@ -80,7 +79,7 @@ fn print_event(e: SnapshotEvent) {
 pub fn list(workdir: &Workdir, address: String, json: bool) -> Result<ExitCode, Report> {
     let addr = addrs("address", &[address])?.remove(0);
     let state = workdir.state().map_err(report)?;
-    let snapshots = snapshot::list(&state, &hosts(), &addr).map_err(|e| miette::miette!("{e}"))?;
+    let snapshots = snapshot::list(&state, &hosts(), &addr).map_err(|e| super::error_report(&e))?;
     if json {
         write_json(&snapshots)?;
         return Ok(ExitCode::SUCCESS);
@@ -111,7 +110,7 @@ pub fn delete(workdir: &Workdir, args: SnapshotArgs) -> Result<ExitCode, Report>
     let addr = addrs("address", std::slice::from_ref(&args.address))?.remove(0);
     let _lock = workdir.lock("snapshot delete").map_err(report)?;
     let state = workdir.state().map_err(report)?;
-    snapshot::delete(&state, &hosts(), &addr, &args.name).map_err(|e| miette::miette!("{e}"))?;
+    snapshot::delete(&state, &hosts(), &addr, &args.name).map_err(|e| super::error_report(&e))?;
     outln!("Snapshot `{}` of `{addr}` deleted.", args.name)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,8 @@ use nestform_types::{Owner, ResourceAddr, ResourceSpec, ResourceType};
 use super::ops::{ChangeIndex, HostKind, Op, OpKind, View};
 use nestform_provider::{AgentError, GuestCommand};
 
+use super::ApplyError;
+
 use crate::agent;
 use crate::hosts::{Hosts, PromotedGuest};
 use crate::plan::{Plan, ResourceChange};
@@ -64,10 +66,10 @@ pub(crate) struct Context {
 impl Context {
     /// Runs `op`. Blocking: call it from `spawn_blocking`. A failure may still change state (a guest
     /// created whose agent never answered is recorded, tainted), so the error carries an update too.
-    pub fn run(&self, op: &Op) -> Result<StateUpdate, (StateUpdate, String)> {
+    pub fn run(&self, op: &Op) -> Result<StateUpdate, (StateUpdate, ApplyError)> {
         let c = &self.plan.changes[op.change];
         self.run_change(op.kind, c).map_err(|f| match f {
-            Failure::Provider(e) => (StateUpdate::Nothing, e.to_string()),
+            Failure::Plain(e) => (StateUpdate::Nothing, e),
             Failure::Recorded(update, e) => (update, e),
         })
     }
@@ -105,19 +107,19 @@ impl Context {
                 // A started lab guest is ready when its agent answers, as after a create.
                 if let Some(ResourceSpec::NestedGuest(spec)) = &c.spec {
                     if has_agent(spec) {
-                        self.agent_attributes(&*h, id, spec, started)
-                            .map_err(|e| Failure::Provider(ProviderError::op("start", &spec.name, e)))?;
+                        self.agent_attributes(&*h, id, spec, started).map_err(|source| {
+                            Failure::Plain(ApplyError::Start { guest: spec.name.clone(), source })
+                        })?;
                     }
                 }
                 Ok(StateUpdate::Nothing)
             }
             (Some(ResourceSpec::NestedGuest(spec)), OpKind::Create | OpKind::Update) => {
                 let mut req = guest_request(spec, |n| view.network_name(n));
-                if let Some(boot) = self
-                    .hosts
-                    .boot()
-                    .boot(spec, c.level)
-                    .map_err(|e| ProviderError::op("prepare the boot of", &spec.name, e))?
+                if let Some(boot) =
+                    self.hosts.boot().boot(spec, c.level).map_err(|source| {
+                        Failure::Plain(ApplyError::Boot { guest: spec.name.clone(), source })
+                    })?
                 {
                     req.boot = boot;
                 }
@@ -137,7 +139,7 @@ impl Context {
                                 if let StateUpdate::Put(_, r) = &mut update {
                                     r.tainted = true;
                                 }
-                                return Err(Failure::Recorded(update, e.to_string()));
+                                return Err(Failure::Recorded(update, e.into()));
                             }
                         }
                         return Ok(self.put(c, status.id.clone(), &computed));
@@ -181,11 +183,11 @@ impl Context {
                 let facts = serde_json::to_value(facts).unwrap_or_default();
                 Ok(self.put(c, h.uri().to_string(), &[("facts", facts)]))
             }
-            (spec, kind) => Err(Failure::Provider(ProviderError::Unsupported(format!(
+            (spec, kind) => Err(Failure::Plain(ApplyError::Provider(ProviderError::Unsupported(format!(
                 "{kind} of `{}` ({})",
                 c.addr,
                 spec.as_ref().map_or("no configuration", |s| s.resource_type().as_str())
-            )))),
+            ))))),
         }
     }
 
@@ -329,16 +331,15 @@ pub(crate) fn stop_cleanly(
 /// How long a booted guest on networks gets to have an address before its facts are recorded.
 const ADDRESS_WAIT: Duration = Duration::from_secs(15);
 
-/// Why an operation failed: a provider call, or something after which state must still record what
-/// exists.
+/// Why an operation failed: with nothing to record, or after something that state must still record.
 pub(crate) enum Failure {
-    Provider(ProviderError),
-    Recorded(StateUpdate, String),
+    Plain(ApplyError),
+    Recorded(StateUpdate, ApplyError),
 }
 
 impl From<ProviderError> for Failure {
     fn from(e: ProviderError) -> Self {
-        Failure::Provider(e)
+        Failure::Plain(e.into())
     }
 }
 

@@ -129,7 +129,8 @@ impl Shared {
                     inner.saved = upto;
                     inner.failed = None;
                 }
-                Err(e) => inner.failed = Some((batch[0].0.clone(), e)),
+                // Kept as text: every operation waiting on the save reports it.
+                Err(e) => inner.failed = Some((batch[0].0.clone(), nestform_provider::error_chain(&*e))),
             }
             self.changed.notify_all();
             if inner.failed.is_some() && inner.closing {

@@ -17,6 +17,7 @@ pub mod ops;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +45,47 @@ pub trait StateSink: Send + Sync {
     /// Applies `changes` to the mirror and saves it durably. Called from a blocking thread, never two
     /// calls at once; an error fails the operations whose changes it was saving. A sink keeps the
     /// changes in its mirror even when saving fails, so the next call saves them too.
-    fn persist(&self, changes: &[StateChange]) -> Result<(), String>;
+    fn persist(&self, changes: &[StateChange]) -> Result<(), nestform_provider::BoxError>;
+}
+
+/// Why an operation failed, or why a resource was refused before anything ran.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A call to its host failed.
+    #[error(transparent)]
+    Provider(#[from] nestform_provider::ProviderError),
+    /// The agent of a guest that was just created did not answer, or failed.
+    #[error(transparent)]
+    Agent(#[from] nestform_provider::AgentError),
+    /// A guest started again, but its agent did not answer.
+    #[error("start `{guest}` failed")]
+    Start {
+        guest: String,
+        #[source]
+        source: nestform_provider::AgentError,
+    },
+    /// What the guest boots could not be prepared.
+    #[error("prepare the boot of `{guest}` failed")]
+    Boot {
+        guest: String,
+        #[source]
+        source: nestform_provider::BoxError,
+    },
+    /// This version cannot apply the change (checked before anything runs).
+    #[error("{0}")]
+    Refused(String),
+    /// The plan's operations depend on each other in a circle.
+    #[error("the operations form a cycle: {0}")]
+    Cycle(String),
+    /// State could not be saved, so nothing that depends on it started.
+    #[error("{0}")]
+    Unsaved(String),
+    /// The change was made, but the state that records it could not be saved.
+    #[error("the change is made but state cannot be saved: {0}")]
+    SavedNot(String),
+    /// The operation's thread panicked.
+    #[error("the operation panicked: {0}")]
+    Panicked(String),
 }
 
 /// How to apply.
@@ -102,7 +143,7 @@ pub enum Phase {
 pub struct ApplyOutcome {
     pub state: State,
     /// Each failed operation (or refused resource) with its error; skipped dependents are not listed.
-    pub errors: Vec<(ResourceAddr, String)>,
+    pub errors: Vec<(ResourceAddr, ApplyError)>,
     /// True when a cancel left operations unstarted.
     pub cancelled: bool,
 }
@@ -120,7 +161,10 @@ pub async fn apply(
 ) -> ApplyOutcome {
     let graph = match ops::build(plan, &state) {
         Ok(g) => g,
-        Err(errors) => return ApplyOutcome { state, errors, cancelled: false },
+        Err(refusals) => {
+            let errors = refusals.into_iter().map(|(a, why)| (a, ApplyError::Refused(why))).collect();
+            return ApplyOutcome { state, errors, cancelled: false };
+        }
     };
     let mut dag = Dag::new();
     let ids: Vec<NodeId> = (0..graph.ops.len()).map(|i| dag.add_node(i)).collect();
@@ -136,7 +180,7 @@ pub async fn apply(
             .map(|o| format!("{} {}", o.kind, o.addr))
             .collect();
         let at = graph.ops[*dag.node(cycle[0])].addr.clone();
-        let error = format!("the operations form a cycle: {}", names.join(" -> "));
+        let error = ApplyError::Cycle(names.join(" -> "));
         return ApplyOutcome { state, errors: vec![(at, error)], cancelled: false };
     }
 
@@ -154,8 +198,11 @@ pub async fn apply(
     // depends on when it changes nothing itself (a stop), so waiting on it covers everything below.
     let tickets: Arc<Vec<AtomicU64>> = Arc::new((0..all_ops.len()).map(|_| AtomicU64::new(0)).collect());
     let events = opts.events.clone();
+    // The walk carries errors as text; the typed error of each failed operation waits here.
+    let failures: Arc<std::sync::Mutex<BTreeMap<usize, ApplyError>>> = Arc::default();
     let report = walk(&dag, opts.parallelism, opts.cancel.clone(), |id: NodeId| {
         let (ctx, journal, events, tickets) = (ctx.clone(), journal.clone(), events.clone(), tickets.clone());
+        let failures = failures.clone();
         let op = all_ops[*dag.node(id)].clone();
         let index = *dag.node(id);
         let below =
@@ -169,7 +216,7 @@ pub async fn apply(
             let start = Instant::now();
             let task_op = op.clone();
             let result = tokio::task::spawn_blocking(move || {
-                journal.wait_saved(below)?;
+                journal.wait_saved(below).map_err(ApplyError::Unsaved)?;
                 let (update, failure) = match ctx.run(&task_op) {
                     Ok(update) => (update, None),
                     Err((update, e)) => (update, Some(e)),
@@ -179,12 +226,19 @@ pub async fn apply(
                 failure.map_or(Ok(()), Err)
             })
             .await
-            .unwrap_or_else(|e| Err(format!("the operation panicked: {e}")));
-            match &result {
-                Ok(()) => send(Phase::Finished { elapsed: start.elapsed() }),
-                Err(error) => send(Phase::Failed { error: error.clone() }),
+            .unwrap_or_else(|e| Err(ApplyError::Panicked(e.to_string())));
+            match result {
+                Ok(()) => {
+                    send(Phase::Finished { elapsed: start.elapsed() });
+                    Ok(())
+                }
+                Err(error) => {
+                    let text = nestform_provider::error_chain(&error);
+                    send(Phase::Failed { error: text.clone() });
+                    failures.lock().unwrap_or_else(|p| p.into_inner()).insert(index, error);
+                    Err(text)
+                }
             }
-            result
         }
     })
     .await;
@@ -193,7 +247,10 @@ pub async fn apply(
     for (id, outcome) in &report.outcomes {
         let op = &all_ops[*dag.node(*id)];
         match outcome {
-            NodeOutcome::Failed(e) => errors.push((op.addr.clone(), e.clone())),
+            NodeOutcome::Failed(text) => {
+                let typed = failures.lock().unwrap_or_else(|p| p.into_inner()).remove(dag.node(*id));
+                errors.push((op.addr.clone(), typed.unwrap_or_else(|| ApplyError::Panicked(text.clone()))))
+            }
             NodeOutcome::Skipped { .. } | NodeOutcome::NotStarted => {
                 let _ = opts.events.send(ApplyEvent {
                     addr: op.addr.clone(),
@@ -207,7 +264,7 @@ pub async fn apply(
     let cancelled = *opts.cancel.borrow() && report.outcomes.values().any(|o| *o == NodeOutcome::NotStarted);
     let (state, unsaved) = journal.finish();
     if let Some((addr, e)) = unsaved {
-        errors.push((addr, format!("the change is made but state cannot be saved: {e}")));
+        errors.push((addr, ApplyError::SavedNot(e)));
     }
     ApplyOutcome { state, errors, cancelled }
 }

@@ -21,7 +21,9 @@ pub(crate) fn lab_checks(desired: &[DesiredResource<'_>], boot: &dyn BootAssets)
         let ResourceSpec::NestedGuest(g) = d.spec else { continue };
         let Some(InstallSpec::Lab(lab)) = &g.install else { continue };
         let key = (lab.kernel.as_deref(), lab.modules.as_deref());
-        let missing = seen.entry(key).or_insert_with(|| boot.check(lab).err());
+        let missing = seen
+            .entry(key)
+            .or_insert_with(|| boot.check(lab).err().map(|e| nestform_provider::error_chain(&*e)));
         if let Some(why) = missing {
             let attr = match key {
                 (Some(_), _) => "lab.kernel",

@@ -265,7 +265,7 @@ mod tests {
     }
 
     impl StateSink for KilledAt {
-        fn persist(&self, changes: &[StateChange]) -> Result<(), String> {
+        fn persist(&self, changes: &[StateChange]) -> Result<(), nestform_provider::BoxError> {
             if self.dead.load(Ordering::SeqCst) || changes.iter().any(|(a, _)| *a == self.dies_at) {
                 self.dead.store(true, Ordering::SeqCst);
                 return Err("killed".into());

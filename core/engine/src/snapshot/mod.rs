@@ -55,6 +55,9 @@ pub enum SnapshotError {
     Unreachable { addr: ResourceAddr, source: ProviderError },
     #[error("{step} `{addr}` failed: {error}{}", stopped_note(.stopped))]
     Failed { addr: ResourceAddr, step: &'static str, error: String, stopped: Vec<ResourceAddr> },
+    /// The lock, reading the state before, or saving it after.
+    #[error(transparent)]
+    State(#[from] crate::workdir::EngineError),
 }
 
 fn known_names(known: &[String]) -> String {
@@ -223,9 +226,9 @@ impl Dance<'_> {
             if !m.lab {
                 return Ok(Vec::new());
             }
-            let client = crate::agent::wait_for_agent(self.hosts, h, &m.id, &m.name, wait)
-                .map_err(|e| e.to_string())?;
-            let facts = client.facts().map_err(|e| e.to_string())?;
+            let client =
+                crate::agent::wait_for_agent(self.hosts, h, &m.id, &m.name, wait).map_err(|e| e.chain())?;
+            let facts = client.facts().map_err(|e| e.chain())?;
             Ok(crate::agent::guest_attributes(&facts, started.elapsed()))
         })?;
         self.stopped.retain(|a| a != &m.addr);
@@ -255,6 +258,27 @@ pub enum Action<'n> {
 
 /// Creates or reverts to a snapshot of `guest`, stopping the guests inside it first (deepest
 /// first) and starting them after (shallowest first).
+/// [`run`] as a command does it: the state lock of `workdir` held throughout, its state read first
+/// and the refreshed one saved after.
+pub fn run_in(
+    workdir: &crate::workdir::Workdir,
+    hosts: &Hosts,
+    guest: &ResourceAddr,
+    action: Action<'_>,
+    opts: &SnapshotOptions,
+    progress: &dyn Fn(SnapshotEvent),
+) -> Result<SnapshotOutcome, SnapshotError> {
+    let verb = match action {
+        Action::Create(_) => "snapshot create",
+        Action::Revert(_) => "snapshot revert",
+    };
+    let _lock = workdir.lock(verb)?;
+    let state = workdir.state()?;
+    let mut outcome = run(&state, hosts, guest, action, opts, progress)?;
+    workdir.store().save(&mut outcome.state).map_err(crate::workdir::EngineError::from)?;
+    Ok(outcome)
+}
+
 pub fn run(
     state: &State,
     hosts: &Hosts,

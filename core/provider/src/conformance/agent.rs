@@ -1,4 +1,4 @@
-//! The agent half of the conformance suite: what [`Guests::agent`] must give for a running guest,
+//! The agent half of the conformance suite: what [`Guests::agent`](crate::Guests::agent) must give for a running guest,
 //! whichever backend reaches it (the memory provider's in-process agent, a real lab guest over
 //! libvirt's channel, a guest on a promoted host through relays).
 //!

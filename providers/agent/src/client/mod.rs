@@ -122,53 +122,9 @@ impl Default for ClientOptions {
     }
 }
 
-/// A program to run in the guest.
-#[derive(Debug, Clone, Default)]
-pub struct ExecRequest {
-    /// Program and arguments.
-    pub argv: Vec<String>,
-    /// Variables to set.
-    pub env: Vec<(String, String)>,
-    /// Start from an empty environment.
-    pub clear_env: bool,
-    /// Working directory.
-    pub cwd: Option<String>,
-    /// Bytes streamed to the program's stdin, which then closes; `None` gives it `/dev/null`.
-    pub stdin: Option<Vec<u8>>,
-    /// The agent kills the program's process group after this long.
-    pub timeout: Option<Duration>,
-}
-
-impl ExecRequest {
-    /// Runs `argv` with the agent's environment.
-    pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
-        Self { argv: argv.into_iter().map(Into::into).collect(), ..Self::default() }
-    }
-
-    /// Sets stdin.
-    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Some(bytes.into());
-        self
-    }
-
-    /// Sets the timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// Adds a variable.
-    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-
-    /// Sets the working directory.
-    pub fn cwd(mut self, cwd: impl Into<String>) -> Self {
-        self.cwd = Some(cwd.into());
-        self
-    }
-}
+/// A program to run in the guest: the engine's [`GuestCommand`](nestform_provider::GuestCommand),
+/// built the same way (`ExecRequest::new(["uname", "-r"]).timeout(...)`).
+pub use nestform_provider::GuestCommand as ExecRequest;
 
 /// Output and status of a finished program.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -373,7 +329,7 @@ impl AgentClient {
         let spec = ExecSpec {
             argv: request.argv,
             env: request.env,
-            clear_env: request.clear_env,
+            clear_env: false,
             cwd: request.cwd,
             stdin: request.stdin.is_some(),
             timeout_ms: request.timeout.map(|t| t.as_millis().try_into().unwrap_or(u64::MAX)),

@@ -20,7 +20,12 @@ async fn failure_skips_only_its_dependents() {
     let r = run(&basic(), State::new(), &hosts).await;
     assert_eq!(r.outcome.errors.len(), 1, "{:?}", r.outcome.errors);
     assert_eq!(r.outcome.errors[0].0, addr("nat_network.lan"));
-    assert!(r.outcome.errors[0].1.contains("injected failure"));
+    assert!(
+        matches!(r.outcome.errors[0].1, crate::apply::ApplyError::Provider(_)),
+        "{:?}",
+        r.outcome.errors[0].1
+    );
+    assert!(r.outcome.errors[0].1.to_string().contains("injected failure"));
     let kept: Vec<_> = r.outcome.state.resources.keys().map(|a| a.to_string()).collect();
     assert_eq!(kept, ["kvm_host.l0", "nested_guest.g2"]);
     assert!(!provider.call_log().contains(&"create_guest g1".to_string()));
@@ -75,7 +80,13 @@ async fn refuses_promoting_a_guest_without_an_agent_and_benchmarks_up_front() {
     let r = run(&plan, state.clone(), &hosts).await;
     assert_eq!(r.outcome.state, state);
     assert!(provider.call_log().is_empty() && provider.connects() == 0 && r.saved.is_empty());
-    let refused: BTreeMap<_, _> = r.outcome.errors.iter().map(|(a, e)| (a.to_string(), e.clone())).collect();
+    assert!(
+        r.outcome.errors.iter().all(|(_, e)| matches!(e, crate::apply::ApplyError::Refused(_))),
+        "{:?}",
+        r.outcome.errors
+    );
+    let refused: BTreeMap<_, _> =
+        r.outcome.errors.iter().map(|(a, e)| (a.to_string(), e.to_string())).collect();
     // g1 has no `lab` install, so no agent to reach its libvirt through; the guest inside it is fine
     // in itself. Nothing runs when anything is refused.
     assert_eq!(refused.len(), 2, "{refused:?}");

@@ -53,7 +53,8 @@ async fn a_lab_guest_whose_agent_never_answers_is_recorded_tainted() {
     opts.agent_timeout = Duration::from_millis(500);
     let sink = Arc::new(Snapshots::new(&State::new()));
     let outcome = apply(&lab_plan(), State::new(), &hosts, opts, sink).await;
-    let errors: Vec<_> = outcome.errors.iter().map(|(a, e)| (a.to_string(), e.clone())).collect();
+    assert!(matches!(outcome.errors[0].1, crate::apply::ApplyError::Agent(_)), "{:?}", outcome.errors);
+    let errors: Vec<_> = outcome.errors.iter().map(|(a, e)| (a.to_string(), e.to_string())).collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].0, "nested_guest.g1");
     assert!(errors[0].1.contains("did not answer within"), "{}", errors[0].1);

@@ -161,7 +161,7 @@ impl Snapshots {
 }
 
 impl StateSink for Snapshots {
-    fn persist(&self, changes: &[StateChange]) -> Result<(), String> {
+    fn persist(&self, changes: &[StateChange]) -> Result<(), nestform_provider::BoxError> {
         std::thread::sleep(self.delay);
         let mut mirror = self.mirror.lock().unwrap();
         for (addr, r) in changes {

@@ -68,7 +68,7 @@ async fn kvm_module_options_are_set_only_when_they_differ_and_never_under_runnin
         )],
     );
     let r = run(&plan, State::new(), &hosts).await;
-    let errors: Vec<_> = r.outcome.errors.iter().map(|(_, e)| e.clone()).collect();
+    let errors: Vec<_> = r.outcome.errors.iter().map(|(_, e)| e.to_string()).collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("`g1`") && errors[0].contains("stop them first"), "{}", errors[0]);
 }
