@@ -24,6 +24,24 @@ pub fn is_option(name: &str, value: &str) -> bool {
     name_ok && value_ok
 }
 
+/// The first option of `options` that is not [one word](is_option), as `(name, value)`: refused
+/// before anything is read or touched, at every level.
+pub fn first_malformed(options: &BTreeMap<String, String>) -> Option<(&String, &String)> {
+    options.iter().find(|(name, value)| !is_option(name, value))
+}
+
+/// The first option of `options` that the module (whose parameters are `current`) does not have,
+/// with the list of those it has (`` `a`, `b` ``): refused before a reload, which would unload the
+/// module for nothing.
+pub fn first_unknown(
+    options: &BTreeMap<String, String>,
+    current: &BTreeMap<String, String>,
+) -> Option<(String, String)> {
+    let name = options.keys().find(|n| !current.contains_key(*n))?;
+    let known = current.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+    Some((name.clone(), known))
+}
+
 /// `` `name` `now` -> `wanted` `` for every option of `options` whose value `current` (the module's
 /// parameters) does not have; `(unset)` for a parameter the module does not show.
 pub fn changes(options: &BTreeMap<String, String>, current: &BTreeMap<String, String>) -> Vec<String> {

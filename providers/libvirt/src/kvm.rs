@@ -148,15 +148,14 @@ impl KvmModules {
         running_guests: impl FnOnce() -> Result<Vec<String>, String>,
     ) -> Result<Applied, KvmError> {
         let module = self.vendor_module().ok_or(KvmError::NoVendorModule)?;
-        if let Some((name, value)) = options.iter().find(|(n, v)| !nestform_types::kvm::is_option(n, v)) {
+        if let Some((name, value)) = nestform_types::kvm::first_malformed(options) {
             return Err(KvmError::Malformed { name: name.clone(), value: value.clone() });
         }
         let current = self.parameters(module);
         // A parameter the module does not have would be ignored by the kernel at load time, after
         // a reload for nothing; say so before touching anything.
-        if let Some(name) = options.keys().find(|n| !current.contains_key(*n)) {
-            let known = current.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-            return Err(KvmError::UnknownParameter { module: module.into(), name: name.clone(), known });
+        if let Some((name, known)) = nestform_types::kvm::first_unknown(options, &current) {
+            return Err(KvmError::UnknownParameter { module: module.into(), name, known });
         }
         let changes = differences(options, &current);
         if changes.is_empty() {

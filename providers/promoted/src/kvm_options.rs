@@ -9,7 +9,7 @@
 //! init, and cannot pick a module of another kernel (which a path into the kernel cache could, once
 //! the cache holds a newer kernel). `modprobe` is only the last try, for a guest booted otherwise.
 //!
-//! The rules are level 0's (`nestform-provider-libvirt`'s `kvm` module): malformed options and
+//! The rules are level 0's, written once in `nestform_types::kvm`: malformed options and
 //! parameters the module does not have are refused before anything is touched, nothing happens when
 //! every option already holds, a reload is refused while anything uses KVM (a running guest holds the
 //! module), and the values are read back after it. After a reload `/dev/kvm` is new, root's and 0600,
@@ -108,9 +108,8 @@ fn apply_at(
     let module = now.module.ok_or(KvmOptionsError::NoVendorModule)?;
     // A parameter the module does not have would be refused by `insmod` after the module was
     // already unloaded; say so before touching anything.
-    if let Some(name) = options.keys().find(|n| !now.parameters.contains_key(*n)) {
-        let known = now.parameters.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-        return Err(KvmOptionsError::UnknownParameter { module, name: name.clone(), known });
+    if let Some((name, known)) = nestform_types::kvm::first_unknown(options, &now.parameters) {
+        return Err(KvmOptionsError::UnknownParameter { module, name, known });
     }
     let changes = differences(options, &now.parameters);
     if changes.is_empty() {
@@ -140,7 +139,7 @@ fn apply_at(
 
 /// Names are the kernel's parameter names; values go to `insmod` as one `NAME=VALUE` word each.
 fn check_names(options: &BTreeMap<String, String>) -> Result<(), KvmOptionsError> {
-    match options.iter().find(|(name, value)| !nestform_types::kvm::is_option(name, value)) {
+    match nestform_types::kvm::first_malformed(options) {
         Some((name, value)) => Err(KvmOptionsError::Malformed { name: name.clone(), value: value.clone() }),
         None => Ok(()),
     }
