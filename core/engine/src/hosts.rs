@@ -416,4 +416,25 @@ mod tests {
         assert!(refreshed.state.resources.contains_key(&l1));
         assert!(refreshed.facts.contains_key(&l1), "{:?}", refreshed.warnings);
     }
+
+    #[test]
+    fn a_promoted_host_whose_libvirt_stopped_keeps_what_it_holds_until_apply_starts_it() {
+        let (provider, state, _) = promoted_world();
+        let l1: ResourceAddr = "kvm_host.l1".parse().unwrap();
+        Hosts::new(provider.backends()).connect_recorded(&state, &l1).unwrap();
+        provider.stop_promoted("memory://l0/g1");
+        let hosts = Hosts::new(provider.backends());
+        assert!(matches!(hosts.reach_recorded(&state, &l1).unwrap(), PromotedNow::Stopped));
+        let refreshed = crate::refresh::refresh_hosts(&BTreeMap::new(), &state, &hosts);
+        assert!(!refreshed.state.resources.contains_key(&l1), "refresh leaves the host for apply");
+        // Its guests may still be there: they keep their records, unread.
+        assert!(refreshed.state.resources.contains_key(&"nested_guest.inner".parse().unwrap()));
+        assert!(refreshed.warnings.is_empty(), "{:?}", refreshed.warnings);
+        // Starting it is apply's: a promotion, after which it runs again.
+        Hosts::new(provider.backends()).connect_recorded(&state, &l1).unwrap();
+        assert!(matches!(
+            Hosts::new(provider.backends()).reach_recorded(&state, &l1).unwrap(),
+            PromotedNow::Running(_)
+        ));
+    }
 }

@@ -107,3 +107,88 @@ pub fn run(
     state.serial = sink.0.lock().unwrap_or_else(|p| p.into_inner()).save(&state)?;
     Ok(Applied { state, errors: outcome.errors, cancelled: outcome.cancelled })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use nestform_provider_memory::MemoryProvider;
+
+    use super::*;
+    use crate::apply::Phase;
+
+    const CONFIG: &str = r#"
+kvm_host "l0" {
+  uri = "memory://l0"
+}
+
+nat_network "lan" {
+  host = kvm_host.l0
+  cidr = "192.168.150.0/24"
+}
+
+nested_guest "g" {
+  host   = kvm_host.l0
+  vcpus  = 2
+  memory = "256MiB"
+
+  network "eth0" {
+    nat_network = nat_network.lan
+  }
+}
+
+output "vcpus" {
+  value = nested_guest.g.vcpus
+}
+"#;
+
+    #[test]
+    fn an_apply_saves_every_step_and_its_outputs_in_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("main.nf.hcl"), CONFIG).unwrap();
+        let workdir = Workdir::new(dir.path(), None);
+        let provider = MemoryProvider::new();
+        let config = workdir.config(&Default::default()).unwrap();
+        let planned = workdir.plan(&config, provider.backends(), Default::default(), true).unwrap();
+        let events = Mutex::new(Vec::new());
+        let on_event = |e: &ApplyEvent| events.lock().unwrap().push(e.clone());
+        let session =
+            Session { parallelism: 4, agent_timeout: None, on_event: &on_event, on_interrupt: &|| {} };
+        let applied =
+            run(&workdir, &planned.plan, workdir.state().unwrap(), &planned.hosts, &session).unwrap();
+
+        assert!(applied.errors.is_empty() && !applied.cancelled, "{:?}", applied.errors);
+        let saved = workdir.store().load().unwrap().expect("the state file is written");
+        assert_eq!(saved.resources, applied.state.resources);
+        assert_eq!(saved.resources.len(), 3);
+        assert_eq!(saved.outputs["vcpus"].value, serde_json::json!(2));
+        assert!(provider.guest("l0", "g").is_some_and(|g| g.running));
+        let events = events.into_inner().unwrap();
+        let finished = events.iter().filter(|e| matches!(e.phase, Phase::Finished { .. })).count();
+        assert_eq!(finished, 3, "{events:?}");
+    }
+
+    #[test]
+    fn a_failed_operation_is_reported_typed_and_what_finished_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("main.nf.hcl"), CONFIG).unwrap();
+        let workdir = Workdir::new(dir.path(), None);
+        let provider = MemoryProvider::new();
+        provider.fail_on("create_guest", "g");
+        let config = workdir.config(&Default::default()).unwrap();
+        let planned = workdir.plan(&config, provider.backends(), Default::default(), true).unwrap();
+        let session =
+            Session { parallelism: 4, agent_timeout: None, on_event: &|_| {}, on_interrupt: &|| {} };
+        let applied =
+            run(&workdir, &planned.plan, workdir.state().unwrap(), &planned.hosts, &session).unwrap();
+
+        assert_eq!(applied.errors.len(), 1, "{:?}", applied.errors);
+        let (addr, error) = &applied.errors[0];
+        assert_eq!(addr.to_string(), "nested_guest.g");
+        assert!(matches!(error, crate::apply::ApplyError::Provider(_)), "{error:?}");
+        let saved = workdir.store().load().unwrap().unwrap();
+        assert!(saved.resources.contains_key(&"nat_network.lan".parse().unwrap()));
+        assert!(!saved.resources.contains_key(addr));
+        assert!(saved.outputs.is_empty(), "outputs are recorded after a clean apply only");
+    }
+}

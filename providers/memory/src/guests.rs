@@ -95,7 +95,9 @@ impl Guests for MemoryProvider {
         if !request.kvm_module_options.is_empty() {
             h.set_kvm_module_options(&request.kvm_module_options)?;
         }
-        self.lock().promoted.insert(uri);
+        let mut w = self.lock();
+        w.stopped.remove(&uri);
+        w.promoted.insert(uri);
         Ok(h)
     }
 
@@ -110,9 +112,14 @@ impl Guests for MemoryProvider {
     ) -> Result<PromotedNow, ProviderError> {
         let status = self.running_guest("reach", &*parent, guest, request)?;
         let uri = promoted_uri(parent.uri(), &status.name);
-        if !self.lock().promoted.contains(&uri) {
+        let w = self.lock();
+        if !w.promoted.contains(&uri) {
             return Ok(PromotedNow::Restarted);
         }
+        if w.stopped.contains(&uri) {
+            return Ok(PromotedNow::Stopped);
+        }
+        drop(w);
         self.connect(&uri).map(PromotedNow::Running)
     }
 }

@@ -85,6 +85,8 @@ struct World {
     /// URIs of the fake hosts of promoted guests whose hypervisor "runs": set by a promotion,
     /// cleared when the guest stops (its hypervisor goes with it).
     promoted: BTreeSet<String>,
+    /// Of those, the ones whose hypervisor was stopped ([`MemoryProvider::stop_promoted`]).
+    stopped: BTreeSet<String>,
 }
 
 /// One fake host.
@@ -206,6 +208,13 @@ impl MemoryProvider {
             std::thread::sleep(delay);
         }
         guard
+    }
+
+    /// Stops the hypervisor of the promoted guest whose fake host is `uri` while the guest runs on,
+    /// as a libvirtd that died would: its objects stay, and reaching it as it is says it stopped
+    /// until it is promoted again.
+    pub fn stop_promoted(&self, uri: &str) {
+        self.lock().stopped.insert(uri.to_string());
     }
 
     /// Forgets every injected failure.

@@ -1,7 +1,8 @@
 //! A promoted host's own KVM and consoles, on real libvirt (`qemu:///system`, TCG at level 1): the
 //! guest's `kvm_amd` reloaded with `kvm_module_options` when it is promoted, seen in its `/sys`, a
-//! no-op re-plan, a change of options refused at plan time while a guest runs inside, and `nestform
-//! console` of a level-2 guest, whose log lives inside level 1.
+//! no-op re-plan, a change of options refused at plan time while a guest runs inside, `nestform
+//! console` of a level-2 guest, whose log lives inside level 1, and a plan that starts nothing in a
+//! level 1 whose libvirtd stopped (apply does).
 //!
 //! Needs what `tests/run.sh` sets up (libvirtd, a guest kernel); takes its turn with `lab`'s tests.
 
@@ -65,11 +66,35 @@ fn a_promoted_guest_loads_kvm_with_its_options_and_its_guests_consoles_are_reada
     assert_eq!(level1_kvm(&ws), "nested=1 dump_invalid_vmcb=0");
     ws.run(&["plan", "-detailed-exitcode"]).code(0);
 
+    // A plan changes nothing anywhere: with libvirtd stopped in level 1, the plan says apply starts
+    // it, and starts nothing itself; apply does, and the next plan has nothing to do.
+    let stop = "kill $(cat /run/libvirtd.pid); while [ -f /run/libvirtd.pid ] && kill -0 $(cat /run/libvirtd.pid) 2>/dev/null; do sleep 0.2; done";
+    ws.run(&["exec", "nested_guest.guest1", "--", "sh", "-c", stop]).success();
+    let r = ws.run(&["plan", "-detailed-exitcode"]);
+    r.code(2);
+    assert!(r.stdout.contains("kvm_host.guest1 will be created"), "{}", r.stdout);
+    assert!(r.stdout.contains("because libvirt is not running in its guest"), "{}", r.stdout);
+    assert!(r.stdout.contains("Plan: 1 to add, 0 to change, 0 to replace, 0 to destroy."), "{}", r.stdout);
+    assert_eq!(level1_libvirtd(&ws), "stopped", "the plan started libvirtd in level 1");
+    let r = ws.run(&["apply", "-auto-approve"]);
+    r.success();
+    assert!(r.stdout.contains("kvm_host.guest1: Creation complete"), "{}", r.stdout);
+    assert_eq!(level1_libvirtd(&ws), "running");
+    ws.run(&["plan", "-detailed-exitcode"]).code(0);
+
     ws.run(&["destroy", "-auto-approve"]).success();
     drop(cleanup);
     let domains = virsh(&["list", "--all", "--name"]);
     assert!(!domains.contains(tag), "domains left: {domains}");
     assert!(!Path::new("/var/log/libvirt/qemu").join(format!("{tag}-g1-console.log")).exists());
+}
+
+/// Whether libvirtd runs in level 1: `running` or `stopped`.
+fn level1_libvirtd(ws: &Workspace) -> String {
+    let check = "[ -f /run/libvirtd.pid ] && kill -0 $(cat /run/libvirtd.pid) 2>/dev/null && echo running || echo stopped";
+    let r = ws.run(&["exec", "nested_guest.guest1", "--", "sh", "-c", check]);
+    r.success();
+    r.stdout.trim().to_string()
 }
 
 /// What level 1's `kvm_amd` has for the test's options, as its own `/sys` says.

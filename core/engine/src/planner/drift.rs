@@ -132,6 +132,28 @@ mod tests {
     }
 
     #[test]
+    fn a_promoted_host_whose_libvirt_does_not_run_is_started_by_apply_alone() {
+        let conf = three_levels();
+        let recorded = conf.applied();
+        // What refresh leaves when libvirt does not run in `g1` (it stopped; the guest runs on): the
+        // host is out, what lives below it keeps its record.
+        let mut refreshed = recorded.clone();
+        refreshed.resources.remove(&addr("kvm_host.l1"));
+        let plan = planned(&conf, &refreshed, &recorded);
+        let l1 = change(&plan, "kvm_host.l1");
+        assert_eq!(l1.action, Action::Create);
+        let [ChangeReason::Drift { detail }] = l1.reasons.as_slice() else { panic!("{:?}", l1.reasons) };
+        assert!(detail.starts_with("libvirt is not running in its guest"), "{detail}");
+        // Nothing below it is touched: apply starts its libvirt and leaves its guests as they are.
+        for a in ["nested_guest.g2", "kvm_host.l2", "nested_guest.g3", "nested_guest.g1"] {
+            assert_eq!(change(&plan, a).action, Action::NoOp, "{a}");
+        }
+        let text = render_plan(&plan);
+        assert!(text.contains("# (because libvirt is not running in its guest"), "{text}");
+        assert!(text.contains("Plan: 1 to add, 0 to change, 0 to replace, 0 to destroy."), "{text}");
+    }
+
+    #[test]
     fn a_configuration_change_is_not_drift() {
         // State already said stopped before refresh: starting it is the configuration's doing.
         let stopped = three_levels().edit_guest("g3", |g| g.running = false);
