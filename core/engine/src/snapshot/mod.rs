@@ -256,8 +256,6 @@ pub enum Action<'n> {
     Revert(&'n str),
 }
 
-/// Creates or reverts to a snapshot of `guest`, stopping the guests inside it first (deepest
-/// first) and starting them after (shallowest first).
 /// [`run`] as a command does it: the state lock of `workdir` held throughout, its state read first
 /// and the refreshed one saved after.
 pub fn run_in(
@@ -279,6 +277,8 @@ pub fn run_in(
     Ok(outcome)
 }
 
+/// Creates or reverts to a snapshot of `guest`, stopping the guests inside it first (deepest
+/// first) and starting them after (shallowest first).
 pub fn run(
     state: &State,
     hosts: &Hosts,
