@@ -7,17 +7,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nestform_provider::{AgentError, GuestAgent, GuestFacts, GuestRef, Hypervisor};
+use nestform_provider::{AgentError, AgentWait, GuestAgent, GuestFacts, GuestRef, Hypervisor};
 
-/// Waits up to `timeout` for the agent of guest `id` (named `name`) on `h`.
+/// Waits as `wait` says for the agent of guest `id` (named `name`) on `h`.
 pub fn wait_for_agent(
     hosts: &crate::hosts::Hosts,
     h: &dyn Hypervisor,
     id: &str,
     name: &str,
-    timeout: Duration,
+    wait: AgentWait,
 ) -> Result<Arc<dyn GuestAgent>, AgentError> {
-    hosts.guests().agent(h, GuestRef { id, name }, timeout)
+    hosts.guests().agent(h, GuestRef { id, name }, wait)
 }
 
 /// Whether the guest has an address other than loopback and IPv6 link-local ones.
@@ -61,7 +61,9 @@ mod tests {
         let hosts = crate::hosts::Hosts::new(p.backends());
         let h = p.connect("memory://h").unwrap();
         let id = guest(&*h, true);
-        let agent = wait_for_agent(&hosts, &*h, &id, "agent-test", Duration::from_secs(5)).unwrap();
+        let agent =
+            wait_for_agent(&hosts, &*h, &id, "agent-test", AgentWait::at_most(Duration::from_secs(5)))
+                .unwrap();
         let f = agent.facts().unwrap();
         let attrs = guest_attributes(&f, Duration::from_millis(1234));
         assert_eq!(attrs[0], ("kernel", f.kernel_release.clone().into()));
@@ -74,7 +76,9 @@ mod tests {
         let hosts = crate::hosts::Hosts::new(p.backends());
         let h: Arc<dyn Hypervisor> = p.connect("memory://h").unwrap();
         let id = guest(&*h, false);
-        let Err(err) = wait_for_agent(&hosts, &*h, &id, "agent-test", Duration::from_millis(600)) else {
+        let Err(err) =
+            wait_for_agent(&hosts, &*h, &id, "agent-test", AgentWait::at_most(Duration::from_millis(600)))
+        else {
             panic!("a stopped guest's agent answered")
         };
         let text = err.to_string();

@@ -64,7 +64,7 @@ pub struct GuestHandle {
 
 impl GuestHandle {
     /// The guest's agent, waited for up to `wait`.
-    pub fn agent(&self, wait: Duration) -> Result<Arc<dyn GuestAgent>, GuestError> {
+    pub fn agent(&self, wait: nestform_provider::AgentWait) -> Result<Arc<dyn GuestAgent>, GuestError> {
         Ok(crate::agent::wait_for_agent(&self.hosts, &*self.hypervisor, &self.id, &self.name, wait)?)
     }
 }
@@ -95,7 +95,7 @@ pub fn exec(
     command: &GuestCommand,
     output: &mut dyn FnMut(OutputStream, &[u8]),
 ) -> Result<CommandStatus, GuestError> {
-    let agent = guest_in_state(state, addr, hosts)?.agent(wait)?;
+    let agent = guest_in_state(state, addr, hosts)?.agent(nestform_provider::AgentWait::at_most(wait))?;
     agent.run_streaming(command, output).map_err(|source| GuestError::Run {
         addr: addr.clone(),
         command: command.display(),
@@ -119,7 +119,7 @@ pub fn copy(
     wait: Duration,
     copy: Copy<'_>,
 ) -> Result<u64, GuestError> {
-    let agent = guest_in_state(state, addr, hosts)?.agent(wait)?;
+    let agent = guest_in_state(state, addr, hosts)?.agent(nestform_provider::AgentWait::at_most(wait))?;
     let copied = match copy {
         Copy::Into { path, content, mode } => agent.put_file(path, content, mode),
         Copy::OutOf { path, out } => agent.get_file(path, out),

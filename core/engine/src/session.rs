@@ -4,7 +4,6 @@
 //! clean apply, and one last full save. The CLI only renders what [`run`] reports.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use nestform_state::{IncrementalStore, State};
 use nestform_types::ResourceAddr;
@@ -19,7 +18,7 @@ pub struct Session<'a> {
     /// Operations running at once at most (`-parallelism`).
     pub parallelism: usize,
     /// How long a booted guest's agent gets to answer; `None` keeps the engine's default.
-    pub agent_timeout: Option<Duration>,
+    pub agent_wait: Option<nestform_provider::AgentWait>,
     /// Called with every progress event, in order, from one task.
     pub on_event: &'a (dyn Fn(&ApplyEvent) + Send + Sync),
     /// Called once when Ctrl-C arrives (before running operations finish).
@@ -87,8 +86,8 @@ pub fn run(
         };
         let mut opts = ApplyOptions::new(cancel_rx, events_tx);
         opts.parallelism = session.parallelism.max(1);
-        if let Some(t) = session.agent_timeout {
-            opts.agent_timeout = t;
+        if let Some(w) = session.agent_wait {
+            opts.agent_wait = w;
         }
         let apply = crate::apply::apply(plan, state, hosts, opts, sink.clone());
         // The printer ends when apply drops its event sender; Ctrl-C is only listened for meanwhile.
@@ -152,8 +151,7 @@ output "vcpus" {
         let planned = workdir.plan(&config, provider.backends(), Default::default(), true).unwrap();
         let events = Mutex::new(Vec::new());
         let on_event = |e: &ApplyEvent| events.lock().unwrap().push(e.clone());
-        let session =
-            Session { parallelism: 4, agent_timeout: None, on_event: &on_event, on_interrupt: &|| {} };
+        let session = Session { parallelism: 4, agent_wait: None, on_event: &on_event, on_interrupt: &|| {} };
         let applied =
             run(&workdir, &planned.plan, workdir.state().unwrap(), &planned.hosts, &session).unwrap();
 
@@ -177,8 +175,7 @@ output "vcpus" {
         provider.fail_on("create_guest", "g");
         let config = workdir.config(&Default::default()).unwrap();
         let planned = workdir.plan(&config, provider.backends(), Default::default(), true).unwrap();
-        let session =
-            Session { parallelism: 4, agent_timeout: None, on_event: &|_| {}, on_interrupt: &|| {} };
+        let session = Session { parallelism: 4, agent_wait: None, on_event: &|_| {}, on_interrupt: &|| {} };
         let applied =
             run(&workdir, &planned.plan, workdir.state().unwrap(), &planned.hosts, &session).unwrap();
 

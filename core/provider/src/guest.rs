@@ -193,9 +193,63 @@ pub struct PromoteRequest {
     pub kvm_module_options: BTreeMap<String, String>,
 }
 
+/// How long to wait for the agent of a guest that was just started. A guest deep in the nesting
+/// boots for minutes under emulation, and one whose kernel stopped answers never: a guest whose
+/// console keeps printing is waited for up to `limit`, one whose console printed nothing new for
+/// `quiet` (or whose console cannot be read) is given up then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentWait {
+    /// The longest time without a new line on the console.
+    pub quiet: Duration,
+    /// The longest wait in all.
+    pub limit: Duration,
+}
+
+impl AgentWait {
+    /// What a booting guest gets unless told otherwise: two minutes of silence (a lab kernel prints
+    /// from its first second to its agent's start), twenty minutes in all.
+    pub const BOOT: AgentWait =
+        AgentWait { quiet: Duration::from_secs(120), limit: Duration::from_secs(20 * 60) };
+
+    /// Waits up to `limit`, whatever the console does: for a guest that runs already.
+    pub const fn at_most(limit: Duration) -> AgentWait {
+        AgentWait { quiet: limit, limit }
+    }
+}
+
+/// Why a wait for an agent ended without an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GaveUp {
+    /// The wait's whole limit passed.
+    Limit,
+    /// The console printed nothing new for this long.
+    Quiet(Duration),
+}
+
+impl GaveUp {
+    /// The end of "did not answer within ...".
+    fn describe(&self, waited: Duration) -> String {
+        match self {
+            GaveUp::Limit => human(waited),
+            GaveUp::Quiet(quiet) => {
+                format!("{} of its console's last output ({} in all)", human(*quiet), human(waited))
+            }
+        }
+    }
+}
+
+/// `1m30s`, `45s`, `800ms`: how long, as a person reads it.
+fn human(d: Duration) -> String {
+    match d.as_secs() {
+        0 => format!("{}ms", d.as_millis()),
+        s if s < 60 => format!("{s}s"),
+        s => format!("{}m{}s", s / 60, s % 60),
+    }
+}
+
 /// Reaches guests' agents and makes running guests hosts.
 pub trait Guests: Send + Sync {
-    /// The agent of `guest` on `host`, waited for up to `timeout` (a guest that just booted has
+    /// The agent of `guest` on `host`, waited for as `wait` says (a guest that just booted has
     /// nobody on its port yet). A host that cannot reach agents at all fails at once
     /// ([`AgentError::Unreachable`]); one whose agent never answers fails with the end of its
     /// console ([`AgentError::Timeout`]).
@@ -203,7 +257,7 @@ pub trait Guests: Send + Sync {
         &self,
         host: &dyn Hypervisor,
         guest: GuestRef<'_>,
-        timeout: Duration,
+        wait: AgentWait,
     ) -> Result<Arc<dyn GuestAgent>, AgentError>;
 
     /// Makes the running `guest` on `host` a host itself: its hypervisor started inside it (through
@@ -265,11 +319,11 @@ pub trait BootAssets: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(
-        "the agent of guest `{guest}` did not answer within {}s (last attempt: {last_error}){}",
-        waited.as_secs(),
+        "the agent of guest `{guest}` did not answer within {} (last attempt: {last_error}){}",
+        gave_up.describe(*waited),
         console.as_deref().map(|c| format!("; the guest's console ends with:\n{c}")).unwrap_or_default()
     )]
-    Timeout { guest: String, waited: Duration, last_error: String, console: Option<String> },
+    Timeout { guest: String, waited: Duration, gave_up: GaveUp, last_error: String, console: Option<String> },
     #[error("the agent of guest `{guest}` cannot be reached")]
     Unreachable {
         guest: String,

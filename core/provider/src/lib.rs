@@ -27,8 +27,9 @@ pub mod conformance;
 pub mod guest;
 
 pub use guest::{
-    error_chain, AgentError, BootAssets, BoxError, CommandOutput, CommandStatus, GuestAddress, GuestAgent,
-    GuestCommand, GuestFacts, GuestRef, Guests, OutputStream, PromoteRequest, PromotedNow,
+    error_chain, AgentError, AgentWait, BootAssets, BoxError, CommandOutput, CommandStatus, GaveUp,
+    GuestAddress, GuestAgent, GuestCommand, GuestFacts, GuestRef, Guests, OutputStream, PromoteRequest,
+    PromotedNow,
 };
 
 use std::sync::Arc;

@@ -9,8 +9,8 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use nestform_provider::{
-    AgentChannel, AgentError, CommandStatus, GuestAddress, GuestAgent, GuestCommand, GuestFacts, GuestRef,
-    Hypervisor, OutputStream, ProviderError,
+    AgentChannel, AgentError, AgentWait, CommandStatus, GaveUp, GuestAddress, GuestAgent, GuestCommand,
+    GuestFacts, GuestRef, Hypervisor, OutputStream, ProviderError,
 };
 
 use crate::client::{AgentClient, ClientError, ClientOptions};
@@ -32,19 +32,21 @@ impl Transport for Channel {
     }
 }
 
-/// Connects to the agent of `guest` on `h`, retrying until it answers or `timeout` has passed. A
-/// backend that cannot reach agents at all fails at once.
+/// Connects to the agent of `guest` on `h`, retrying until it answers or `wait` gives up: while the
+/// guest's console keeps printing, up to `wait.limit`. A backend that cannot reach agents at all
+/// fails at once.
 pub fn wait_for_agent(
     h: &dyn Hypervisor,
     guest: GuestRef<'_>,
-    timeout: Duration,
+    wait: AgentWait,
 ) -> Result<AgentClient, AgentError> {
     let GuestRef { id, name } = guest;
     let start = Instant::now();
+    let mut console = Progress::new(wait.quiet, start);
     let mut last_error;
     let mut attempt = 0u32;
     loop {
-        let remaining = timeout.saturating_sub(start.elapsed());
+        let remaining = wait.limit.saturating_sub(start.elapsed());
         match h.open_agent(id) {
             Ok(channel) => {
                 // Short handshakes first (a guest still booting has nobody on the port, and a new open
@@ -72,16 +74,68 @@ pub fn wait_for_agent(
             }
             Err(e) => last_error = e.to_string(),
         }
-        if start.elapsed() >= timeout {
+        let gave_up = if start.elapsed() >= wait.limit {
+            Some(GaveUp::Limit)
+        } else if wait.quiet < wait.limit && console.quiet_for(h, id) >= wait.quiet {
+            Some(GaveUp::Quiet(wait.quiet))
+        } else {
+            None
+        };
+        if let Some(gave_up) = gave_up {
             let console = h.console_tail(id, CONSOLE_TAIL_BYTES).ok().filter(|c| !c.trim().is_empty());
             return Err(AgentError::Timeout {
                 guest: name.to_string(),
                 waited: start.elapsed(),
+                gave_up,
                 last_error,
                 console,
             });
         }
         std::thread::sleep(Duration::from_millis(250).min(remaining));
+    }
+}
+
+/// How often the console is read while waiting: each read of a guest deep in the nesting is a round
+/// trip through every level above it.
+const CONSOLE_POLL: Duration = Duration::from_secs(5);
+
+/// How much of the console is compared to see whether it grew: its last lines carry the kernel's
+/// timestamps or init's messages, so two different readings mean new output.
+const CONSOLE_PROGRESS_BYTES: usize = 256;
+
+/// Watches a booting guest's console for new output.
+struct Progress {
+    quiet: Duration,
+    last_change: Instant,
+    last_poll: Option<Instant>,
+    last: Option<String>,
+}
+
+impl Progress {
+    fn new(quiet: Duration, start: Instant) -> Progress {
+        Progress { quiet, last_change: start, last_poll: None, last: None }
+    }
+
+    /// How long the console of `id` has printed nothing new, read at most every [`CONSOLE_POLL`].
+    /// A console that cannot be read never counts as progress.
+    fn quiet_for(&mut self, h: &dyn Hypervisor, id: &str) -> Duration {
+        let now = Instant::now();
+        let due = self.last_poll.is_none_or(|t| now.duration_since(t) >= CONSOLE_POLL.min(self.quiet));
+        if due {
+            self.last_poll = Some(now);
+            match h.console_tail(id, CONSOLE_PROGRESS_BYTES) {
+                Ok(tail) if !tail.is_empty() && self.last.as_deref() != Some(tail.as_str()) => {
+                    if self.last.is_some() {
+                        tracing::trace!(guest = id, "console grew");
+                    }
+                    self.last = Some(tail);
+                    self.last_change = now;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(guest = id, error = %e, "console unreadable while waiting"),
+            }
+        }
+        now.duration_since(self.last_change)
     }
 }
 
@@ -94,8 +148,8 @@ pub struct Agent {
 
 impl Agent {
     /// Waits for the agent of `guest` on `h` ([`wait_for_agent`]).
-    pub fn reach(h: &dyn Hypervisor, guest: GuestRef<'_>, timeout: Duration) -> Result<Agent, AgentError> {
-        Ok(Agent { client: wait_for_agent(h, guest, timeout)?, guest: guest.name.to_string() })
+    pub fn reach(h: &dyn Hypervisor, guest: GuestRef<'_>, wait: AgentWait) -> Result<Agent, AgentError> {
+        Ok(Agent { client: wait_for_agent(h, guest, wait)?, guest: guest.name.to_string() })
     }
 
     /// An agent already connected, of the guest named `guest`.

@@ -3,11 +3,10 @@
 //! `memory://<parent host>/<guest name>`, sized like the guest.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use nestform_provider::{
-    AgentError, Backends, BootAssets, BootRequest, GuestAgent, GuestRef, Guests, Hypervisor, PromoteRequest,
-    PromotedNow, Provider, ProviderError,
+    AgentError, AgentWait, Backends, BootAssets, BootRequest, GuestAgent, GuestRef, Guests, Hypervisor,
+    PromoteRequest, PromotedNow, Provider, ProviderError,
 };
 use nestform_types::{LabInstall, NestedGuestSpec};
 
@@ -75,9 +74,9 @@ impl Guests for MemoryProvider {
         &self,
         host: &dyn Hypervisor,
         guest: GuestRef<'_>,
-        timeout: Duration,
+        wait: AgentWait,
     ) -> Result<Arc<dyn GuestAgent>, AgentError> {
-        Ok(Arc::new(nestform_agent::Agent::reach(host, guest, timeout)?))
+        Ok(Arc::new(nestform_agent::Agent::reach(host, guest, wait)?))
     }
 
     /// `fail_on("promote", guest name)` makes a guest that cannot be promoted.
@@ -126,6 +125,8 @@ impl Guests for MemoryProvider {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use nestform_provider::conformance::{sample_guest, sample_owner};
 
     use super::*;
@@ -143,7 +144,9 @@ mod tests {
         assert_eq!(l1.uri(), "memory://l0/g1");
         let facts = l1.facts().unwrap();
         assert_eq!((facts.cpus, facts.memory_bytes), (g.vcpus, g.memory_bytes));
-        let agent = p.agent(&*l0, GuestRef { id: &g.id, name: "g1" }, Duration::from_secs(5)).unwrap();
+        let agent = p
+            .agent(&*l0, GuestRef { id: &g.id, name: "g1" }, AgentWait::at_most(Duration::from_secs(5)))
+            .unwrap();
         assert!(!agent.facts().unwrap().kernel_release.is_empty());
 
         // Reached again without changes while it runs; a restart of its guest ends its hypervisor.

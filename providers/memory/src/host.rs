@@ -382,8 +382,16 @@ impl Hypervisor for MemoryHypervisor {
         })
     }
 
-    fn console_tail(&self, id: &str, _max_bytes: usize) -> Result<String, ProviderError> {
-        Ok(format!("(guest `{}` of the memory provider has no console)\n", self.guest_name(id)))
+    /// What [`MemoryProvider::print_console`] printed, after a first line saying it is a fake.
+    fn console_tail(&self, id: &str, max_bytes: usize) -> Result<String, ProviderError> {
+        let name = self.guest_name(id);
+        let printed = self.provider.lock().consoles.get(&name).cloned().unwrap_or_default();
+        let all = format!("(guest `{name}` of the memory provider has no real console)\n{printed}");
+        let mut from = all.len().saturating_sub(max_bytes);
+        while !all.is_char_boundary(from) {
+            from += 1;
+        }
+        Ok(all[from..].to_string())
     }
 
     fn create_snapshot(

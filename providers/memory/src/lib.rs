@@ -87,6 +87,8 @@ struct World {
     promoted: BTreeSet<String>,
     /// Of those, the ones whose hypervisor was stopped ([`MemoryProvider::stop_promoted`]).
     stopped: BTreeSet<String>,
+    /// What guests printed on their consoles ([`MemoryProvider::print_console`]), by guest name.
+    consoles: BTreeMap<String, String>,
 }
 
 /// One fake host.
@@ -138,6 +140,17 @@ impl MemoryProvider {
     /// `fail_on("connect", uri)` refuses connections to `uri`.
     pub fn fail_on(&self, op: &str, name: &str) {
         self.lock().fail.insert((op.to_string(), name.to_string()));
+    }
+
+    /// Ends a failure [`MemoryProvider::fail_on`] injected: later calls `op` on `name` succeed again.
+    pub fn heal(&self, op: &str, name: &str) {
+        self.lock().fail.remove(&(op.to_string(), name.to_string()));
+    }
+
+    /// Appends `text` to the console of the guest named `name` (on whichever host), as a booting
+    /// kernel prints: `console_tail` shows it.
+    pub fn print_console(&self, name: &str, text: &str) {
+        self.lock().consoles.entry(name.to_string()).or_default().push_str(text);
     }
 
     /// Makes the next `times` calls of `op` (`facts`, `list_owned`, `read_guest`, `read_network`, or

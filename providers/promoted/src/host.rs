@@ -356,7 +356,11 @@ mod tests {
         name: &str,
         timeout: Duration,
     ) -> Result<AgentClient, nestform_provider::AgentError> {
-        nestform_agent::wait_for_agent(h, nestform_provider::GuestRef { id, name }, timeout)
+        nestform_agent::wait_for_agent(
+            h,
+            nestform_provider::GuestRef { id, name },
+            nestform_provider::AgentWait::at_most(timeout),
+        )
     }
 
     /// A memory host with a running guest `inner-g`, wrapped as if promoted; the memory provider's

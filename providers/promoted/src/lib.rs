@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use nestform_agent::{Agent, AgentClient};
 use nestform_provider::{
-    AgentError, GuestAgent, GuestRef, Guests, Hypervisor, PromoteRequest, PromotedNow, Provider,
+    AgentError, AgentWait, GuestAgent, GuestRef, Guests, Hypervisor, PromoteRequest, PromotedNow, Provider,
     ProviderError,
 };
 
@@ -41,7 +41,7 @@ use promote::PromoteOptions;
 use tunnel::LibvirtTunnel;
 
 /// How long a promoted guest's agent gets to answer, and its libvirtd to start.
-const PROMOTE_AGENT_WAIT: Duration = Duration::from_secs(180);
+const PROMOTE_AGENT_WAIT: AgentWait = AgentWait::at_most(Duration::from_secs(180));
 
 /// How long the first calls of a new connection to a promoted guest's libvirtd (which has answered
 /// already) may take before that libvirtd counts as hung.
@@ -66,9 +66,9 @@ impl Guests for Promoter {
         &self,
         host: &dyn Hypervisor,
         guest: GuestRef<'_>,
-        timeout: Duration,
+        wait: AgentWait,
     ) -> Result<Arc<dyn GuestAgent>, AgentError> {
-        Ok(Arc::new(Agent::reach(host, guest, timeout)?))
+        Ok(Arc::new(Agent::reach(host, guest, wait)?))
     }
 
     fn promote(

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use nestform_provider::conformance;
-use nestform_provider::{GuestRef, Hypervisor, Provider};
+use nestform_provider::{AgentWait, GuestRef, Hypervisor, Provider};
 use nestform_provider_memory::MemoryProvider;
 use nestform_provider_promoted::{PromotedHost, Promoter};
 
@@ -16,9 +16,12 @@ fn promoted(p: &MemoryProvider) -> PromotedHost {
     let l0 = p.connect("memory://l0").unwrap();
     let owner = conformance::sample_owner("nested_guest.g1");
     let g1 = l0.create_guest(&conformance::sample_guest("g1", &[], true), &owner).unwrap();
-    let agent =
-        nestform_agent::wait_for_agent(&*l0, GuestRef { id: &g1.id, name: "g1" }, Duration::from_secs(10))
-            .unwrap();
+    let agent = nestform_agent::wait_for_agent(
+        &*l0,
+        GuestRef { id: &g1.id, name: "g1" },
+        AgentWait::at_most(Duration::from_secs(10)),
+    )
+    .unwrap();
     PromotedHost::new(p.connect("memory://l0/g1").unwrap(), agent)
 }
 

@@ -75,11 +75,7 @@ fn execute(
 ) -> Result<ExitCode, Report> {
     let session = Session {
         parallelism,
-        // How long a booted guest's agent gets (seconds); the default suits a guest emulated by TCG.
-        agent_timeout: std::env::var("NESTFORM_AGENT_TIMEOUT")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs),
+        agent_wait: Some(super::agent_wait()),
         on_event: &print_event,
         on_interrupt: &|| {
             eprintln!("\nInterrupt received. Waiting for running operations to finish; no new ones start.")
@@ -129,6 +125,14 @@ fn print_event(e: &ApplyEvent) {
     };
     match &e.phase {
         Phase::Started => progress!("{}: {doing}", e.addr),
+        Phase::Running { elapsed } => {
+            progress!(
+                "{}: Still {}... [{} elapsed]",
+                e.addr,
+                doing.trim_end_matches("...").to_lowercase(),
+                human(*elapsed)
+            )
+        }
         Phase::Finished { elapsed } => progress!("{}: {done} after {}", e.addr, human(*elapsed)),
         Phase::Failed { error } => progress!("{}: failed: {error}", e.addr),
         Phase::Skipped => progress!("{}: {} skipped", e.addr, e.op.as_str()),

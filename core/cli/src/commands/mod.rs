@@ -74,6 +74,14 @@ pub fn hosts() -> Hosts {
     Hosts::new(backends())
 }
 
+/// How long a booted guest's agent gets: [`AgentWait::BOOT`], whose quiet time (seconds of a
+/// console printing nothing new) `NESTFORM_AGENT_TIMEOUT` sets.
+pub fn agent_wait() -> nestform_provider::AgentWait {
+    let quiet = std::env::var("NESTFORM_AGENT_TIMEOUT").ok().and_then(|v| v.parse::<u64>().ok());
+    let boot = nestform_provider::AgentWait::BOOT;
+    quiet.map_or(boot, |s| nestform_provider::AgentWait { quiet: std::time::Duration::from_secs(s), ..boot })
+}
+
 pub fn var_inputs(v: &VarArgs) -> Result<VarInputs, Report> {
     let mut cli = Vec::new();
     for kv in &v.vars {

@@ -29,15 +29,11 @@ fn run(workdir: &Workdir, args: &SnapshotArgs, action: Action<'_>) -> Result<Exi
         Action::Revert(_) => "revert",
     };
     let addr = addrs("address", std::slice::from_ref(&args.address))?.remove(0);
-    let mut opts = SnapshotOptions {
+    let opts = SnapshotOptions {
         stop_timeout: Duration::from_secs(60),
-        agent_timeout: Duration::from_secs(120),
+        agent_wait: super::agent_wait(),
         fresh_hosts: Arc::new(|| hosts()),
     };
-    // The same knob as apply's: how long a booted guest's agent gets, in seconds.
-    if let Some(secs) = std::env::var("NESTFORM_AGENT_TIMEOUT").ok().and_then(|v| v.parse::<u64>().ok()) {
-        opts.agent_timeout = Duration::from_secs(secs);
-    }
     let outcome =
         snapshot::run_in(workdir, &hosts(), &addr, action, &opts, &print_event).map_err(|e| match e {
             snapshot::SnapshotError::State(e) => report(e),

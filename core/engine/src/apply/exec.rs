@@ -59,7 +59,7 @@ pub(crate) struct Context {
     pub hosts: Hosts,
     pub stop_timeout: Duration,
     /// How long a booted guest's agent gets to answer.
-    pub agent_timeout: Duration,
+    pub agent_wait: nestform_provider::AgentWait,
     pub index: ChangeIndex,
 }
 
@@ -200,7 +200,7 @@ impl Context {
         spec: &nestform_types::NestedGuestSpec,
         started: Instant,
     ) -> Result<Vec<(&'static str, serde_json::Value)>, AgentError> {
-        let client = agent::wait_for_agent(&self.hosts, h, id, &spec.name, self.agent_timeout)?;
+        let client = agent::wait_for_agent(&self.hosts, h, id, &spec.name, self.agent_wait)?;
         let boot = started.elapsed();
         // The agent answers as soon as it runs; DHCP may still be under way. A guest on networks gets
         // a little while for its addresses, so state records them.
@@ -318,7 +318,13 @@ pub(crate) fn stop_cleanly(
     let timeout = if lab {
         // Best effort: a guest whose agent does not answer is stopped all the same, as a plain
         // power-off would.
-        if let Ok(client) = agent::wait_for_agent(hosts, h, id, name, Duration::from_secs(5)) {
+        if let Ok(client) = agent::wait_for_agent(
+            hosts,
+            h,
+            id,
+            name,
+            nestform_provider::AgentWait::at_most(Duration::from_secs(5)),
+        ) {
             let _ = client.run(&GuestCommand::new(["sync"]).timeout(Duration::from_secs(30)));
         }
         Duration::from_secs(2)

@@ -99,19 +99,24 @@ pub struct ApplyOptions {
     pub events: mpsc::UnboundedSender<ApplyEvent>,
     /// How long a guest gets to shut down gracefully before it is powered off.
     pub stop_timeout: Duration,
-    /// How long a booted guest's agent gets to answer before the guest counts as failed.
-    pub agent_timeout: Duration,
+    /// How long a booted guest's agent gets to answer before the guest counts as failed: a guest
+    /// whose console keeps printing is waited for longer than one whose console went quiet.
+    pub agent_wait: nestform_provider::AgentWait,
+    /// How often a running operation sends [`Phase::Running`].
+    pub still_every: Duration,
 }
 
 impl ApplyOptions {
-    /// Parallelism 10, a 60 s graceful shutdown, 120 s for an agent to answer after a boot.
+    /// Parallelism 10, a 60 s graceful shutdown, [`AgentWait::BOOT`](nestform_provider::AgentWait::BOOT)
+    /// for an agent to answer after a boot, word of a running operation every 10 s.
     pub fn new(cancel: watch::Receiver<bool>, events: mpsc::UnboundedSender<ApplyEvent>) -> Self {
         ApplyOptions {
             parallelism: 10,
             cancel,
             events,
             stop_timeout: Duration::from_secs(60),
-            agent_timeout: Duration::from_secs(120),
+            agent_wait: nestform_provider::AgentWait::BOOT,
+            still_every: Duration::from_secs(10),
         }
     }
 }
@@ -128,6 +133,10 @@ pub struct ApplyEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Phase {
     Started,
+    /// Still running, `elapsed` after it started: sent every [`ApplyOptions::still_every`].
+    Running {
+        elapsed: Duration,
+    },
     Finished {
         elapsed: Duration,
     },
@@ -190,7 +199,7 @@ pub async fn apply(
         before: state.clone(),
         hosts: hosts.clone(),
         stop_timeout: opts.stop_timeout,
-        agent_timeout: opts.agent_timeout,
+        agent_wait: opts.agent_wait,
     });
     let journal = Arc::new(Journal::start(state, sink));
     let all_ops = graph.ops;
@@ -198,6 +207,7 @@ pub async fn apply(
     // depends on when it changes nothing itself (a stop), so waiting on it covers everything below.
     let tickets: Arc<Vec<AtomicU64>> = Arc::new((0..all_ops.len()).map(|_| AtomicU64::new(0)).collect());
     let events = opts.events.clone();
+    let still_every = opts.still_every;
     // The walk carries errors as text; the typed error of each failed operation waits here.
     let failures: Arc<std::sync::Mutex<BTreeMap<usize, ApplyError>>> = Arc::default();
     let report = walk(&dag, opts.parallelism, opts.cancel.clone(), |id: NodeId| {
@@ -215,7 +225,7 @@ pub async fn apply(
             send(Phase::Started);
             let start = Instant::now();
             let task_op = op.clone();
-            let result = tokio::task::spawn_blocking(move || {
+            let mut task = tokio::task::spawn_blocking(move || {
                 journal.wait_saved(below).map_err(ApplyError::Unsaved)?;
                 let (update, failure) = match ctx.run(&task_op) {
                     Ok(update) => (update, None),
@@ -224,9 +234,16 @@ pub async fn apply(
                 let ticket = journal.record(update).max(below);
                 tickets[index].store(ticket, Ordering::Release);
                 failure.map_or(Ok(()), Err)
-            })
-            .await
-            .unwrap_or_else(|e| Err(ApplyError::Panicked(e.to_string())));
+            });
+            // A long operation says it is still at it, as Terraform's "Still creating..." does.
+            let mut still =
+                tokio::time::interval_at(tokio::time::Instant::now() + still_every, still_every);
+            let result = loop {
+                tokio::select! {
+                    done = &mut task => break done.unwrap_or_else(|e| Err(ApplyError::Panicked(e.to_string()))),
+                    _ = still.tick() => send(Phase::Running { elapsed: start.elapsed() }),
+                }
+            };
             match result {
                 Ok(()) => {
                     send(Phase::Finished { elapsed: start.elapsed() });

@@ -103,7 +103,7 @@ pub struct SnapshotOptions {
     /// How long a guest that is not a lab guest gets to shut down before it is powered off.
     pub stop_timeout: Duration,
     /// How long a started guest's agent gets to answer.
-    pub agent_timeout: Duration,
+    pub agent_wait: nestform_provider::AgentWait,
     /// A new, empty connection cache: a restarted promoted guest's old tunnel is dead, so it is
     /// reached again through fresh connections. The CLI gives `Hosts::new(backends)`.
     pub fresh_hosts: Arc<dyn Fn() -> Hosts + Send + Sync>,
@@ -219,7 +219,7 @@ impl Dance<'_> {
         h: &dyn Hypervisor,
         m: &Member,
     ) -> Result<Vec<(&'static str, serde_json::Value)>, SnapshotError> {
-        let wait = self.opts.agent_timeout;
+        let wait = self.opts.agent_wait;
         let attrs = self.step(&m.addr, Step::Start, "starting", || {
             let started = Instant::now();
             h.start_guest(&m.id).map_err(|e| e.to_string())?;

@@ -73,7 +73,7 @@ impl Lab {
         let (provider, promoted) = (self.provider.clone(), self.promoted.clone());
         SnapshotOptions {
             stop_timeout: Duration::ZERO,
-            agent_timeout: Duration::from_secs(10),
+            agent_wait: nestform_provider::AgentWait::at_most(Duration::from_secs(10)),
             fresh_hosts: Arc::new(move || {
                 let hosts = Hosts::new(provider.backends());
                 for (host, uri) in &promoted {

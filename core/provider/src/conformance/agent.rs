@@ -7,10 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{AgentError, GuestAgent, GuestCommand, GuestRef, Guests, Hypervisor, OutputStream};
+use crate::{
+    AgentError, AgentWait, GaveUp, GuestAgent, GuestCommand, GuestRef, Guests, Hypervisor, OutputStream,
+};
 
 /// How long a running guest's agent gets to answer in the suite.
-const AGENT_WAIT: Duration = Duration::from_secs(60);
+const AGENT_WAIT: AgentWait = AgentWait::at_most(Duration::from_secs(60));
 
 /// Reaches the agent of the running `guest` on `h` through `guests` and runs every check on it.
 pub fn run_all(guests: &dyn Guests, h: &dyn Hypervisor, guest: GuestRef<'_>) {
@@ -96,15 +98,18 @@ pub fn files_round_trip(agent: &dyn GuestAgent) {
     }
 }
 
-/// A guest that is not running has no agent: reaching it gives up after the timeout with the end
-/// of its console, never hangs.
+/// A guest that is not running has no agent and a console that prints nothing: reaching it gives
+/// up once the console has been quiet for the wait's `quiet`, long before its limit, with the end
+/// of its console; it never hangs.
 pub fn a_stopped_guest_times_out(guests: &dyn Guests, h: &dyn Hypervisor, guest: GuestRef<'_>) {
-    let wait = Duration::from_millis(600);
+    let wait = AgentWait { quiet: Duration::from_millis(600), limit: Duration::from_secs(60) };
     let started = Instant::now();
     match guests.agent(h, guest, wait) {
-        Err(AgentError::Timeout { .. }) => {}
-        Err(other) => panic!("the agent of stopped guest `{}`: expected a timeout, got {other}", guest.name),
+        Err(AgentError::Timeout { gave_up: GaveUp::Quiet(q), .. }) => assert_eq!(q, wait.quiet),
+        Err(other) => {
+            panic!("the agent of stopped guest `{}`: expected a quiet console, got {other}", guest.name)
+        }
         Ok(_) => panic!("the agent of stopped guest `{}` answered", guest.name),
     }
-    assert!(started.elapsed() < wait + Duration::from_secs(10), "gave up after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(15), "gave up after {:?}", started.elapsed());
 }

@@ -50,7 +50,7 @@ async fn a_lab_guest_whose_agent_never_answers_is_recorded_tainted() {
     let (tx, _rx) = mpsc::unbounded_channel();
     let (_cancel_tx, cancel) = watch::channel(false);
     let mut opts = test_options(cancel, tx);
-    opts.agent_timeout = Duration::from_millis(500);
+    opts.agent_wait = nestform_provider::AgentWait::at_most(Duration::from_millis(500));
     let sink = Arc::new(Snapshots::new(&State::new()));
     let outcome = apply(&lab_plan(), State::new(), &hosts, opts, sink).await;
     assert!(matches!(outcome.errors[0].1, crate::apply::ApplyError::Agent(_)), "{:?}", outcome.errors);
@@ -58,7 +58,7 @@ async fn a_lab_guest_whose_agent_never_answers_is_recorded_tainted() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].0, "nested_guest.g1");
     assert!(errors[0].1.contains("did not answer within"), "{}", errors[0].1);
-    assert!(errors[0].1.contains("has no console"), "the console tail is in the error: {}", errors[0].1);
+    assert!(errors[0].1.contains("has no real console"), "the console tail is in the error: {}", errors[0].1);
     // The guest exists, so state records it, tainted: the next plan replaces it.
     let g1 = &outcome.state.resources[&addr("nested_guest.g1")];
     assert!(g1.tainted);

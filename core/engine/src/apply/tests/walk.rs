@@ -102,3 +102,36 @@ async fn cancel_lets_running_finish_and_saves_state() {
     let skipped = r.events.iter().filter(|e| e.phase == Phase::Skipped).count();
     assert_eq!(skipped, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_operation_says_it_is_still_running() {
+    let provider = MemoryProvider::new();
+    // Every create takes 450 ms; word comes every 100 ms.
+    provider.set_delay(Duration::from_millis(450));
+    let hosts = Hosts::new(provider.backends());
+    let changes = vec![
+        change("kvm_host.l0", Action::Create, Some(host_uri(L0_URI)), 0),
+        change("nested_guest.g", Action::Create, Some(guest("g", "kvm_host.l0", &[])), 1),
+    ];
+    let (_cancel_tx, cancel) = watch::channel(false);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut opts = test_options(cancel, tx);
+    opts.still_every = Duration::from_millis(100);
+    let plan = plan_of("l", changes);
+    let outcome = apply(&plan, State::new(), &hosts, opts, Arc::new(Snapshots::new(&State::new()))).await;
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    let mut phases = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if e.addr == addr("nested_guest.g") {
+            phases.push(e.phase);
+        }
+    }
+    let running: Vec<Duration> = phases
+        .iter()
+        .filter_map(|p| if let Phase::Running { elapsed } = p { Some(*elapsed) } else { None })
+        .collect();
+    assert!(running.len() >= 3, "{phases:?}");
+    assert!(running.windows(2).all(|w| w[0] < w[1]), "elapsed grows: {running:?}");
+    assert_eq!(phases.first(), Some(&Phase::Started), "{phases:?}");
+    assert!(matches!(phases.last(), Some(Phase::Finished { .. })), "nothing after the end: {phases:?}");
+}
