@@ -76,7 +76,7 @@ pub fn wait_for_agent(
         }
         let gave_up = if start.elapsed() >= wait.limit {
             Some(GaveUp::Limit)
-        } else if wait.quiet < wait.limit && console.quiet_for(h, id) >= wait.quiet {
+        } else if wait.quiet < wait.limit && console.quiet_for(h, guest) >= wait.quiet {
             Some(GaveUp::Quiet(wait.quiet))
         } else {
             None
@@ -116,23 +116,22 @@ impl Progress {
         Progress { quiet, last_change: start, last_poll: None, last: None }
     }
 
-    /// How long the console of `id` has printed nothing new, read at most every [`CONSOLE_POLL`].
+    /// How long the console of `guest` has printed nothing new, read at most every [`CONSOLE_POLL`].
     /// A console that cannot be read never counts as progress.
-    fn quiet_for(&mut self, h: &dyn Hypervisor, id: &str) -> Duration {
+    fn quiet_for(&mut self, h: &dyn Hypervisor, GuestRef { id, name }: GuestRef<'_>) -> Duration {
         let now = Instant::now();
         let due = self.last_poll.is_none_or(|t| now.duration_since(t) >= CONSOLE_POLL.min(self.quiet));
         if due {
             self.last_poll = Some(now);
             match h.console_tail(id, CONSOLE_PROGRESS_BYTES) {
                 Ok(tail) if !tail.is_empty() && self.last.as_deref() != Some(tail.as_str()) => {
-                    if self.last.is_some() {
-                        tracing::trace!(guest = id, "console grew");
-                    }
+                    let line = tail.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+                    tracing::debug!(guest = name, line, "console grew");
                     self.last = Some(tail);
                     self.last_change = now;
                 }
                 Ok(_) => {}
-                Err(e) => tracing::debug!(guest = id, error = %e, "console unreadable while waiting"),
+                Err(e) => tracing::debug!(guest = name, error = %e, "console unreadable while waiting"),
             }
         }
         now.duration_since(self.last_change)

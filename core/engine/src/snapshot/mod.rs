@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nestform_provider::{Hypervisor, ProviderError, SnapshotInfo, SnapshotMode};
+use nestform_provider::{BoxError, Hypervisor, ProviderError, SnapshotInfo, SnapshotMode};
 use nestform_state::State;
 use nestform_types::{ByteSize, Owner, ResourceAddr, ResourceType};
 
@@ -53,8 +53,14 @@ pub enum SnapshotError {
     CannotSnapshot { guest: ResourceAddr, why: String },
     #[error("cannot reach the host of `{addr}`: {source}")]
     Unreachable { addr: ResourceAddr, source: ProviderError },
-    #[error("{step} `{addr}` failed: {error}{}", stopped_note(.stopped))]
-    Failed { addr: ResourceAddr, step: &'static str, error: String, stopped: Vec<ResourceAddr> },
+    #[error("{step} `{addr}` failed: {source}{}", stopped_note(.stopped))]
+    Failed {
+        addr: ResourceAddr,
+        step: &'static str,
+        #[source]
+        source: BoxError,
+        stopped: Vec<ResourceAddr>,
+    },
     /// The lock, reading the state before, or saving it after.
     #[error(transparent)]
     State(#[from] crate::workdir::EngineError),
@@ -189,14 +195,14 @@ impl Dance<'_> {
         addr: &ResourceAddr,
         step: Step,
         verb: &'static str,
-        f: impl FnOnce() -> Result<T, String>,
+        f: impl FnOnce() -> Result<T, BoxError>,
     ) -> Result<T, SnapshotError> {
         (self.progress)(SnapshotEvent { addr: addr.clone(), step: step.clone(), done: None });
         let started = Instant::now();
-        let out = f().map_err(|error| SnapshotError::Failed {
+        let out = f().map_err(|source| SnapshotError::Failed {
             addr: addr.clone(),
             step: verb,
-            error,
+            source,
             stopped: self.stopped.clone(),
         })?;
         (self.progress)(SnapshotEvent { addr: addr.clone(), step, done: Some(started.elapsed()) });
@@ -206,8 +212,7 @@ impl Dance<'_> {
     fn stop(&mut self, h: &dyn Hypervisor, m: &Member) -> Result<(), SnapshotError> {
         let timeout = self.opts.stop_timeout;
         self.step(&m.addr, Step::Stop, "stopping", || {
-            crate::apply::stop_cleanly(self.hosts, h, &m.id, &m.name, m.lab, timeout)
-                .map_err(|e| e.to_string())
+            Ok(crate::apply::stop_cleanly(self.hosts, h, &m.id, &m.name, m.lab, timeout)?)
         })?;
         self.stopped.push(m.addr.clone());
         Ok(())
@@ -222,13 +227,12 @@ impl Dance<'_> {
         let wait = self.opts.agent_wait;
         let attrs = self.step(&m.addr, Step::Start, "starting", || {
             let started = Instant::now();
-            h.start_guest(&m.id).map_err(|e| e.to_string())?;
+            h.start_guest(&m.id)?;
             if !m.lab {
                 return Ok(Vec::new());
             }
-            let client =
-                crate::agent::wait_for_agent(self.hosts, h, &m.id, &m.name, wait).map_err(|e| e.chain())?;
-            let facts = client.facts().map_err(|e| e.chain())?;
+            let client = crate::agent::wait_for_agent(self.hosts, h, &m.id, &m.name, wait)?;
+            let facts = client.facts()?;
             Ok(crate::agent::guest_attributes(&facts, started.elapsed()))
         })?;
         self.stopped.retain(|a| a != &m.addr);
@@ -240,7 +244,7 @@ impl Dance<'_> {
         let state = self.state;
         for host in &m.promoted_as {
             self.step(host, Step::StartLibvirt, "starting libvirtd in", || {
-                fresh.connect_recorded(state, host).map(drop).map_err(|e| e.to_string())
+                Ok(fresh.connect_recorded(state, host).map(drop)?)
             })?;
         }
         Ok(())
@@ -335,12 +339,10 @@ pub fn run(
     let owner = Owner { lineage: state.lineage.clone(), address: guest.to_string() };
     let taken = match action {
         Action::Create(name) => dance.step(guest, Step::Snapshot(mode), "snapshotting", || {
-            h.create_snapshot(&target.id, name, mode, &owner).map_err(|e| e.to_string())
+            Ok(h.create_snapshot(&target.id, name, mode, &owner)?)
         }),
         Action::Revert(name) => dance
-            .step(guest, Step::Revert, "reverting", || {
-                h.revert_snapshot(&target.id, name).map_err(|e| e.to_string())
-            })
+            .step(guest, Step::Revert, "reverting", || Ok(h.revert_snapshot(&target.id, name)?))
             .map(|()| existing.clone().expect("checked above")),
     };
 
@@ -353,8 +355,8 @@ pub fn run(
     };
     let back = dance.bring_back(&p, restarted);
     let snapshot = taken.map_err(|e| match e {
-        SnapshotError::Failed { addr, step, error, .. } => {
-            SnapshotError::Failed { addr, step, error, stopped: dance.stopped.clone() }
+        SnapshotError::Failed { addr, step, source, .. } => {
+            SnapshotError::Failed { addr, step, source, stopped: dance.stopped.clone() }
         }
         other => other,
     })?;
@@ -477,7 +479,7 @@ pub fn delete(state: &State, hosts: &Hosts, guest: &ResourceAddr, name: &str) ->
     h.delete_snapshot(&m.id, name).map_err(|e| SnapshotError::Failed {
         addr: guest.clone(),
         step: "deleting a snapshot of",
-        error: e.to_string(),
+        source: e.into(),
         stopped: Vec::new(),
     })
 }
