@@ -22,11 +22,17 @@ pub struct LabGuest<'a> {
     pub agent: &'a Path,
 }
 
-/// The kernel command line: the serial console (libvirt's console log keeps the boot messages) and
-/// what `/init` reads.
+/// The kernel command line: the serial console (libvirt's console log keeps it) and what `/init`
+/// reads.
+///
+/// The console gets the kernel's notices and worse (its version, warnings, oopses, panics) and
+/// everything `/init` says; its informational messages stay in the guest's `dmesg`. Every byte on
+/// the emulated serial port is a trap into the hypervisor below, through each level above it:
+/// printed in full (some 400 lines, 28 KB), they kept the tower's guest3 booting for over ten
+/// minutes, its console a few characters a second.
 pub fn kernel_cmdline(guest: &LabGuest<'_>) -> String {
     format!(
-        "console=ttyS0 nestform.level={} nestform.hostname={} nestform.agent={}",
+        "console=ttyS0 loglevel=6 nestform.level={} nestform.hostname={} nestform.agent={}",
         guest.level,
         guest.hostname,
         guest.agent.display()
@@ -128,7 +134,7 @@ mod tests {
             BootRequest::Kernel {
                 kernel: "/k/boot/vmlinuz-6.1.0-35-amd64".into(),
                 initrd: "/c/initramfs-6.1.0-35-amd64-0123456789abcdef.cpio.gz".into(),
-                cmdline: "console=ttyS0 nestform.level=1 nestform.hostname=l1 \
+                cmdline: "console=ttyS0 loglevel=6 nestform.level=1 nestform.hostname=l1 \
                           nestform.agent=/work/target/debug/nestform-agent"
                     .into(),
                 root_share: Some("/".into()),

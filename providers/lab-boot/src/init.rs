@@ -87,6 +87,7 @@ say "booted in $(cut -d' ' -f1 /proc/uptime) s"
 # A module that fails (kvm_intel on AMD) is reported and skipped; a missing 9p shows up at the mount.
 load() { insmod "/lib/modules/$1.ko" 2>/dev/null || say "module \`$1\` did not load"; }
 @MODULES@
+say "modules loaded after $(cut -d' ' -f1 /proc/uptime) s"
 mount -t 9p -o trans=virtio,version=9p2000.L,ro @TAG@ /mnt/lower \
   || fail "cannot mount the parent's root (9p tag \`@TAG@\`)"
 mount -t tmpfs -o mode=0755 tmpfs /mnt/rw

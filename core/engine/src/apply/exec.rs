@@ -107,7 +107,7 @@ impl Context {
                 // A started lab guest is ready when its agent answers, as after a create.
                 if let Some(ResourceSpec::NestedGuest(spec)) = &c.spec {
                     if has_agent(spec) {
-                        self.agent_attributes(&*h, id, spec, started).map_err(|source| {
+                        self.agent_attributes(&*h, id, spec, c.level, started).map_err(|source| {
                             Failure::Plain(ApplyError::Start { guest: spec.name.clone(), source })
                         })?;
                     }
@@ -132,7 +132,7 @@ impl Context {
                     // recorded tainted, so the next plan replaces it.
                     if has_agent(spec) {
                         let mut computed = vec![("id", status.id.clone().into())];
-                        match self.agent_attributes(&*h, &status.id, spec, started) {
+                        match self.agent_attributes(&*h, &status.id, spec, c.level, started) {
                             Ok(attrs) => computed.extend(attrs),
                             Err(e) => {
                                 let mut update = self.put(c, status.id.clone(), &computed);
@@ -191,16 +191,17 @@ impl Context {
         }
     }
 
-    /// Waits for the agent of a guest that was just started (at `started`) and returns the
-    /// attributes its facts give.
+    /// Waits for the agent of a guest at nesting `level` that was just started (at `started`) and
+    /// returns the attributes its facts give.
     fn agent_attributes(
         &self,
         h: &dyn Hypervisor,
         id: &str,
         spec: &nestform_types::NestedGuestSpec,
+        level: u32,
         started: Instant,
     ) -> Result<Vec<(&'static str, serde_json::Value)>, AgentError> {
-        let client = agent::wait_for_agent(&self.hosts, h, id, &spec.name, self.agent_wait)?;
+        let client = agent::wait_for_agent(&self.hosts, h, id, &spec.name, self.agent_wait.at_level(level))?;
         let boot = started.elapsed();
         // The agent answers as soon as it runs; DHCP may still be under way. A guest on networks gets
         // a little while for its addresses, so state records them.
