@@ -127,6 +127,7 @@ impl Context {
                 let started = Instant::now();
                 let status = if kind == OpKind::Create {
                     let status = h.create_guest(&req, &owner)?;
+                    tracing::debug!(guest = %c.addr, id = %status.id, running = status.running, "guest defined");
                     self.hosts.note_guest(&c.addr, &status.id, &status.name);
                     // A guest counts as created when its agent answers; one that never does is
                     // recorded tainted, so the next plan replaces it.
