@@ -238,16 +238,20 @@ impl GaveUp {
     /// The end of "did not answer within ...".
     fn describe(&self, waited: Duration) -> String {
         match self {
-            GaveUp::Limit => human(waited),
+            GaveUp::Limit => human_duration(waited),
             GaveUp::Quiet(quiet) => {
-                format!("{} of its console's last output ({} in all)", human(*quiet), human(waited))
+                format!(
+                    "{} of its console's last output ({} in all)",
+                    human_duration(*quiet),
+                    human_duration(waited)
+                )
             }
         }
     }
 }
 
-/// `1m30s`, `45s`, `800ms`: how long, as a person reads it.
-fn human(d: Duration) -> String {
+/// `1m30s`, `45s`, `800ms`: how long, as a person reads it (messages and progress lines alike).
+pub fn human_duration(d: Duration) -> String {
     match d.as_secs() {
         0 => format!("{}ms", d.as_millis()),
         s if s < 60 => format!("{s}s"),

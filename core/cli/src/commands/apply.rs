@@ -140,11 +140,5 @@ fn print_event(e: &ApplyEvent) {
 }
 
 pub(super) fn human(d: Duration) -> String {
-    if d.as_secs() >= 60 {
-        format!("{}m{}s", d.as_secs() / 60, d.as_secs() % 60)
-    } else if d.as_millis() >= 1000 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
+    nestform_provider::guest::human_duration(d)
 }
