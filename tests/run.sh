@@ -11,6 +11,12 @@ trap 'bash tests/setup-host.sh --stop-netns "$netns" || true' EXIT
 bash tests/setup-host.sh --netns "$netns"
 # Lab guests boot a kernel of their own: the host's, or Debian's generic one fetched (not installed).
 bash tests/guest-kernel.sh
+# What the host's libvirt holds before the suite starts: its definitions outlive the daemon, so an
+# earlier run that was killed shows here, and the tests then leave what they did not make alone.
+for what in list pool-list net-list; do
+  echo "tests/run.sh: virsh $what --all (before the suite):"
+  virsh -c qemu:///system "$what" --all --name | sed '/^$/d; s/^/  /'
+done
 
 cargo fmt --all -- --check
 cargo test --workspace --locked --no-fail-fast

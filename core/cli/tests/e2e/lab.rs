@@ -16,8 +16,21 @@ const URI: &str = "qemu:///system";
 /// The host's storage pool is one for all guests: tests that check it is gone take turns.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-pub(crate) fn take_turn() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+/// A test's turn on the real host, and whether nestform's pool was there when it began: a pool left
+/// by something else (the user's own guests, an earlier run that was killed) is not this test's to
+/// remove, but one this test made must be gone at its end.
+pub(crate) struct Turn {
+    _guard: std::sync::MutexGuard<'static, ()>,
+    had_pool: bool,
+}
+
+pub(crate) fn take_turn() -> Turn {
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    Turn { _guard: guard, had_pool: pool_exists() }
+}
+
+fn pool_exists() -> bool {
+    virsh(&["pool-list", "--all", "--name"]).lines().any(|p| p.trim() == "nestform")
 }
 
 /// A host, a NAT network and one lab guest; `net` picks the network (`10.213.NET.0/24`) so tests that
@@ -67,14 +80,19 @@ pub(crate) fn virsh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Nothing of the test's own is left in libvirt or on disk.
-fn assert_nothing_left(tag: &str) {
+/// Nothing of the test's own is left in libvirt or on disk: no domain, network or volume named
+/// with its tag, and no nestform pool unless there was one when its turn began.
+fn assert_nothing_left(tag: &str, turn: &Turn) {
     let domains = virsh(&["list", "--all", "--name"]);
     assert!(!domains.contains(tag), "domains left: {domains}");
     let networks = virsh(&["net-list", "--all", "--name"]);
     assert!(!networks.contains(tag), "networks left: {networks}");
-    let pools = virsh(&["pool-list", "--all", "--name"]);
-    assert!(!pools.lines().any(|p| p.trim() == "nestform"), "the nestform pool is left: {pools}");
+    if turn.had_pool {
+        let volumes = virsh(&["vol-list", "nestform"]);
+        assert!(!volumes.contains(tag), "volumes left in the nestform pool: {volumes}");
+    } else {
+        assert!(!pool_exists(), "the nestform pool this test made is left");
+    }
     for log in [format!("{tag}-g-console.log"), format!("{tag}-g.log")] {
         assert!(!Path::new("/var/log/libvirt/qemu").join(&log).exists(), "{log} is left");
     }
@@ -82,7 +100,7 @@ fn assert_nothing_left(tag: &str) {
 
 #[test]
 fn a_lab_guest_lives_its_whole_life() {
-    let _turn = take_turn();
+    let turn = take_turn();
     let tag = "nfe2e";
     let ws = Workspace::new();
     ws.write("main.nf.hcl", &lab(tag, 7, "384MiB", ""));
@@ -137,7 +155,7 @@ fn a_lab_guest_lives_its_whole_life() {
 
     ws.run(&["destroy", "-auto-approve"]).success();
     drop(cleanup);
-    assert_nothing_left(tag);
+    assert_nothing_left(tag, &turn);
 }
 
 #[test]
@@ -154,7 +172,7 @@ fn a_missing_kernel_is_a_plan_error_at_kernel() {
 
 #[test]
 fn an_agent_that_never_answers_is_a_timeout_with_the_console() {
-    let _turn = take_turn();
+    let turn = take_turn();
     let tag = "nfe2t";
     let ws = Workspace::new();
     ws.write("main.nf.hcl", &lab(tag, 9, "256MiB", ""));
@@ -180,7 +198,7 @@ fn an_agent_that_never_answers_is_a_timeout_with_the_console() {
     r.code(2);
     assert!(r.stdout.contains("tainted"), "{}", r.stdout);
     drop(cleanup);
-    assert_nothing_left(tag);
+    assert_nothing_left(tag, &turn);
 }
 
 /// Two levels in one apply: a lab guest promoted to a hypervisor, with a NAT network and a guest of its
@@ -234,7 +252,7 @@ nested_guest "guest2" {{
 
 #[test]
 fn a_guest_promoted_to_a_host_holds_a_guest_of_its_own() {
-    let _turn = take_turn();
+    let turn = take_turn();
     let tag = "nfe2n";
     let ws = Workspace::new();
     ws.write("main.nf.hcl", &two_levels(tag, 21, "", ""));
@@ -271,5 +289,5 @@ fn a_guest_promoted_to_a_host_holds_a_guest_of_its_own() {
     let at = |a: &str| order.iter().position(|l| l.starts_with(a)).unwrap_or(usize::MAX);
     assert!(at("nested_guest.guest2") < at("nested_guest.guest1"), "deepest first: {order:?}");
     drop(cleanup);
-    assert_nothing_left(tag);
+    assert_nothing_left(tag, &turn);
 }
