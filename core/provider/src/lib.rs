@@ -252,6 +252,10 @@ pub struct HostFacts {
     pub cpus: u32,
     /// Memory in bytes.
     pub memory_bytes: u64,
+    /// Where [`memory_bytes`](Self::memory_bytes) comes from, as the plan says it (such as "the host's
+    /// total memory, from libvirt's node memory statistics").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_source: Option<String>,
     /// `GenuineIntel`, `AuthenticAMD`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_vendor: Option<String>,

@@ -275,6 +275,7 @@ pub(crate) fn facts_from(
         hostname,
         cpus,
         memory_bytes,
+        memory_source: None,
         cpu_vendor: probe
             .host_cpu
             .vendor
@@ -299,7 +300,63 @@ pub(crate) fn host_facts(conn: &Connect, uri: &str) -> Result<HostFacts, Provide
     let node = conn.node_info().map_err(op("read node info of", uri))?;
     let hyp_version = conn.hyp_version().map_err(op("read hypervisor version of", uri))?;
     let lib_version = conn.lib_version().map_err(op("read libvirt version of", uri))?;
-    Ok(facts_from(&probe, hostname, node.cpus, node.memory.saturating_mul(1024), lib_version, hyp_version))
+    let (memory_bytes, memory_source) = match node_memory_total(conn) {
+        Some(kib) => (kib.saturating_mul(1024), MEMORY_FROM_STATS),
+        None => (node.memory.saturating_mul(1024), MEMORY_FROM_NODE_INFO),
+    };
+    let mut facts = facts_from(&probe, hostname, node.cpus, memory_bytes, lib_version, hyp_version);
+    facts.memory_source = Some(memory_source.to_string());
+    Ok(facts)
+}
+
+/// Where a host's memory figure comes from, as the plan says it.
+const MEMORY_FROM_STATS: &str = "the host's total memory, from libvirt's node memory statistics";
+const MEMORY_FROM_NODE_INFO: &str = "libvirt's node info; the driver keeps no memory statistics";
+
+/// The host's total memory in KiB, as `virsh nodememstats` shows it: `MemTotal` of the host's
+/// `/proc/meminfo`, over all NUMA cells. `virNodeGetInfo`'s figure is not used when this is there: on
+/// QEMU hosts it is NUMA node 0's memory, which on the lab machines was between 6.2 and 13 GB of 24 and
+/// changed from one run to the next, so plans refused guests that fit. The virt crate has no binding
+/// for this call, hence the raw one. `None` where the driver has no statistics (the test driver).
+fn node_memory_total(conn: &Connect) -> Option<u64> {
+    use std::os::raw::c_int;
+    use virt::sys;
+    // SAFETY: `conn` is a live connection for the whole call. The first call (no buffer) only counts
+    // the fields; the second fills exactly `n` entries of a buffer of that many, which libvirt writes
+    // NUL-terminated field names into.
+    unsafe {
+        let ptr = conn.as_ptr();
+        let mut n: c_int = 0;
+        if sys::virNodeGetMemoryStats(
+            ptr,
+            sys::VIR_NODE_MEMORY_STATS_ALL_CELLS,
+            std::ptr::null_mut(),
+            &mut n,
+            0,
+        ) < 0
+            || n <= 0
+        {
+            sys::virResetLastError();
+            return None;
+        }
+        let mut stats = vec![sys::virNodeMemoryStats { field: [0; 80], value: 0 }; n as usize];
+        if sys::virNodeGetMemoryStats(
+            ptr,
+            sys::VIR_NODE_MEMORY_STATS_ALL_CELLS,
+            stats.as_mut_ptr(),
+            &mut n,
+            0,
+        ) < 0
+        {
+            sys::virResetLastError();
+            return None;
+        }
+        stats.truncate(n.max(0) as usize);
+        stats.iter().find_map(|s| {
+            let name = std::ffi::CStr::from_ptr(s.field.as_ptr()).to_str().ok()?;
+            (name == "total" && s.value > 0).then_some(s.value)
+        })
+    }
 }
 
 /// The `<domain type>` guests on this connection get: `test` on the test driver, `kvm` or `qemu` on

@@ -113,6 +113,7 @@ impl Hypervisor for MemoryHypervisor {
             hostname: self.host.clone(),
             cpus,
             memory_bytes,
+            memory_source: None,
             cpu_vendor: Some("AuthenticAMD".into()),
             libvirt_version: "11.3.0".into(),
             hypervisor: format!("Memory {}", env!("CARGO_PKG_VERSION")),

@@ -139,7 +139,35 @@ fn a_lab_guest_lives_its_whole_life() {
     assert!(std::fs::read(ws.path().join("back.bin")).unwrap() == payload, "the file came back different");
 
     // Nothing changed: no-op.
-    ws.run(&["plan", "-detailed-exitcode"]).code(0);
+    let r = ws.run(&["plan", "-detailed-exitcode"]);
+    r.code(0);
+    // The host's memory is its whole `MemTotal`, not NUMA node 0's, and the plan says where from.
+    let mem_total_kib: f64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("MemTotal in /proc/meminfo");
+    let host = r
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("kvm_host.l0:"))
+        .unwrap_or_else(|| panic!("{}", r.stdout));
+    let gib: f64 = host
+        .rsplit(", ")
+        .next()
+        .and_then(|v| v.strip_suffix(" GiB"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no memory figure in {host:?}"));
+    assert!(
+        (gib - mem_total_kib / (1u64 << 20) as f64).abs() < 0.06,
+        "{host} against MemTotal {mem_total_kib} KiB"
+    );
+    assert!(
+        r.stdout.contains("memory: the host's total memory, from libvirt's node memory statistics"),
+        "{}",
+        r.stdout
+    );
 
     // More memory: a restart, and the guest sees it.
     ws.write("main.nf.hcl", &lab(tag, 7, "448MiB", ""));

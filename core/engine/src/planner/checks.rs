@@ -67,11 +67,12 @@ pub(crate) fn host_checks(
                 d.addr,
                 "memory",
                 format!(
-                    "`{}` asks for {} of memory, but `{}` has {}",
+                    "`{}` asks for {} of memory, but `{}` has {}{}",
                     d.addr,
                     g.memory,
                     g.host,
-                    ByteSize(f.memory_bytes)
+                    ByteSize(f.memory_bytes),
+                    memory_source(f)
                 ),
                 format!(
                     "set `memory` to at most {}, or place the guest on a larger host",
@@ -103,9 +104,10 @@ pub(crate) fn host_checks(
             problems.push(Problem::warning(
                 host,
                 format!(
-                    "the running guests on `{host}` need {} of memory together, and the host has {}",
+                    "the running guests on `{host}` need {} of memory together, and the host has {}{}",
                     ByteSize(memory),
-                    ByteSize(f.memory_bytes)
+                    ByteSize(f.memory_bytes),
+                    memory_source(f)
                 ),
                 "memory is overcommitted: the host may swap or kill a guest".into(),
             ));
@@ -128,6 +130,11 @@ pub(crate) fn host_checks(
         }
     }
     problems
+}
+
+/// " (where the figure comes from)" after a host's memory, when its provider said.
+fn memory_source(f: &HostFacts) -> String {
+    f.memory_source.as_deref().map(|s| format!(" ({s})")).unwrap_or_default()
 }
 
 /// `kvm_host`s, at any level, whose `kvm_module_options` differ from what their module has now while

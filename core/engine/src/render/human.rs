@@ -82,6 +82,9 @@ fn render_hosts(out: &mut String, plan: &Plan) {
             f.cpus,
             f.memory_bytes as f64 / (1u64 << 30) as f64
         );
+        if let Some(source) = &f.memory_source {
+            let _ = writeln!(out, "    memory: {source}");
+        }
         if let Some(accel) = &f.acceleration {
             let why = f.acceleration_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
             let _ = writeln!(out, "    guests run under {}{why}", accel.to_uppercase());

@@ -76,6 +76,20 @@ fn guests_larger_than_their_host_are_errors() {
 }
 
 #[test]
+fn a_refusal_for_memory_says_where_the_hosts_figure_came_from() {
+    let conf = three_levels().edit_guest("g1", |g| g.memory = ByteSize::gib(8));
+    let mut hosts = facts(2, ByteSize::gib(4), Some(true));
+    hosts.get_mut(&addr("kvm_host.l0")).unwrap().memory_source = Some("the host's total memory".into());
+    let Err(Failure::Problems(p)) = run(&conf, &State::new(), &hosts, PlanOptions::default()) else {
+        panic!("expected errors")
+    };
+    assert_eq!(
+        p[0].summary,
+        "`nested_guest.g1` asks for 8GiB of memory, but `kvm_host.l0` has 4GiB (the host's total memory)"
+    );
+}
+
+#[test]
 fn overcommit_is_only_a_warning() {
     let conf = three_levels()
         .guest("g4", "kvm_host.l0")
