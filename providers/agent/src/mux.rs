@@ -439,6 +439,12 @@ impl Stream {
         self.send_frame(FrameKind::Control, body)
     }
 
+    /// Tells the peer that the stream is alive without sending anything on it: a `Credit` of 0 bytes,
+    /// which every peer of protocol 1 accepts and ignores, so no frame kind had to be added for it.
+    pub fn send_keepalive(&self) -> Result<(), StreamEnd> {
+        self.send_frame(FrameKind::Credit, 0u32.to_be_bytes().to_vec())
+    }
+
     /// Half-closes: no more data from this side.
     pub fn send_eof(&self) -> Result<(), StreamEnd> {
         self.send_frame(FrameKind::Eof, Vec::new())

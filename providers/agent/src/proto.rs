@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 /// Protocol version this build speaks. Both sides refuse a peer that speaks another one.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Capabilities this agent build announces in its [`Welcome`].
-pub const CAPABILITIES: &[&str] = &["facts", "exec", "file_put", "file_get", "relay"];
+/// Capabilities this agent build announces in its [`Welcome`]. `keepalive`: a running `exec` stream
+/// carries an empty `Credit` at least every few seconds, so a client may give up on one silent for
+/// longer (an agent without it stays silent while its program does).
+pub const CAPABILITIES: &[&str] = &["facts", "exec", "file_put", "file_get", "relay", "keepalive"];
 
 /// First message of a connection, from the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +97,11 @@ pub struct ExitStatus {
     /// reports, free of the channel's round trip. Absent from an agent that does not measure it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_us: Option<u64>,
+    /// The agent answered without waiting for everything after a timeout's kill: the output may be
+    /// cut, and `code`/`signal` are absent when the program had not been reaped yet. Absent (false)
+    /// from an agent that always waits, so older peers read and write the same JSON as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
 }
 
 impl ExitStatus {
@@ -213,9 +220,12 @@ mod tests {
 
     #[test]
     fn exit_status_success_needs_code_zero_and_no_timeout() {
-        let ok = ExitStatus { code: Some(0), signal: None, timed_out: false, elapsed_us: None };
+        let ok =
+            ExitStatus { code: Some(0), signal: None, timed_out: false, elapsed_us: None, incomplete: false };
         assert!(ok.success());
         assert!(!ExitStatus { code: Some(1), ..ok }.success());
-        assert!(!ExitStatus { code: None, signal: Some(9), timed_out: true, elapsed_us: Some(3) }.success());
+        assert!(
+            !ExitStatus { code: None, signal: Some(9), timed_out: true, elapsed_us: Some(3), ..ok }.success()
+        );
     }
 }

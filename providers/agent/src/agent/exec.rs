@@ -3,6 +3,12 @@
 //! The program leads a new process group so that a timeout or a cancelled stream kills everything it
 //! started, not just the leader. Like ssh, the stream ends only when the leader has exited and stdout and
 //! stderr have closed (a background child that keeps them open keeps the stream open, up to the timeout).
+//!
+//! After a timeout's kill the agent waits at most [`KILL_GRACE`] for the exit and the pipes, then
+//! answers anyway with `timed_out` and `incomplete`: a process that left the group (`setsid`) can hold
+//! the pipes for as long as it likes, and one in uninterruptible I/O is not reaped until the I/O ends.
+//! The reaping and the draining go on in the background. While a program runs the agent sends
+//! [`KEEPALIVE`]s, so that the client can tell a silent program from a stalled channel.
 
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -16,6 +22,15 @@ use std::time::{Duration, Instant};
 use crate::frame::DATA_CHUNK;
 use crate::mux::{Incoming, Stream};
 use crate::proto::{AgentMessage, ExecSpec, ExitStatus};
+
+/// How long after a timeout's kill the agent waits for the program's exit and the end of its output
+/// before it answers without them. A killed group exits in milliseconds; what takes longer is a
+/// process outside the group or one stuck in the kernel, which waiting longer does not help.
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// How often a running program's stream carries a keepalive ([`Stream::send_keepalive`]) when
+/// nothing else was sent; the client gives up on a stream silent for several of these.
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(5);
 
 /// Kills a process group until the program is known to be completely finished.
 struct GroupKiller {
@@ -88,34 +103,49 @@ pub(super) fn run(stream: &Arc<Stream>, spec: ExecSpec) -> Result<(), String> {
 
     let mut deadline = spec.timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut timed_out = false;
+    let mut incomplete = false;
     let mut status = None;
     let mut open_outputs = 2;
     while status.is_none() || open_outputs > 0 {
-        let event = match deadline {
-            None => rx.recv().ok(),
-            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                Ok(event) => Some(event),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    timed_out = true;
-                    deadline = None;
-                    killer.kill();
-                    continue;
+        let wake = Instant::now() + KEEPALIVE;
+        let at = deadline.map_or(wake, |deadline| deadline.min(wake));
+        match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+            Ok(Event::Exited(s, took)) => status = Some((s, took)),
+            Ok(Event::OutputClosed) => open_outputs -= 1,
+            Err(mpsc::RecvTimeoutError::Timeout) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                if timed_out {
+                    // The grace after the kill ran out: answer with what there is.
+                    incomplete = true;
+                    break;
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => None,
-            },
-        };
-        match event {
-            Some(Event::Exited(s, took)) => status = Some((s, took)),
-            Some(Event::OutputClosed) => open_outputs -= 1,
-            None => break,
+                timed_out = true;
+                deadline = Some(Instant::now() + KILL_GRACE);
+                killer.kill();
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // A failed keepalive means the client is gone; `pump_input` sees that and kills.
+                let _ = stream.send_keepalive();
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    // Even when incomplete: the group had its SIGKILL (a process in the kernel takes it when its I/O
+    // ends), and once the group is gone its id may be reused by someone else's.
     killer.done.store(true, Ordering::SeqCst);
-    let Some((status, took)) = status else {
-        return Err(format!("waiting for `{program}` failed"));
+    let exit = match status {
+        Some((status, took)) => ExitStatus {
+            code: status.code(),
+            signal: status.signal(),
+            timed_out,
+            elapsed_us: Some(took.as_micros().try_into().unwrap_or(u64::MAX)),
+            incomplete,
+        },
+        // Killed but not reaped within the grace: no code, no signal, and no run time to report.
+        None if incomplete => {
+            ExitStatus { code: None, signal: None, timed_out, elapsed_us: None, incomplete }
+        }
+        None => return Err(format!("waiting for `{program}` failed")),
     };
-    let elapsed_us = Some(took.as_micros().try_into().unwrap_or(u64::MAX));
-    let exit = ExitStatus { code: status.code(), signal: status.signal(), timed_out, elapsed_us };
     stream.send_control(&AgentMessage::Exit(exit)).map_err(|e| e.to_string())
 }
 

@@ -1,5 +1,6 @@
 //! End-to-end tests: the agent's session loop on one end of a `UnixStream` pair, the client on the other.
 
+mod reliability;
 mod support;
 
 use std::io::{Read, Write};
