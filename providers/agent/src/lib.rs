@@ -45,6 +45,16 @@
 //! slow reader on one stream stalls only that stream's sender, never the channel or another stream.
 //! Control frames are not counted: each stream sends only a handful.
 //!
+//! # Deadlines
+//!
+//! The client never waits without limit for the agent: `facts` and opening a relay must be answered
+//! within [`ClientOptions::call_timeout`] (60 s by default), a file transfer fails when the agent is
+//! silent that long, an exec with a limit fails at that limit plus [`ClientOptions::exec_grace`], and
+//! an exec on an agent that announces `keepalive` fails when not even a keepalive (an empty `Credit`
+//! every 5 s) came for the call timeout. A call that gave up forgets its stream, so a late answer is
+//! dropped. After a timeout's kill the agent waits 2 s for the program and its pipes, then answers
+//! with `incomplete` set.
+//!
 //! # Reconnects
 //!
 //! When the host side closes the port the agent sees end-of-file, fails every stream of that session
@@ -87,6 +97,7 @@ pub mod transport;
 pub use agent::{serve_session, AgentConfig, AgentError, SessionEnd, DEFAULT_PORT};
 pub use client::{
     AgentClient, ClientError, ClientOptions, ExecRequest, ExecResult, RelayStream, RelayWriter,
+    DEFAULT_CALL_TIMEOUT,
 };
 pub use proto::{ExitStatus, Facts, FileInfo, KvmNested, NetAddress, Welcome, PROTOCOL_VERSION};
 pub use reach::{wait_for_agent, Agent};

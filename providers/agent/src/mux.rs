@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::frame::{read_frame, write_frame, Frame, FrameError, FrameKind, DATA_CHUNK};
 use crate::transport::ShutdownHandle;
@@ -287,6 +287,9 @@ struct StreamState {
     peer_closed: bool,
     local_closed: bool,
     failed: Option<String>,
+    /// When the peer last sent anything on this stream (a keepalive and credit count): what an idle
+    /// limit measures.
+    last_heard: Option<Instant>,
 }
 
 /// One stream of a connection, usable from several threads (e.g. one sending stdin while another reads
@@ -303,7 +306,11 @@ impl Stream {
         Arc::new(Stream {
             id,
             conn,
-            state: Mutex::new(StreamState { send_credit: u64::from(WINDOW), ..StreamState::default() }),
+            state: Mutex::new(StreamState {
+                send_credit: u64::from(WINDOW),
+                last_heard: Some(Instant::now()),
+                ..StreamState::default()
+            }),
             cond: Condvar::new(),
         })
     }
@@ -321,6 +328,7 @@ impl Stream {
     /// Called by the demultiplexer; never blocks on the consumer.
     fn deliver(&self, frame: Frame) -> Result<(), String> {
         let mut state = lock(&self.state);
+        state.last_heard = Some(Instant::now());
         match frame.kind {
             FrameKind::Data | FrameKind::ErrData => {
                 state.recv_outstanding += frame.body.len() as u64;
@@ -367,6 +375,16 @@ impl Stream {
     /// Takes the next item, waiting until `deadline` (forever when `None`). Consuming data returns its
     /// credit to the peer.
     pub fn recv(&self, deadline: Option<Instant>) -> Result<Incoming, StreamEnd> {
+        self.recv_within(deadline, None)
+    }
+
+    /// Takes the next item, waiting until `deadline` and, with an `idle` limit, no longer than that
+    /// past the last frame the peer sent on this stream (keepalives and credit included).
+    pub fn recv_within(
+        &self,
+        deadline: Option<Instant>,
+        idle: Option<Duration>,
+    ) -> Result<Incoming, StreamEnd> {
         let mut state = lock(&self.state);
         loop {
             if let Some(item) = state.inbox.pop_front() {
@@ -393,20 +411,47 @@ impl Stream {
             if state.peer_closed || state.local_closed {
                 return Err(StreamEnd::Closed);
             }
-            state = match deadline {
-                None => self.cond.wait(state).unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) => {
-                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                        return Err(StreamEnd::Timeout);
-                    };
-                    self.cond.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0
-                }
-            };
+            state = self.wait(state, deadline, idle)?;
         }
     }
 
+    /// Waits for the stream's state to change, or fails with [`StreamEnd::Timeout`] once `deadline`
+    /// has passed or the peer has been silent for `idle`.
+    fn wait<'a>(
+        &self,
+        state: MutexGuard<'a, StreamState>,
+        deadline: Option<Instant>,
+        idle: Option<Duration>,
+    ) -> Result<MutexGuard<'a, StreamState>, StreamEnd> {
+        let silent_until = idle.and_then(|idle| state.last_heard.map(|heard| heard + idle));
+        let until = match (deadline, silent_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(match until {
+            None => self.cond.wait(state).unwrap_or_else(|e| e.into_inner()),
+            Some(until) => {
+                let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                    return Err(StreamEnd::Timeout);
+                };
+                self.cond.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0
+            }
+        })
+    }
+
     /// Sends bytes as `Data` (or `ErrData` when `stderr`), waiting for credit as needed.
-    pub fn send_data(&self, stderr: bool, mut bytes: &[u8]) -> Result<(), StreamEnd> {
+    pub fn send_data(&self, stderr: bool, bytes: &[u8]) -> Result<(), StreamEnd> {
+        self.send_data_within(stderr, bytes, None)
+    }
+
+    /// Sends bytes like [`Stream::send_data`], but waits for credit no longer than `idle` past the
+    /// last frame the peer sent on this stream.
+    pub fn send_data_within(
+        &self,
+        stderr: bool,
+        mut bytes: &[u8],
+        idle: Option<Duration>,
+    ) -> Result<(), StreamEnd> {
         let kind = if stderr { FrameKind::ErrData } else { FrameKind::Data };
         while !bytes.is_empty() {
             let n = {
@@ -421,7 +466,7 @@ impl Stream {
                     if state.send_credit > 0 {
                         break;
                     }
-                    state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
+                    state = self.wait(state, None, idle)?;
                 }
                 let n = bytes.len().min(DATA_CHUNK).min(state.send_credit as usize);
                 state.send_credit -= n as u64;
@@ -485,6 +530,14 @@ impl Stream {
         }
     }
 
+    /// Closes the stream and forgets it at once instead of when the peer's `Close` arrives: for a call
+    /// that gave up on the peer, whose late frames (if any come) are then dropped as those of a stream
+    /// both sides closed. Ids are never reused, so nothing later can receive them.
+    pub fn abandon(&self) {
+        self.close();
+        self.conn.forget(self.id);
+    }
+
     /// The peer closed or cancelled the stream, or the connection failed.
     pub fn is_ended(&self) -> bool {
         let state = lock(&self.state);
@@ -501,7 +554,6 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
-    use std::time::Duration;
 
     fn pair(on_open: OnOpen) -> (Arc<Conn>, Arc<Conn>) {
         let (a, b) = UnixStream::pair().unwrap();
@@ -588,5 +640,24 @@ mod tests {
         let stream = client.open(b"x".to_vec()).unwrap();
         let end = stream.recv(Some(Instant::now() + Duration::from_millis(20)));
         assert_eq!(end, Err(StreamEnd::Timeout));
+    }
+
+    #[test]
+    fn keepalives_hold_off_an_idle_limit() {
+        let on_open: OnOpen = Box::new(|stream, _body| {
+            thread::spawn(move || {
+                for _ in 0..6 {
+                    thread::sleep(Duration::from_millis(50));
+                    stream.send_keepalive().unwrap();
+                }
+                stream.send_control(&"done").unwrap();
+            });
+        });
+        let (client, _agent) = pair(on_open);
+        let stream = client.open(b"x".to_vec()).unwrap();
+        let idle = Some(Duration::from_millis(150));
+        // 300 ms in all, but never 150 ms without a frame.
+        assert_eq!(stream.recv_within(None, idle), Ok(Incoming::Control(b"\"done\"".to_vec())));
+        assert_eq!(stream.recv_within(None, idle), Err(StreamEnd::Timeout));
     }
 }

@@ -11,9 +11,12 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Capabilities this agent build announces in its [`Welcome`]. `keepalive`: a running `exec` stream
-/// carries an empty `Credit` at least every few seconds, so a client may give up on one silent for
-/// longer (an agent without it stays silent while its program does).
+/// carries an empty `Credit` at least every [`KEEPALIVE_INTERVAL`], so a client may give up on one
+/// silent for longer (an agent without it stays silent while its program does).
 pub const CAPABILITIES: &[&str] = &["facts", "exec", "file_put", "file_get", "relay", "keepalive"];
+
+/// How often an agent that announces `keepalive` sends one on a running exec that sent nothing else.
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// First message of a connection, from the client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

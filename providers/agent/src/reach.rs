@@ -56,8 +56,11 @@ pub fn wait_for_agent(
                 // a guest that came up just after an attempt began costs the rest of that attempt.
                 let patience = Duration::from_secs(1 << attempt.min(3));
                 attempt += 1;
-                let options =
-                    ClientOptions { handshake_timeout: remaining.min(patience), ..ClientOptions::default() };
+                let options = ClientOptions {
+                    handshake_timeout: remaining.min(patience),
+                    guest: name.to_string(),
+                    ..ClientOptions::default()
+                };
                 match AgentClient::handshake_with(Channel(channel), &options) {
                     Ok(client) => {
                         tracing::debug!(guest = name, attempt, elapsed = ?start.elapsed(), "agent answered");

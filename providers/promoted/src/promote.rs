@@ -382,7 +382,7 @@ mod tests {
     fn only_a_stalled_or_broken_agent_channel_counts_as_stalled() {
         let stalled = PromoteError::Agent {
             step: "starting the libvirt daemons",
-            source: ClientError::NoAnswer { op: "exec", after: Duration::from_secs(90) },
+            source: ClientError::NoAnswer { op: "exec", guest: "g".into(), after: Duration::from_secs(90) },
         };
         assert!(stalled.agent_stalled());
         let gone = PromoteError::Agent { step: "x", source: ClientError::Disconnected("closed".into()) };

@@ -7,8 +7,9 @@
 //! After a timeout's kill the agent waits at most [`KILL_GRACE`] for the exit and the pipes, then
 //! answers anyway with `timed_out` and `incomplete`: a process that left the group (`setsid`) can hold
 //! the pipes for as long as it likes, and one in uninterruptible I/O is not reaped until the I/O ends.
-//! The reaping and the draining go on in the background. While a program runs the agent sends
-//! [`KEEPALIVE`]s, so that the client can tell a silent program from a stalled channel.
+//! The reaping and the draining go on in the background. While a program runs the agent sends a
+//! keepalive every [`KEEPALIVE`] ([`Stream::send_keepalive`]), so that the client can tell a silent
+//! program from a stalled channel.
 
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -21,16 +22,12 @@ use std::time::{Duration, Instant};
 
 use crate::frame::DATA_CHUNK;
 use crate::mux::{Incoming, Stream};
-use crate::proto::{AgentMessage, ExecSpec, ExitStatus};
+use crate::proto::{AgentMessage, ExecSpec, ExitStatus, KEEPALIVE_INTERVAL as KEEPALIVE};
 
 /// How long after a timeout's kill the agent waits for the program's exit and the end of its output
 /// before it answers without them. A killed group exits in milliseconds; what takes longer is a
 /// process outside the group or one stuck in the kernel, which waiting longer does not help.
 pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
-
-/// How often a running program's stream carries a keepalive ([`Stream::send_keepalive`]) when
-/// nothing else was sent; the client gives up on a stream silent for several of these.
-pub(crate) const KEEPALIVE: Duration = Duration::from_secs(5);
 
 /// Kills a process group until the program is known to be completely finished.
 struct GroupKiller {

@@ -20,7 +20,7 @@ use crate::frame::{read_frame, write_frame, Frame, FrameError, FrameKind, DATA_C
 use crate::mux::{Conn, Incoming, Stream, StreamEnd};
 use crate::proto::{
     AgentMessage, ClientMessage, ExecSpec, ExitStatus, Facts, FileInfo, Hello, Request, Welcome,
-    PROTOCOL_VERSION,
+    KEEPALIVE_INTERVAL, PROTOCOL_VERSION,
 };
 use crate::transport::Transport;
 
@@ -58,12 +58,15 @@ pub enum ClientError {
     /// The connection ended.
     #[error("the connection to the agent ended: {0}")]
     Disconnected(String),
-    /// The agent did not end an operation with a timeout by then: its own limit ran out and it
-    /// still sent nothing (a program that cannot be killed, or a path to the agent that stalled).
-    #[error("`{op}` got no answer from the agent within `{after:?}` (its own limit plus a grace period); the agent or the way to it is stalled")]
+    /// The client gave up waiting: an exec's own limit plus the grace ran out with no answer, or the
+    /// agent sent nothing at all on the call for [`ClientOptions::call_timeout`] (a program that cannot
+    /// be killed, an agent that hangs, or a path to the agent that stalled).
+    #[error("`{op}` got no answer from the agent of `{guest}` within `{after:?}`; the agent or the way to it is stalled")]
     NoAnswer {
         /// The operation.
         op: &'static str,
+        /// The guest, as the client was told its name ([`ClientOptions::guest`]).
+        guest: String,
         /// How long the client waited.
         after: Duration,
     },
@@ -108,15 +111,29 @@ pub struct ClientOptions {
     /// needs a moment to kill the program and report, and the answer may cross several levels of
     /// relays. Past it the exec fails with [`ClientError::NoAnswer`].
     pub exec_grace: Duration,
+    /// How long a call waits for the agent to send anything at all: the whole of `facts` and of
+    /// opening a relay; the silence between two frames of a file transfer or (from an agent that sends
+    /// keepalives) of an exec. Past it the call fails with [`ClientError::NoAnswer`]. A transfer that
+    /// keeps moving is never cut: a large file across several levels takes as long as it takes.
+    /// [`AgentClient::with_call_timeout`] changes it per call.
+    pub call_timeout: Duration,
+    /// The guest's name, for errors.
+    pub guest: String,
     /// Protocol version to announce; only tests set anything but [`PROTOCOL_VERSION`].
     pub protocol: u32,
 }
+
+/// Default of [`ClientOptions::call_timeout`]: a dozen keepalives of a running exec, and far more than
+/// `facts` takes at the deepest level the lab runs (well under a second).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             handshake_timeout: Duration::from_secs(10),
             exec_grace: Duration::from_secs(30),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            guest: "unnamed".into(),
             protocol: PROTOCOL_VERSION,
         }
     }
@@ -141,6 +158,9 @@ pub(crate) struct ClientInner {
     conn: Arc<Conn>,
     welcome: Welcome,
     exec_grace: Duration,
+    guest: String,
+    /// The agent sends keepalives on running execs, so a silent exec stream means a stalled one.
+    keepalive: bool,
 }
 
 impl Drop for ClientInner {
@@ -153,22 +173,30 @@ impl Drop for ClientInner {
 #[derive(Clone)]
 pub struct AgentClient {
     inner: Arc<ClientInner>,
+    /// Per handle, so that one caller can give a call more time without changing everyone's.
+    call_timeout: Duration,
 }
 
 /// Closes the stream when an operation returns, however it returns.
 struct OpStream {
     stream: Arc<Stream>,
     op: &'static str,
-    /// When the client stops waiting for the agent (only operations with a limit of their own have
-    /// one), and how long that was from the start.
+    guest: String,
+    /// When the client stops waiting for the agent's answer, and how long that was from the start.
     deadline: Option<(Instant, Duration)>,
+    /// How long the agent may say nothing at all on the stream.
+    idle: Option<Duration>,
     /// False once the stream was handed on (a relay), whose new owner closes it.
     close_on_drop: bool,
+    /// Set when the call gave up: the stream is forgotten at once, so a late answer is dropped.
+    gave_up: std::cell::Cell<bool>,
 }
 
 impl Drop for OpStream {
     fn drop(&mut self) {
-        if self.close_on_drop {
+        if self.gave_up.get() {
+            self.stream.abandon();
+        } else if self.close_on_drop {
             self.stream.close();
         }
     }
@@ -177,17 +205,29 @@ impl Drop for OpStream {
 impl OpStream {
     /// Next item; the agent's `Error` frame becomes [`ClientError::Remote`].
     fn next(&self) -> Result<Option<Incoming>, ClientError> {
-        match self.stream.recv(self.deadline.map(|(at, _)| at)) {
+        match self.stream.recv_within(self.deadline.map(|(at, _)| at), self.idle) {
             Ok(Incoming::Error(message)) => Err(ClientError::Remote { op: self.op, message }),
             Ok(item) => Ok(Some(item)),
             Err(StreamEnd::Closed) => Ok(None),
             Err(StreamEnd::Failed(reason)) => Err(ClientError::Disconnected(reason)),
             // Dropping the `OpStream` closes the stream, which tells the agent to kill the program.
-            Err(StreamEnd::Timeout) => Err(ClientError::NoAnswer {
-                op: self.op,
-                after: self.deadline.map(|(_, after)| after).unwrap_or_default(),
-            }),
+            Err(StreamEnd::Timeout) => Err(self.no_answer()),
         }
+    }
+
+    /// The call gives up: the error says after how long, and the stream is abandoned on drop.
+    fn no_answer(&self) -> ClientError {
+        self.gave_up.set(true);
+        let after = match self.deadline {
+            Some((at, after)) if Instant::now() >= at => after,
+            _ => self.idle.or(self.deadline.map(|(_, after)| after)).unwrap_or_default(),
+        };
+        ClientError::NoAnswer { op: self.op, guest: self.guest.clone(), after }
+    }
+
+    /// Sends content, waiting for credit no longer than the idle limit.
+    fn send_data(&self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream.send_data_within(false, bytes, self.idle).map_err(|end| self.send_failed(end))
     }
 
     /// Next item, which must be there.
@@ -205,6 +245,9 @@ impl OpStream {
 
     /// After a failed send, the reason is usually an `Error` the agent sent before closing.
     fn send_failed(&self, end: StreamEnd) -> ClientError {
+        if end == StreamEnd::Timeout {
+            return self.no_answer();
+        }
         loop {
             match self.next() {
                 Err(e) => return e,
@@ -276,8 +319,22 @@ impl AgentClient {
             shutdown.shutdown();
             return Err(ClientError::VersionMismatch { client: options.protocol, agent: welcome.protocol });
         }
+        let keepalive = welcome.capabilities.iter().any(|c| c == "keepalive");
         let conn = Conn::start(Box::new(reader), Box::new(writer), shutdown, None);
-        Ok(Self { inner: Arc::new(ClientInner { conn, welcome, exec_grace: options.exec_grace }) })
+        let inner = ClientInner {
+            conn,
+            welcome,
+            exec_grace: options.exec_grace,
+            guest: options.guest.clone(),
+            keepalive,
+        };
+        Ok(Self { inner: Arc::new(inner), call_timeout: options.call_timeout })
+    }
+
+    /// This client with another [`ClientOptions::call_timeout`] for the calls made through it (the
+    /// connection is shared).
+    pub fn with_call_timeout(&self, timeout: Duration) -> Self {
+        Self { inner: Arc::clone(&self.inner), call_timeout: timeout }
     }
 
     /// The agent's welcome: its version and capabilities.
@@ -293,12 +350,27 @@ impl AgentClient {
     fn open(&self, request: &Request, op: &'static str) -> Result<OpStream, ClientError> {
         let body = serde_json::to_vec(request).expect("requests always serialize");
         let stream = self.inner.conn.open(body).map_err(|e| ClientError::Disconnected(e.to_string()))?;
-        Ok(OpStream { stream, op, deadline: None, close_on_drop: true })
+        Ok(OpStream {
+            stream,
+            op,
+            guest: self.inner.guest.clone(),
+            deadline: None,
+            idle: Some(self.call_timeout),
+            close_on_drop: true,
+            gave_up: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Opens a call that must be answered within the call timeout as a whole.
+    fn open_answered(&self, request: &Request, op: &'static str) -> Result<OpStream, ClientError> {
+        let mut op = self.open(request, op)?;
+        op.deadline = Some((Instant::now() + self.call_timeout, self.call_timeout));
+        Ok(op)
     }
 
     /// Asks the agent what its guest is.
     pub fn facts(&self) -> Result<Facts, ClientError> {
-        let op = self.open(&Request::Facts, "facts")?;
+        let op = self.open_answered(&Request::Facts, "facts")?;
         match op.expect()? {
             Incoming::Control(body) => match op.control(&body)? {
                 AgentMessage::Facts(facts) => Ok(facts),
@@ -335,6 +407,9 @@ impl AgentClient {
             timeout_ms: request.timeout.map(|t| t.as_millis().try_into().unwrap_or(u64::MAX)),
         };
         let mut op = self.open(&Request::Exec(spec), "exec")?;
+        // A program may be silent for as long as it likes; only keepalives tell that from a stall, and
+        // two of them must have been missed (a shorter call timeout would fail every silent program).
+        op.idle = self.inner.keepalive.then(|| self.call_timeout.max(2 * KEEPALIVE_INTERVAL));
         if let Some(limit) = request.timeout {
             // The agent kills the program when `limit` runs out and then answers; past the grace
             // period the answer is not coming.
@@ -389,7 +464,7 @@ impl AgentClient {
             };
             hasher.update(&buf[..n]);
             size += n as u64;
-            op.stream.send_data(false, &buf[..n]).map_err(|end| op.send_failed(end))?;
+            op.send_data(&buf[..n])?;
         }
         let crc32 = hasher.finalize();
         op.stream.send_control(&ClientMessage::Trailer { size, crc32 }).map_err(|end| op.send_failed(end))?;
@@ -460,7 +535,7 @@ impl AgentClient {
     /// Connects, through the agent, to the guest's unix socket at `path` (which must be on the agent's
     /// allowlist) and returns the byte stream.
     pub fn open_relay(&self, path: &str) -> Result<RelayStream, ClientError> {
-        let mut op = self.open(&Request::Relay { path: path.into() }, "relay")?;
+        let mut op = self.open_answered(&Request::Relay { path: path.into() }, "relay")?;
         match op.expect()? {
             Incoming::Control(body) => match op.control(&body)? {
                 AgentMessage::Connected => {}

@@ -1,7 +1,13 @@
 //! [`RelayStream`]: a relayed unix socket in the guest, as an ordinary `Read + Write` byte stream.
+//!
+//! Reads wait without limit by default, as on a socket: a relay carries a protocol of its own (libvirt's
+//! RPC through a tunnel) whose connections are idle for minutes when healthy, and only that protocol
+//! knows how long silence may last. [`RelayStream::set_read_timeout`] sets a limit, as
+//! `UnixStream::set_read_timeout` does.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::ClientInner;
 use crate::mux::{Incoming, Stream, StreamEnd};
@@ -25,6 +31,7 @@ pub struct RelayStream {
     pending: Vec<u8>,
     offset: usize,
     eof: bool,
+    read_timeout: Option<Duration>,
 }
 
 /// The writing half of a [`RelayStream`], for a second thread.
@@ -40,7 +47,15 @@ impl RelayStream {
             pending: Vec::new(),
             offset: 0,
             eof: false,
+            read_timeout: None,
         }
+    }
+
+    /// Limits how long one `read` waits for bytes; past it the read fails with
+    /// [`io::ErrorKind::TimedOut`] and the relay stays usable. `None` (the default) waits as long as
+    /// the relay is open.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
     }
 
     /// A writer for the same stream, so one thread can read while another writes.
@@ -72,7 +87,9 @@ fn to_io(end: StreamEnd) -> io::Error {
     match end {
         StreamEnd::Closed => io::Error::new(io::ErrorKind::BrokenPipe, "the relay was closed"),
         StreamEnd::Failed(reason) => io::Error::new(io::ErrorKind::ConnectionAborted, reason),
-        StreamEnd::Timeout => io::Error::new(io::ErrorKind::TimedOut, "timed out"),
+        StreamEnd::Timeout => {
+            io::Error::new(io::ErrorKind::TimedOut, "no bytes came through the relay in time")
+        }
     }
 }
 
@@ -91,7 +108,8 @@ impl Read for RelayStream {
             if self.eof || buf.is_empty() {
                 return Ok(0);
             }
-            match self.shared.stream.recv(None) {
+            let deadline = self.read_timeout.map(|t| Instant::now() + t);
+            match self.shared.stream.recv(deadline) {
                 Ok(Incoming::Data(bytes)) => {
                     self.pending = bytes;
                     self.offset = 0;

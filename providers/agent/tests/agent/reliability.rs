@@ -1,11 +1,14 @@
 //! The agent and the client always answer, within bounds: programs that outlive their kill, silent
 //! agents, stale bytes in the channel, floods of uncounted frames and oversized requests.
 
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nestform_agent::{AgentClient, ClientOptions, ExecRequest};
+use nestform_agent::frame::{read_frame, write_frame, Frame, FrameKind};
+use nestform_agent::proto::{Hello, Welcome, PROTOCOL_VERSION};
+use nestform_agent::{AgentClient, ClientError, ClientOptions, ExecRequest};
 
 use crate::support::Harness;
 
@@ -33,4 +36,113 @@ fn exec_timeout_answers_although_an_escaped_grandchild_holds_stdout() {
     assert!(result.status.timed_out && result.status.incomplete, "{result:?}");
     assert_eq!(result.stdout, b"started\n");
     assert!(took < Duration::from_secs(6), "took {took:?}");
+}
+
+/// A fake agent that welcomes (announcing `capabilities`), then hands each frame the client sends to
+/// `on_frame`, which may answer on the channel.
+fn fake_agent(
+    capabilities: &[&str],
+    mut on_frame: impl FnMut(&mut UnixStream, Frame) + Send + 'static,
+) -> UnixStream {
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    let capabilities: Vec<String> = capabilities.iter().map(|c| c.to_string()).collect();
+    thread::spawn(move || {
+        let mut magic = [0u8; 8];
+        std::io::Read::read_exact(&mut theirs, &mut magic).unwrap();
+        let hello: Hello = serde_json::from_slice(&read_frame(&mut theirs).unwrap().body).unwrap();
+        let welcome = Welcome {
+            protocol: PROTOCOL_VERSION,
+            nonce: hello.nonce,
+            agent_version: "fake".into(),
+            capabilities,
+        };
+        write_frame(&mut theirs, &Frame::new(0, FrameKind::Welcome, serde_json::to_vec(&welcome).unwrap()))
+            .unwrap();
+        while let Ok(frame) = read_frame(&mut theirs) {
+            on_frame(&mut theirs, frame);
+        }
+    });
+    ours
+}
+
+fn facts_answer(stream: u32) -> Frame {
+    let facts = serde_json::json!({"type": "facts", "hostname": format!("answer-{stream}"),
+        "kernel_release": "6", "cpu_count": 1, "memory_bytes": 1, "nesting_level": 0, "kvm_present": false,
+        "kvm_openable": false, "kvm_nested": null, "addresses": []});
+    Frame::new(stream, FrameKind::Control, serde_json::to_vec(&facts).unwrap())
+}
+
+#[test]
+fn a_silent_agent_fails_facts_in_time_and_its_late_answer_goes_nowhere() {
+    let mut opened = 0;
+    let channel = fake_agent(&[], move |channel, frame| {
+        if frame.kind != FrameKind::Open {
+            return;
+        }
+        opened += 1;
+        if opened == 2 {
+            // The first call's answer comes late, just before the second call's own.
+            write_frame(channel, &facts_answer(1)).unwrap();
+            write_frame(channel, &facts_answer(frame.stream)).unwrap();
+        }
+    });
+    let options = ClientOptions {
+        call_timeout: Duration::from_millis(300),
+        guest: "guest-7".into(),
+        ..ClientOptions::default()
+    };
+    let client = AgentClient::handshake_with(channel, &options).unwrap();
+    let started = Instant::now();
+    let first = client.clone();
+    let err = within(Duration::from_secs(5), move || first.facts()).unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(matches!(&err, ClientError::NoAnswer { op: "facts", guest, .. } if guest == "guest-7"), "{err}");
+    assert!(
+        err.to_string().contains("`facts` got no answer from the agent of `guest-7` within `300ms`"),
+        "{err}"
+    );
+    let facts = client.with_call_timeout(Duration::from_secs(5)).facts().unwrap();
+    assert_eq!(facts.hostname, "answer-2");
+}
+
+#[test]
+fn a_silent_agent_fails_file_transfers_and_relays() {
+    let channel = fake_agent(&[], |_, _| {});
+    let options = ClientOptions { call_timeout: Duration::from_millis(200), ..ClientOptions::default() };
+    let client = AgentClient::handshake_with(channel, &options).unwrap();
+    let c = client.clone();
+    let err = within(Duration::from_secs(5), move || c.get_file("/x", &mut Vec::new())).unwrap_err();
+    assert!(matches!(err, ClientError::NoAnswer { op: "file_get", .. }), "{err}");
+    // More than a window: the put waits for credit that never comes.
+    let c = client.clone();
+    let err =
+        within(Duration::from_secs(5), move || c.put_file("/x", &mut vec![0u8; 1 << 20].as_slice(), 0o644))
+            .unwrap_err();
+    assert!(matches!(err, ClientError::NoAnswer { op: "file_put", .. }), "{err}");
+    let c = client.clone();
+    let err = within(Duration::from_secs(5), move || c.open_relay("/s").map(|_| ())).unwrap_err();
+    assert!(matches!(err, ClientError::NoAnswer { op: "relay", .. }), "{err}");
+}
+
+#[test]
+fn an_exec_without_a_limit_fails_when_even_the_keepalives_stop() {
+    let channel = fake_agent(&["keepalive"], |_, _| {});
+    let options = ClientOptions { call_timeout: Duration::from_millis(100), ..ClientOptions::default() };
+    let client = AgentClient::handshake_with(channel, &options).unwrap();
+    let started = Instant::now();
+    let err =
+        within(Duration::from_secs(30), move || client.exec(ExecRequest::new(["sleep", "600"]))).unwrap_err();
+    assert!(matches!(err, ClientError::NoAnswer { op: "exec", .. }), "{err}");
+    // Never sooner than two keepalives, whatever the call timeout.
+    assert!(started.elapsed() >= Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_silent_program_is_kept_alive_by_the_agent() {
+    let harness = Harness::start();
+    let options = ClientOptions { call_timeout: Duration::from_millis(100), ..ClientOptions::default() };
+    let client = AgentClient::handshake_with(harness.channel(), &options).unwrap();
+    // Silent for longer than the client's floor of two keepalive intervals.
+    let result = client.exec(ExecRequest::new(["sleep", "11"])).unwrap();
+    assert!(result.status.success());
 }
