@@ -10,6 +10,16 @@ use std::io::{self, Read, Write};
 /// which resynchronises a virtio-serial port that still holds bytes from an earlier session.
 pub const MAGIC: [u8; 8] = *b"NESTFORM";
 
+/// How every welcome frame continues after its length: stream 0, kind `Welcome`, and the JSON of a
+/// [`crate::proto::Welcome`], whose first field is `protocol` in every version. The client scans for
+/// it ([`scan_for_welcome`]), so this is the agent's marker without the agent sending one: a marker of
+/// its own would leave a new client deaf to an old agent, where this one lets it say which version
+/// the agent speaks.
+pub const WELCOME_MARK: &[u8] = b"\0\0\0\0\x02{\"protocol\":";
+
+/// Largest welcome body [`scan_for_welcome`] considers; a welcome is a few hundred bytes.
+const MAX_WELCOME_BODY: u32 = 64 * 1024;
+
 /// Largest frame body either side accepts (1 MiB).
 pub const MAX_BODY: u32 = 1 << 20;
 
@@ -197,6 +207,66 @@ pub fn skip_to_magic(reader: &mut dyn Read) -> Result<u64, FrameError> {
     Ok(discarded)
 }
 
+/// Reads until a welcome frame whose body `accept` takes (`Some`), discarding everything before it:
+/// whatever a virtio-serial port still held, such as the rest of a frame the agent was writing when
+/// the previous host left, which no frame boundary can be found in. Returns what `accept` made of the
+/// body and the bytes read past the frame (the caller reads them before the rest of the channel).
+///
+/// A candidate is [`WELCOME_MARK`] after a length that fits a welcome. Every candidate is tried, also
+/// those inside an earlier candidate's claimed body, so a stale byte sequence that happens to look
+/// like a welcome cannot swallow the real one behind it.
+pub fn scan_for_welcome<T>(
+    reader: &mut dyn Read,
+    mut accept: impl FnMut(&[u8]) -> Option<T>,
+) -> Result<(T, Vec<u8>), FrameError> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut read_more = |buf: &mut Vec<u8>| -> Result<(), FrameError> {
+        loop {
+            match reader.read(&mut chunk) {
+                Ok(0) => return Err(FrameError::Closed),
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        }
+    };
+    loop {
+        // Everything before the last bytes (which may begin a mark) or before the first candidate
+        // still waiting for its body has been ruled out.
+        let mut keep_from = buf.len().saturating_sub(WELCOME_MARK.len() + 3);
+        let mut from = 4;
+        while let Some(at) = find_mark(&buf, from) {
+            from = at + 1;
+            let len = u32::from_be_bytes([buf[at - 4], buf[at - 3], buf[at - 2], buf[at - 1]]);
+            if !(HEADER_LEN + 1..=HEADER_LEN + MAX_WELCOME_BODY).contains(&len) {
+                continue;
+            }
+            let end = at + len as usize;
+            if buf.len() < end {
+                // Later candidates are still tried: this one may be stale bytes that only look like
+                // a welcome, whose length would have us wait for bytes that never come.
+                keep_from = keep_from.min(at - 4);
+                continue;
+            }
+            if let Some(accepted) = accept(&buf[at + HEADER_LEN as usize..end]) {
+                return Ok((accepted, buf.split_off(end)));
+            }
+        }
+        buf.drain(..keep_from);
+        read_more(&mut buf)?;
+    }
+}
+
+/// Where the next [`WELCOME_MARK`] with room for a length before it starts, at or after `from`.
+fn find_mark(buf: &[u8], from: usize) -> Option<usize> {
+    let from = from.max(4);
+    buf.get(from..)?.windows(WELCOME_MARK.len()).position(|w| w == WELCOME_MARK).map(|at| at + from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +336,62 @@ mod tests {
         assert_eq!(skip_to_magic(&mut reader).unwrap(), 7);
         assert_eq!(reader, b"rest");
         assert!(matches!(skip_to_magic(&mut b"NESTFO".as_slice()), Err(FrameError::Closed)));
+    }
+
+    fn welcome_frame(nonce: u64) -> Vec<u8> {
+        let welcome = crate::proto::Welcome {
+            protocol: crate::proto::PROTOCOL_VERSION,
+            nonce,
+            agent_version: "0".into(),
+            capabilities: vec!["exec".into()],
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Frame::new(0, FrameKind::Welcome, serde_json::to_vec(&welcome).unwrap()))
+            .unwrap();
+        buf
+    }
+
+    fn nonce_of(body: &[u8]) -> Option<u64> {
+        serde_json::from_slice::<crate::proto::Welcome>(body).ok().map(|w| w.nonce)
+    }
+
+    #[test]
+    fn every_welcome_begins_with_the_mark() {
+        assert!(welcome_frame(1)[4..].starts_with(WELCOME_MARK));
+    }
+
+    #[test]
+    fn welcome_is_found_behind_stale_bytes_a_lookalike_and_another_nonce() {
+        let mut input = vec![9u8; 100];
+        // A frame header claiming more than follows, as the tail of an interrupted write leaves.
+        input.extend_from_slice(&(60_000u32).to_be_bytes());
+        input.extend_from_slice(&[0, 0, 0, 3, FrameKind::Data as u8, 1, 2, 3]);
+        // A lookalike whose length would swallow the real welcome behind it.
+        input.extend_from_slice(&(200u32).to_be_bytes());
+        input.extend_from_slice(WELCOME_MARK);
+        input.extend_from_slice(&welcome_frame(1));
+        input.extend_from_slice(&welcome_frame(2));
+        input.extend_from_slice(b"after");
+        // One byte per read: marks and lengths straddle reads.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let Some((first, rest)) = self.0.split_first() else { return Ok(0) };
+                buf[0] = *first;
+                self.0 = rest;
+                Ok(1)
+            }
+        }
+        let mut reader = Trickle(&input);
+        let (nonce, left) = scan_for_welcome(&mut reader, |body| nonce_of(body).filter(|n| *n == 2)).unwrap();
+        assert_eq!(nonce, 2);
+        assert_eq!([left.as_slice(), reader.0].concat(), b"after");
+        // The same from a reader that hands over everything at once.
+        let (nonce, left) =
+            scan_for_welcome(&mut input.as_slice(), |body| nonce_of(body).filter(|n| *n == 2)).unwrap();
+        assert_eq!((nonce, left.as_slice()), (2, &b"after"[..]));
+        let closed =
+            scan_for_welcome(&mut &input[..input.len() - 30], |body| nonce_of(body).filter(|n| *n == 2));
+        assert!(matches!(closed, Err(FrameError::Closed)));
     }
 }

@@ -61,8 +61,11 @@
 //! (killing programs it started), reopens the port and waits for a new magic and hello. The magic lets
 //! it skip stale bytes left in the port by the previous session. If a new client's magic arrives where
 //! the agent expects a frame length (the host reconnected before the agent saw it leave), the agent ends
-//! the old session the same way and answers the new hello on the same channel. A client skips frames
-//! that are not the welcome to its own nonce, so leftovers of an earlier session cannot confuse it.
+//! the old session the same way and answers the new hello on the same channel. A client scans for the
+//! welcome to its own nonce by the bytes every welcome frame begins with ([`frame::WELCOME_MARK`]),
+//! discarding whatever comes before it, so leftovers of an earlier session cannot confuse it: not even
+//! the tail of a frame the agent was writing when the previous host left, which the port delivers to
+//! the next one.
 //!
 //! # Using it
 //!

@@ -33,7 +33,8 @@ pub struct Hello {
 /// The agent's answer to a [`Hello`] it accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
-    /// Protocol version the agent speaks.
+    /// Protocol version the agent speaks. It stays the first field in every version: clients find the
+    /// welcome by how its frame begins ([`crate::frame::WELCOME_MARK`]).
     pub protocol: u32,
     /// The nonce from the hello.
     pub nonce: u64,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 pub use relay::{RelayStream, RelayWriter};
 
-use crate::frame::{read_frame, write_frame, Frame, FrameError, FrameKind, DATA_CHUNK, MAGIC};
+use crate::frame::{scan_for_welcome, write_frame, Frame, FrameError, FrameKind, DATA_CHUNK, MAGIC};
 use crate::mux::{Conn, Incoming, Stream, StreamEnd};
 use crate::proto::{
     AgentMessage, ClientMessage, ExecSpec, ExitStatus, Facts, FileInfo, Hello, Request, Welcome,
@@ -277,27 +277,21 @@ impl AgentClient {
         )?;
 
         // The reads run on their own thread so that a silent agent cannot block us past the timeout.
-        // Frames left in the channel by an earlier session (data of its streams, a welcome to another
-        // nonce) are skipped until the answer to this hello arrives.
+        // Whatever comes before the answer to this hello is skipped: frames of an earlier session, a
+        // welcome to another nonce, or the tail of a frame the agent was writing when the previous
+        // host left, in which no frame boundary can be found (hence a scan, not frame by frame).
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             let mut reader = reader;
-            let answer = loop {
-                match read_frame(&mut reader) {
-                    Ok(Frame { stream: 0, kind: FrameKind::Welcome, body }) => {
-                        match serde_json::from_slice::<Welcome>(&body) {
-                            Ok(welcome) if welcome.nonce != nonce => continue,
-                            Ok(welcome) => break Ok(welcome),
-                            Err(e) => break Err(format!("welcome is not valid JSON: {e}")),
-                        }
-                    }
-                    Ok(Frame { stream: 0, kind: FrameKind::Error, body }) => {
-                        break Err(format!("the agent refused: {}", String::from_utf8_lossy(&body)))
-                    }
-                    Ok(_) => continue,
-                    Err(FrameError::Closed) => break Err("the agent closed the channel".into()),
-                    Err(e) => break Err(e.to_string()),
+            let found = scan_for_welcome(&mut reader, |body| {
+                serde_json::from_slice::<Welcome>(body).ok().filter(|welcome| welcome.nonce == nonce)
+            });
+            let (reader, answer): (Box<dyn Read + Send>, _) = match found {
+                Ok((welcome, after)) => (Box::new(io::Cursor::new(after).chain(reader)), Ok(welcome)),
+                Err(FrameError::Closed) => {
+                    (Box::new(reader), Err("the agent closed the channel".to_string()))
                 }
+                Err(e) => (Box::new(reader), Err(e.to_string())),
             };
             let _ = tx.send((reader, answer));
         });
@@ -320,7 +314,7 @@ impl AgentClient {
             return Err(ClientError::VersionMismatch { client: options.protocol, agent: welcome.protocol });
         }
         let keepalive = welcome.capabilities.iter().any(|c| c == "keepalive");
-        let conn = Conn::start(Box::new(reader), Box::new(writer), shutdown, None);
+        let conn = Conn::start(reader, Box::new(writer), shutdown, None);
         let inner = ClientInner {
             conn,
             welcome,

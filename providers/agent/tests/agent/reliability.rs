@@ -1,6 +1,7 @@
 //! The agent and the client always answer, within bounds: programs that outlive their kill, silent
 //! agents, stale bytes in the channel, floods of uncounted frames and oversized requests.
 
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::thread;
@@ -145,4 +146,37 @@ fn a_silent_program_is_kept_alive_by_the_agent() {
     // Silent for longer than the client's floor of two keepalive intervals.
     let result = client.exec(ExecRequest::new(["sleep", "11"])).unwrap();
     assert!(result.status.success());
+}
+
+#[test]
+fn stale_partial_frame_before_the_welcome_is_skipped() {
+    let (ours, mut fake_agent) = UnixStream::pair().unwrap();
+    let fake = thread::spawn(move || {
+        let mut magic = [0u8; 8];
+        std::io::Read::read_exact(&mut fake_agent, &mut magic).unwrap();
+        let hello: Hello = serde_json::from_slice(&read_frame(&mut fake_agent).unwrap().body).unwrap();
+        // The tail of a frame the agent was writing when the previous host left: the rest of a body
+        // whose header went to the old session, then a whole header claiming more than follows.
+        let mut stale = vec![7u8; 300];
+        stale.extend_from_slice(&(64 * 1024u32 + 5).to_be_bytes());
+        stale.extend_from_slice(&[0, 0, 0, 3, FrameKind::Data as u8]);
+        stale.extend_from_slice(&[1u8; 100]);
+        fake_agent.write_all(&stale).unwrap();
+        let welcome = Welcome {
+            protocol: PROTOCOL_VERSION,
+            nonce: hello.nonce,
+            agent_version: "fake".into(),
+            capabilities: vec![],
+        };
+        write_frame(
+            &mut fake_agent,
+            &Frame::new(0, FrameKind::Welcome, serde_json::to_vec(&welcome).unwrap()),
+        )
+        .unwrap();
+        fake_agent
+    });
+    let options = ClientOptions { handshake_timeout: Duration::from_secs(3), ..ClientOptions::default() };
+    let client = AgentClient::handshake_with(ours, &options).expect("handshake through stale bytes");
+    assert_eq!(client.welcome().agent_version, "fake");
+    drop(fake.join().unwrap());
 }
