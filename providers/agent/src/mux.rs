@@ -7,7 +7,10 @@
 //! Flow control is credit per stream and direction: a sender may have at most [`WINDOW`] data bytes
 //! that the receiver has not consumed yet. The receiver returns credit (a `Credit` frame) as its consumer
 //! takes bytes out of the inbox. Inboxes are therefore bounded by [`WINDOW`] per stream, and a peer that
-//! sends past its credit is a protocol error that ends the connection.
+//! sends past its credit is a protocol error that ends the connection. Frames outside flow control
+//! (control, end-of-file, error) are bounded by count and bytes instead ([`CONTROL_BACKLOG`],
+//! [`CONTROL_BACKLOG_BYTES`]) and dropped once the stream is closed on this side, so neither can make
+//! a side buffer without limit.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -16,11 +19,18 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::frame::{read_frame, write_frame, Frame, FrameError, FrameKind, DATA_CHUNK};
+use crate::frame::{read_frame, write_frame, Frame, FrameError, FrameKind, DATA_CHUNK, MAX_BODY};
 use crate::transport::ShutdownHandle;
 
 /// Data bytes one side may send on one stream before the receiver returns credit (256 KiB).
 pub const WINDOW: u32 = 256 * 1024;
+
+/// Frames not counted against credit (control, end-of-file, error) one stream may have waiting in its
+/// inbox; more is a protocol error. An honest peer sends a handful per stream.
+pub const CONTROL_BACKLOG: usize = 32;
+
+/// Body bytes of such frames one stream may have waiting (two of the largest frames).
+pub const CONTROL_BACKLOG_BYTES: usize = 2 * MAX_BODY as usize;
 
 /// What a stream's consumer receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,6 +297,9 @@ struct StreamState {
     peer_closed: bool,
     local_closed: bool,
     failed: Option<String>,
+    /// Frames outside flow control waiting in the inbox, and their body bytes.
+    uncounted: usize,
+    uncounted_bytes: usize,
     /// When the peer last sent anything on this stream (a keepalive and credit count): what an idle
     /// limit measures.
     last_heard: Option<Instant>,
@@ -344,10 +357,23 @@ impl Stream {
                     state.inbox.push_back(item);
                 }
             }
-            FrameKind::Eof => state.inbox.push_back(Incoming::Eof),
-            FrameKind::Control => state.inbox.push_back(Incoming::Control(frame.body)),
-            FrameKind::Error => {
-                state.inbox.push_back(Incoming::Error(String::from_utf8_lossy(&frame.body).into()))
+            FrameKind::Eof | FrameKind::Control | FrameKind::Error => {
+                // Nobody reads a stream closed on this side: dropped, as its data is.
+                if !state.local_closed {
+                    state.uncounted += 1;
+                    state.uncounted_bytes += frame.body.len();
+                    if state.uncounted > CONTROL_BACKLOG || state.uncounted_bytes > CONTROL_BACKLOG_BYTES {
+                        return Err(format!(
+                            "stream `{}` has `{}` control frames of `{}` bytes waiting unread: the limit is `{CONTROL_BACKLOG}` frames and `{CONTROL_BACKLOG_BYTES}` bytes",
+                            self.id, state.uncounted, state.uncounted_bytes
+                        ));
+                    }
+                    state.inbox.push_back(match frame.kind {
+                        FrameKind::Eof => Incoming::Eof,
+                        FrameKind::Control => Incoming::Control(frame.body),
+                        _ => Incoming::Error(String::from_utf8_lossy(&frame.body).into()),
+                    });
+                }
             }
             FrameKind::Credit => {
                 let bytes: [u8; 4] =
@@ -390,7 +416,17 @@ impl Stream {
             if let Some(item) = state.inbox.pop_front() {
                 let consumed = match &item {
                     Incoming::Data(bytes) | Incoming::ErrData(bytes) => bytes.len() as u32,
-                    _ => 0,
+                    other => {
+                        // Saturating: an error's text may be longer than its body was (lossy UTF-8).
+                        state.uncounted = state.uncounted.saturating_sub(1);
+                        let len = match other {
+                            Incoming::Control(body) => body.len(),
+                            Incoming::Error(message) => message.len(),
+                            _ => 0,
+                        };
+                        state.uncounted_bytes = state.uncounted_bytes.saturating_sub(len);
+                        0
+                    }
                 };
                 let give_back = consumed > 0 && !state.peer_closed && !state.local_closed;
                 state.recv_outstanding -= u64::from(consumed);
@@ -521,6 +557,7 @@ impl Stream {
         }
         state.local_closed = true;
         state.inbox.clear();
+        (state.uncounted, state.uncounted_bytes) = (0, 0);
         let forget = state.peer_closed;
         drop(state);
         self.cond.notify_all();
@@ -659,5 +696,48 @@ mod tests {
         // 300 ms in all, but never 150 ms without a frame.
         assert_eq!(stream.recv_within(None, idle), Ok(Incoming::Control(b"\"done\"".to_vec())));
         assert_eq!(stream.recv_within(None, idle), Err(StreamEnd::Timeout));
+    }
+
+    #[test]
+    fn uncounted_frames_cannot_grow_an_inbox_without_limit() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let on_open: OnOpen = Box::new(move |stream, _body| {
+            let _ = tx.send(stream);
+        });
+        let (client, agent) = pair(on_open);
+        let stream = client.open(b"x".to_vec()).unwrap();
+        let served = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        // Nobody on the agent side reads this stream; control frames are not counted against credit.
+        for _ in 0..1000 {
+            if stream.send_control(&"flood").is_err() {
+                break;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while agent.failure().is_none() && lock(&served.state).inbox.len() < 1000 && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let queued = lock(&served.state).inbox.len();
+        assert!(queued <= CONTROL_BACKLOG, "`{queued}` control frames queued");
+    }
+
+    #[test]
+    fn a_stream_closed_here_queues_nothing_the_peer_still_sends() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let on_open: OnOpen = Box::new(move |stream, _body| {
+            stream.close();
+            let _ = tx.send(stream);
+        });
+        let (client, agent) = pair(on_open);
+        let stream = client.open(b"x".to_vec()).unwrap();
+        let served = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        // The client has not read the agent's `Close` yet and keeps sending.
+        for _ in 0..(2 * CONTROL_BACKLOG) {
+            let _ = stream.send_control(&"late");
+        }
+        thread::sleep(Duration::from_millis(200));
+        assert_eq!(lock(&served.state).inbox.len(), 0);
+        assert_eq!(agent.failure(), None);
     }
 }
