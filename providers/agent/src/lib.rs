@@ -100,7 +100,7 @@ pub mod transport;
 pub use agent::{serve_session, AgentConfig, AgentError, SessionEnd, DEFAULT_PORT};
 pub use client::{
     AgentClient, ClientError, ClientOptions, ExecRequest, ExecResult, RelayStream, RelayWriter,
-    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_CALL_TIMEOUT, EXEC_OUTPUT_LIMIT,
 };
 pub use proto::{ExitStatus, Facts, FileInfo, KvmNested, NetAddress, Welcome, PROTOCOL_VERSION};
 pub use reach::{wait_for_agent, Agent};

@@ -148,11 +148,18 @@ pub use nestform_provider::GuestCommand as ExecRequest;
 pub struct ExecResult {
     /// How it ended.
     pub status: ExitStatus,
-    /// Everything it wrote to stdout.
+    /// What it wrote to stdout, up to [`EXEC_OUTPUT_LIMIT`].
     pub stdout: Vec<u8>,
-    /// Everything it wrote to stderr.
+    /// What it wrote to stderr, up to [`EXEC_OUTPUT_LIMIT`].
     pub stderr: Vec<u8>,
+    /// Stdout or stderr went past [`EXEC_OUTPUT_LIMIT`] and the rest was dropped (the program still
+    /// ran to its end); [`AgentClient::exec_streaming`] sees all of it.
+    pub truncated: bool,
 }
+
+/// Bytes of stdout, and again of stderr, that [`AgentClient::exec`] keeps in memory (8 MiB): the
+/// output of a command, not a transfer; larger output belongs in `exec_streaming` or a file.
+pub const EXEC_OUTPUT_LIMIT: usize = 8 << 20;
 
 pub(crate) struct ClientInner {
     conn: Arc<Conn>,
@@ -374,15 +381,20 @@ impl AgentClient {
         }
     }
 
-    /// Runs a program and collects its output.
+    /// Runs a program and collects its output, up to [`EXEC_OUTPUT_LIMIT`] of each stream.
     pub fn exec(&self, request: ExecRequest) -> Result<ExecResult, ClientError> {
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let status = self.exec_streaming(
-            request,
-            |chunk| stdout.extend_from_slice(chunk),
-            |chunk| stderr.extend_from_slice(chunk),
-        )?;
-        Ok(ExecResult { status, stdout, stderr })
+        let truncated = std::cell::Cell::new(false);
+        let keep = |into: &mut Vec<u8>, chunk: &[u8]| {
+            let room = EXEC_OUTPUT_LIMIT - into.len();
+            if chunk.len() > room {
+                truncated.set(true);
+            }
+            into.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        };
+        let status =
+            self.exec_streaming(request, |chunk| keep(&mut stdout, chunk), |chunk| keep(&mut stderr, chunk))?;
+        Ok(ExecResult { status, stdout, stderr, truncated: truncated.get() })
     }
 
     /// Runs a program, handing each stdout and stderr chunk to the callbacks as it arrives.

@@ -180,3 +180,13 @@ fn stale_partial_frame_before_the_welcome_is_skipped() {
     assert_eq!(client.welcome().agent_version, "fake");
     drop(fake.join().unwrap());
 }
+
+#[test]
+fn exec_output_kept_in_memory_is_capped() {
+    let harness = Harness::start();
+    let result = harness.connect().exec(ExecRequest::new(["head", "-c", "20000000", "/dev/zero"])).unwrap();
+    assert!(result.status.success());
+    assert_eq!(result.stdout.len(), 8 << 20);
+    assert!(result.truncated);
+    assert!(!harness.connect().exec(ExecRequest::new(["echo"])).unwrap().truncated);
+}
