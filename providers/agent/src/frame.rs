@@ -23,6 +23,10 @@ const MAX_WELCOME_BODY: u32 = 64 * 1024;
 /// Largest frame body either side accepts (1 MiB).
 pub const MAX_BODY: u32 = 1 << 20;
 
+/// Largest body of an oversized frame that is skipped rather than taken as lost framing (16 MiB); see
+/// [`read_frame`].
+pub const MAX_SKIPPED_BODY: u32 = 16 << 20;
+
 /// Bytes of the frame header after the length: stream id (u32 big-endian) and kind (u8).
 pub const HEADER_LEN: u32 = 5;
 
@@ -109,6 +113,19 @@ pub enum FrameError {
         /// The limit.
         limit: u32,
     },
+    /// A frame over the limit with a header that can be trusted: its body was read and dropped, and
+    /// the reader is at the next frame. Only the stream it belongs to fails.
+    #[error("frame of `{size}` bytes exceeds the limit of `{limit}` bytes")]
+    Oversized {
+        /// Stream the frame belongs to.
+        stream: u32,
+        /// Its kind.
+        kind: FrameKind,
+        /// Its body's size.
+        size: u64,
+        /// The limit.
+        limit: u32,
+    },
     /// The first bytes of [`MAGIC`] arrived where a frame length was expected: the peer started a new
     /// handshake (the reader is left just after those four bytes).
     #[error("the magic of a new handshake arrived where a frame was expected")]
@@ -135,6 +152,14 @@ pub fn write_frame(writer: &mut dyn Write, frame: &Frame) -> io::Result<()> {
 }
 
 /// Reads one frame. A length over the limit is rejected before anything is allocated.
+///
+/// A length over the limit but at most [`MAX_SKIPPED_BODY`], followed by a known kind on a stream
+/// other than 0, is skipped ([`FrameError::Oversized`]) instead of ending the connection: the channel
+/// is a reliable byte stream that was in step up to here (every earlier frame parsed), so such a
+/// length is what the peer wrote (a request too large for this side, say a huge environment from a
+/// newer client), and failing that one stream keeps every other stream and tunnel alive. A length
+/// beyond that bound, or a header that does not parse, is more likely garbage than a request; then
+/// framing is taken as lost. The bound also caps what being wrong costs: 16 MiB read and dropped.
 pub fn read_frame(reader: &mut dyn Read) -> Result<Frame, FrameError> {
     let mut len = [0u8; 4];
     read_exact_or_closed(reader, &mut len)?;
@@ -146,14 +171,25 @@ pub fn read_frame(reader: &mut dyn Read) -> Result<Frame, FrameError> {
         return Err(FrameError::Malformed(format!("length `{len}` is shorter than the header")));
     }
     let body_len = len - HEADER_LEN;
-    if body_len > MAX_BODY {
-        return Err(FrameError::TooLarge { size: u64::from(body_len), limit: MAX_BODY });
+    let too_large = FrameError::TooLarge { size: u64::from(body_len), limit: MAX_BODY };
+    if body_len > MAX_SKIPPED_BODY {
+        return Err(too_large);
     }
     let mut header = [0u8; HEADER_LEN as usize];
     reader.read_exact(&mut header)?;
     let stream = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-    let kind = FrameKind::from_u8(header[4])
-        .ok_or_else(|| FrameError::Malformed(format!("unknown frame kind `{}`", header[4])))?;
+    let kind = FrameKind::from_u8(header[4]);
+    if body_len > MAX_BODY {
+        let Some(kind) = kind.filter(|_| stream != 0) else {
+            return Err(too_large);
+        };
+        let skipped = io::copy(&mut reader.take(u64::from(body_len)), &mut io::sink())?;
+        if skipped < u64::from(body_len) {
+            return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+        return Err(FrameError::Oversized { stream, kind, size: u64::from(body_len), limit: MAX_BODY });
+    }
+    let kind = kind.ok_or_else(|| FrameError::Malformed(format!("unknown frame kind `{}`", header[4])))?;
     let mut body = vec![0u8; body_len as usize];
     reader.read_exact(&mut body)?;
     Ok(Frame { stream, kind, body })
@@ -293,6 +329,30 @@ mod tests {
             }
             other => panic!("expected TooLarge, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_trusted_oversized_frame_is_skipped() {
+        let size = MAX_BODY + 10;
+        let mut buf = (size + HEADER_LEN).to_be_bytes().to_vec();
+        buf.extend_from_slice(&[0, 0, 0, 3, FrameKind::Open as u8]);
+        buf.resize(buf.len() + size as usize, b'x');
+        write_frame(&mut buf, &Frame::new(5, FrameKind::Close, Vec::new())).unwrap();
+        let mut reader = buf.as_slice();
+        match read_frame(&mut reader) {
+            Err(FrameError::Oversized { stream: 3, kind: FrameKind::Open, size: got, .. }) => {
+                assert_eq!(got, u64::from(size))
+            }
+            other => panic!("expected Oversized, got {other:?}"),
+        }
+        assert_eq!(read_frame(&mut reader).unwrap(), Frame::new(5, FrameKind::Close, Vec::new()));
+        // On stream 0, or with an unknown kind, framing is lost.
+        let mut zero = (size + HEADER_LEN).to_be_bytes().to_vec();
+        zero.extend_from_slice(&[0, 0, 0, 0, FrameKind::Error as u8]);
+        assert!(matches!(read_frame(&mut zero.as_slice()), Err(FrameError::TooLarge { .. })));
+        let mut unknown = (size + HEADER_LEN).to_be_bytes().to_vec();
+        unknown.extend_from_slice(&[0, 0, 0, 1, 99]);
+        assert!(matches!(read_frame(&mut unknown.as_slice()), Err(FrameError::TooLarge { .. })));
     }
 
     #[test]

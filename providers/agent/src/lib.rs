@@ -32,7 +32,10 @@
 //!   in chunks of at most 64 KiB.
 //! - A length over the limit, an unknown kind, or a frame that breaks the rules below is a protocol
 //!   error: the side that sees it sends `Error` on stream 0 with the message and closes the connection.
-//!   The claimed size is never allocated.
+//!   The claimed size is never allocated. One exception: a length over the limit but at most 16 MiB,
+//!   with a known kind on a stream other than 0, is read past and fails only its stream (an `Open` is
+//!   answered with `Error` and `Close`), since the header of a channel in step can be trusted
+//!   ([`frame::read_frame`]). Neither side sends a frame over the limit: that call fails alone.
 //! - Stream ids are chosen by the client (1, 2, 3, ...); stream 0 is the connection itself.
 //! - `Error(n)` reports that stream `n` failed (e.g. a relay path off the allowlist); `Close(n)` from the
 //!   client before the agent finished cancels the stream (a running program's process group is killed).

@@ -59,6 +59,14 @@ pub enum StreamEnd {
     /// The deadline passed first.
     #[error("timed out")]
     Timeout,
+    /// The frame to send is over the limit; the stream and the connection are unharmed.
+    #[error("frame of `{size}` bytes exceeds the limit of `{limit}` bytes")]
+    TooLarge {
+        /// Body size of the frame.
+        size: usize,
+        /// The limit.
+        limit: u32,
+    },
 }
 
 /// Called by the demultiplexer when the peer opens a stream (agent side only). It must not block:
@@ -146,8 +154,12 @@ impl Conn {
         Ok(stream)
     }
 
-    /// Writes one frame, unless the connection already failed.
+    /// Writes one frame, unless the connection already failed. A frame over the limit is refused before
+    /// anything is written: one oversized message must not end every stream of the connection.
     pub fn send(&self, frame: Frame) -> Result<(), StreamEnd> {
+        if frame.body.len() > MAX_BODY as usize {
+            return Err(StreamEnd::TooLarge { size: frame.body.len(), limit: MAX_BODY });
+        }
         let mut writer = lock(&self.writer);
         let Some(out) = writer.as_mut() else {
             return Err(StreamEnd::Failed(self.failure().unwrap_or_else(|| "the channel was closed".into())));
@@ -218,6 +230,17 @@ impl Conn {
                     self.end("the host started a new session", false);
                     return Some(reader);
                 }
+                Err(FrameError::Oversized { stream, kind, size, limit }) => {
+                    if !noticed && self.failure().is_none() {
+                        self.refuse_oversized(
+                            stream,
+                            kind,
+                            format!("frame of `{size}` bytes exceeds the limit of `{limit}` bytes"),
+                            on_open.is_some(),
+                        );
+                    }
+                    continue;
+                }
                 Err(e @ (FrameError::TooLarge { .. } | FrameError::Malformed(_) | FrameError::Magic)) => {
                     // Framing is lost: nothing after this can be trusted, so tell the peer and end.
                     self.fail_with_notice(format!("protocol error: {e}"));
@@ -237,6 +260,30 @@ impl Conn {
                 noticed = true;
                 self.fail_with_notice(format!("protocol error: {reason}"));
             }
+        }
+    }
+
+    /// Fails only the stream an oversized frame (already skipped) belonged to. An `Open` the agent
+    /// never registered is answered with `Error` and `Close` from a thread of its own, because the
+    /// demultiplexer must keep draining the channel; on an open stream the local consumer gets the
+    /// error and answers the peer as it does any failure.
+    fn refuse_oversized(self: &Arc<Self>, id: u32, kind: FrameKind, message: String, agent_side: bool) {
+        let stream = lock(&self.streams).get(&id).cloned();
+        match stream {
+            Some(stream) => stream.update(|state| {
+                if !state.local_closed {
+                    state.inbox.push_back(Incoming::Error(message));
+                }
+            }),
+            None if kind == FrameKind::Open && agent_side => {
+                let conn = Arc::clone(self);
+                let _ = thread::Builder::new().name("nestform-agent-refuse".into()).spawn(move || {
+                    let _ = conn.send(Frame::new(id, FrameKind::Error, message.into_bytes()));
+                    let _ = conn.send(Frame::new(id, FrameKind::Close, Vec::new()));
+                });
+            }
+            // Late frames for a stream both sides closed are harmless, however large.
+            None => {}
         }
     }
 
@@ -417,7 +464,8 @@ impl Stream {
                 let consumed = match &item {
                     Incoming::Data(bytes) | Incoming::ErrData(bytes) => bytes.len() as u32,
                     other => {
-                        // Saturating: an error's text may be longer than its body was (lossy UTF-8).
+                        // Saturating: an error's text may be longer than its body was (lossy UTF-8),
+                        // and a refused oversized frame's error was never counted.
                         state.uncounted = state.uncounted.saturating_sub(1);
                         let len = match other {
                             Incoming::Control(body) => body.len(),

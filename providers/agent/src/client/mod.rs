@@ -55,6 +55,16 @@ pub enum ClientError {
         /// What was wrong.
         message: String,
     },
+    /// The request does not fit in a frame; nothing was sent and the connection is unharmed.
+    #[error("`{op}` request of `{size}` bytes exceeds the limit of `{limit}` bytes")]
+    RequestTooLarge {
+        /// The operation.
+        op: &'static str,
+        /// Size of the request's JSON.
+        size: usize,
+        /// The limit on a frame's body.
+        limit: u32,
+    },
     /// The connection ended.
     #[error("the connection to the agent ended: {0}")]
     Disconnected(String),
@@ -219,6 +229,8 @@ impl OpStream {
             Err(StreamEnd::Failed(reason)) => Err(ClientError::Disconnected(reason)),
             // Dropping the `OpStream` closes the stream, which tells the agent to kill the program.
             Err(StreamEnd::Timeout) => Err(self.no_answer()),
+            // Only sending refuses a frame as too large.
+            Err(end @ StreamEnd::TooLarge { .. }) => Err(self.protocol(&end.to_string())),
         }
     }
 
@@ -252,8 +264,10 @@ impl OpStream {
 
     /// After a failed send, the reason is usually an `Error` the agent sent before closing.
     fn send_failed(&self, end: StreamEnd) -> ClientError {
-        if end == StreamEnd::Timeout {
-            return self.no_answer();
+        match end {
+            StreamEnd::Timeout => return self.no_answer(),
+            StreamEnd::TooLarge { .. } => return self.protocol(&end.to_string()),
+            _ => {}
         }
         loop {
             match self.next() {
@@ -350,7 +364,10 @@ impl AgentClient {
 
     fn open(&self, request: &Request, op: &'static str) -> Result<OpStream, ClientError> {
         let body = serde_json::to_vec(request).expect("requests always serialize");
-        let stream = self.inner.conn.open(body).map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        let stream = self.inner.conn.open(body).map_err(|end| match end {
+            StreamEnd::TooLarge { size, limit } => ClientError::RequestTooLarge { op, size, limit },
+            end => ClientError::Disconnected(end.to_string()),
+        })?;
         Ok(OpStream {
             stream,
             op,

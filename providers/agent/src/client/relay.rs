@@ -87,6 +87,7 @@ fn to_io(end: StreamEnd) -> io::Error {
     match end {
         StreamEnd::Closed => io::Error::new(io::ErrorKind::BrokenPipe, "the relay was closed"),
         StreamEnd::Failed(reason) => io::Error::new(io::ErrorKind::ConnectionAborted, reason),
+        end @ StreamEnd::TooLarge { .. } => io::Error::new(io::ErrorKind::InvalidInput, end.to_string()),
         StreamEnd::Timeout => {
             io::Error::new(io::ErrorKind::TimedOut, "no bytes came through the relay in time")
         }

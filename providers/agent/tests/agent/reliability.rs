@@ -11,7 +11,7 @@ use nestform_agent::frame::{read_frame, write_frame, Frame, FrameKind};
 use nestform_agent::proto::{Hello, Welcome, PROTOCOL_VERSION};
 use nestform_agent::{AgentClient, ClientError, ClientOptions, ExecRequest};
 
-use crate::support::Harness;
+use crate::support::{raw_handshake, Harness};
 
 /// Runs `f` on its own thread and fails the test if it has not returned within `limit`, so that a
 /// call that never returns fails here instead of hanging the suite.
@@ -189,4 +189,43 @@ fn exec_output_kept_in_memory_is_capped() {
     assert_eq!(result.stdout.len(), 8 << 20);
     assert!(result.truncated);
     assert!(!harness.connect().exec(ExecRequest::new(["echo"])).unwrap().truncated);
+}
+
+#[test]
+fn an_oversized_request_fails_only_that_call() {
+    let harness = Harness::start();
+    let client = harness.connect();
+    let huge = "x".repeat(2 << 20);
+    let err = client.exec(ExecRequest::new(["true"]).env("HUGE", huge)).unwrap_err();
+    assert!(matches!(err, ClientError::RequestTooLarge { op: "exec", .. }), "{err}");
+    assert!(err.to_string().contains("exceeds the limit of `1048576` bytes"), "{err}");
+    assert!(client.exec(ExecRequest::new(["true"])).unwrap().status.success());
+}
+
+#[test]
+fn the_agent_answers_an_oversized_open_on_its_stream_and_serves_on() {
+    let harness = Harness::start();
+    let mut channel = harness.channel();
+    raw_handshake(&mut channel, PROTOCOL_VERSION);
+    let mut open =
+        serde_json::to_vec(&serde_json::json!({"op": "facts", "pad": "x".repeat(2 << 20)})).unwrap();
+    let mut frame = ((open.len() as u32) + 5).to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0, 0, 0, 1, FrameKind::Open as u8]);
+    frame.append(&mut open);
+    channel.write_all(&frame).unwrap();
+    channel.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let answer = read_frame(&mut channel).unwrap();
+    assert_eq!((answer.stream, answer.kind), (1, FrameKind::Error), "{answer:?}");
+    let message = String::from_utf8(answer.body).unwrap();
+    assert!(message.contains("exceeds the limit of `1048576` bytes"), "{message}");
+    // The session goes on: facts on the next stream are answered.
+    write_frame(&mut channel, &Frame::new(3, FrameKind::Open, br#"{"op":"facts"}"#.to_vec())).unwrap();
+    loop {
+        let frame = read_frame(&mut channel).unwrap();
+        assert_ne!(frame.stream, 0, "the session ended: {:?}", String::from_utf8_lossy(&frame.body));
+        if frame.stream == 3 {
+            assert_eq!(frame.kind, FrameKind::Control);
+            break;
+        }
+    }
 }
