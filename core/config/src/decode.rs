@@ -14,6 +14,7 @@ use hcl::{Map, Value};
 use nestform_types::*;
 
 use crate::diag::{Diagnostic, SourceFile, SourceRange};
+use crate::limits::MAX_INSTANCES;
 use crate::load::{range_of, InstanceVars, Loader, Located, Node, Shape, Usage, ADDR_KEY};
 use crate::model::ResourceConfig;
 use crate::refs;
@@ -138,6 +139,10 @@ impl Loader {
             (Some(c), None) => {
                 let v = self.eval(&c.value, &loc.file, &none, Usage::Plan, None)?;
                 match value::whole_number(&v, "count", 0) {
+                    Ok(n) if n > MAX_INSTANCES => {
+                        self.too_many_instances("count", n, range_of(&loc.file, c.value.span()));
+                        None
+                    }
                     Ok(n) => Some((
                         Shape::Count,
                         (0..n)
@@ -187,6 +192,10 @@ impl Loader {
                         return None;
                     }
                 };
+                if pairs.len() as u64 > MAX_INSTANCES {
+                    self.too_many_instances("for_each", pairs.len() as u64, range);
+                    return None;
+                }
                 Some((
                     Shape::ForEach,
                     pairs
@@ -202,6 +211,17 @@ impl Loader {
             }
             (None, None) => Some((Shape::Single, vec![(None, none)])),
         }
+    }
+
+    fn too_many_instances(&mut self, what: &str, n: u64, range: SourceRange) {
+        self.error(
+            Diagnostic::error(format!(
+                "`{what}` asks for {n} instances, more than the {MAX_INSTANCES} one block may have"
+            ))
+            .with_range(range)
+            .with_label(format!("{n} instances"))
+            .with_help(format!("use at most {MAX_INSTANCES} instances per block, or split the block")),
+        );
     }
 
     fn decode(&mut self, cx: &mut Inst, body: &Body) -> Option<ResourceSpec> {

@@ -17,6 +17,7 @@ pub mod diag;
 mod eval;
 mod format;
 mod funcs;
+mod limits;
 mod load;
 mod model;
 mod outputs;

@@ -1,0 +1,82 @@
+//! Snapshot tests of diagnostics for input that would otherwise fail late (in libvirt, on a host)
+//! or exhaust the machine that plans it: limits on instances and values, names, sizes, MAC
+//! addresses, unreadable files. Kept apart from `diagnostics.rs` to keep each file short.
+
+use nestform_config::{load_sources, render_plain, Diagnostics, SourceFile, VarInputs};
+
+const HOST: &str = r#"
+kvm_host "l0" {
+  uri = "test:///default"
+}
+"#;
+
+/// Loads `text` (after a level-0 host) and renders every diagnostic.
+fn problems(text: &str) -> String {
+    render_plain(&diagnostics(text))
+}
+
+fn diagnostics(text: &str) -> Diagnostics {
+    let src = format!("{HOST}{text}");
+    match load_sources(vec![SourceFile::new("main.nf.hcl", src)], &VarInputs::default()) {
+        Ok(_) => panic!("expected diagnostics for:\n{text}"),
+        Err(d) => d,
+    }
+}
+
+/// The one diagnostic of `text`: its summary and the line and text it points at.
+fn only(text: &str) -> (String, usize, String) {
+    let d = diagnostics(text);
+    assert_eq!(d.len(), 1, "{}", render_plain(&d));
+    let r = d.0[0].range.as_ref().expect("a diagnostic with a place");
+    (d.0[0].summary.clone(), r.line_col().0, r.text().to_string())
+}
+
+macro_rules! snap {
+    ($name:ident, $text:expr) => {
+        #[test]
+        fn $name() {
+            insta::assert_snapshot!(problems($text));
+        }
+    };
+}
+
+snap!(
+    count_beyond_the_instance_limit,
+    r#"
+nested_guest "many" {
+  count  = 1e9
+  host   = kvm_host.l0
+  vcpus  = 1
+  memory = "1GiB"
+}
+"#
+);
+
+#[test]
+fn a_huge_count_is_refused_without_allocating() {
+    // 1e18 instances overflowed a `Vec`'s capacity before the limit.
+    let text = "nested_guest \"g\" {\n  count  = 1e18\n  host   = kvm_host.l0\n  vcpus  = 1\n  memory = \"1GiB\"\n}\n";
+    let (summary, line, at) = only(text);
+    assert_eq!(
+        summary,
+        "`count` asks for 1000000000000000000 instances, more than the 1000 one block may have"
+    );
+    assert_eq!((line, at.as_str()), (6, "1e18"));
+}
+
+#[test]
+fn for_each_beyond_the_instance_limit() {
+    let text = "nat_network \"n\" {\n  for_each = toset([for i in range(1001) : \"n${i}\"])\n  host     = kvm_host.l0\n  cidr     = \"10.0.0.0/24\"\n}\n";
+    let (summary, line, _) = only(text);
+    assert_eq!(summary, "`for_each` asks for 1001 instances, more than the 1000 one block may have");
+    assert_eq!(line, 6);
+}
+
+#[test]
+fn a_thousand_instances_are_fine() {
+    let text = format!(
+        "{HOST}nested_guest \"g\" {{\n  count  = 1000\n  host   = kvm_host.l0\n  vcpus  = 1\n  memory = \"1GiB\"\n}}\n"
+    );
+    let c = load_sources(vec![SourceFile::new("main.nf.hcl", text)], &VarInputs::default()).unwrap();
+    assert_eq!(c.resources.len(), 1001);
+}
