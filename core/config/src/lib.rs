@@ -52,23 +52,50 @@ pub fn load_dir(dir: &Path, vars: &VarInputs) -> Result<Config, Diagnostics> {
                 .with_help("run nestform in a directory holding `*.nf.hcl` files, or pass the directory"),
         )
     })?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(EXTENSION))
-        })
-        .collect();
+    // An entry named like a configuration file that cannot be read is an error, never skipped: a
+    // plan without the blocks it declares would destroy what they made.
+    let mut diags = Diagnostics::new();
+    let mut paths: Vec<PathBuf> = vec![];
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error(format!("cannot list the directory `{}`: {e}", dir.display()))
+                        .with_help("check the directory's permissions"),
+                );
+                continue;
+            }
+        };
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.as_encoded_bytes();
+        // Emacs marks a file being edited with a dangling link `.#NAME`: not configuration.
+        if !name.ends_with(EXTENSION.as_bytes()) || name.starts_with(b".#") {
+            continue;
+        }
+        // `metadata` follows symbolic links: a dangling link or a loop fails here with its OS error.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => paths.push(path),
+            Ok(_) => diags.push(
+                Diagnostic::error(format!("`{}` is not a file", path.display()))
+                    .with_help(format!("every `*{EXTENSION}` entry is read as configuration; rename or remove this one")),
+            ),
+            Err(e) => diags.push(
+                Diagnostic::error(format!("cannot read `{}`: {e}", path.display()))
+                    .with_help(format!("every `*{EXTENSION}` entry is read as configuration; fix or remove this one (a symbolic link must lead to a file)")),
+            ),
+        }
+    }
     paths.sort();
-    if paths.is_empty() {
+    if paths.is_empty() && diags.is_empty() {
         return Err(Diagnostic::error(format!("no `*{EXTENSION}` files in `{}`", dir.display()))
             .with_help("create one, such as `main.nf.hcl`")
             .into());
     }
     let mut files = vec![];
-    let mut diags = Diagnostics::new();
     for p in paths {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         match std::fs::read_to_string(&p) {
             Ok(text) => files.push(SourceFile { name, text }),
             Err(e) => diags.push(

@@ -108,7 +108,7 @@ pub(crate) fn range_of(file: &Arc<SourceFile>, span: Option<Range<usize>>) -> So
     SourceRange::new(file, span.unwrap_or(0..0))
 }
 
-fn header_range(file: &Arc<SourceFile>, block: &Block) -> SourceRange {
+pub(crate) fn header_range(file: &Arc<SourceFile>, block: &Block) -> SourceRange {
     let start = block.ident.span().map_or(0, |s| s.start);
     let end =
         block.labels.last().and_then(|l| l.span()).or_else(|| block.ident.span()).map_or(start, |s| s.end);

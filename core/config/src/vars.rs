@@ -7,7 +7,7 @@ use hcl::eval::{Context, Evaluate};
 use hcl::Value;
 
 use crate::diag::{Diagnostic, SourceFile, SourceRange};
-use crate::load::{range_of, Loader};
+use crate::load::{header_range, range_of, Loader};
 use crate::suggest;
 use crate::value::type_name;
 use crate::VarInputs;
@@ -223,6 +223,17 @@ impl Loader {
                 return vec![];
             }
         };
+        for block in body.blocks() {
+            self.error(
+                Diagnostic::error(format!(
+                    "`{}` holds a block `{}`; a variables file holds only `name = value` attributes",
+                    file.name,
+                    block.ident.as_str()
+                ))
+                .with_range(header_range(file, block))
+                .with_help("set variables as `name = value`; blocks belong in `*.nf.hcl` files"),
+            );
+        }
         let mut ctx = Context::new();
         crate::funcs::declare_all(&mut ctx);
         let mut out = vec![];

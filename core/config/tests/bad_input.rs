@@ -2,7 +2,7 @@
 //! or exhaust the machine that plans it: limits on instances and values, names, sizes, MAC
 //! addresses, unreadable files. Kept apart from `diagnostics.rs` to keep each file short.
 
-use nestform_config::{load_sources, render_plain, Diagnostics, SourceFile, VarInputs};
+use nestform_config::{load_dir, load_sources, render_plain, Diagnostics, SourceFile, VarInputs};
 
 const HOST: &str = r#"
 kvm_host "l0" {
@@ -79,4 +79,62 @@ fn a_thousand_instances_are_fine() {
     );
     let c = load_sources(vec![SourceFile::new("main.nf.hcl", text)], &VarInputs::default()).unwrap();
     assert_eq!(c.resources.len(), 1001);
+}
+
+/// A directory holding a valid `a.nf.hcl` and whatever `add` puts next to it.
+fn dir_with(
+    add: impl FnOnce(&std::path::Path),
+) -> (tempfile::TempDir, Result<nestform_config::Config, Diagnostics>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.nf.hcl"), HOST).unwrap();
+    add(dir.path());
+    let got = load_dir(dir.path(), &VarInputs::default());
+    (dir, got)
+}
+
+#[test]
+fn unreadable_configuration_entries_are_errors() {
+    use std::os::unix::fs::symlink;
+    let (dir, got) = dir_with(|d| {
+        symlink("/nonexistent/x", d.join("dangling.nf.hcl")).unwrap();
+        std::fs::create_dir(d.join("dir.nf.hcl")).unwrap();
+        symlink(d.join("loop.nf.hcl"), d.join("loop.nf.hcl")).unwrap();
+        // An editor's lock file, not configuration.
+        symlink("user@host.1234", d.join(".#a.nf.hcl")).unwrap();
+    });
+    let d = got.expect_err("unreadable entries must not be skipped");
+    let mut summaries: Vec<String> = d.iter().map(|d| d.summary.clone()).collect();
+    summaries.sort();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    assert_eq!(
+        summaries,
+        [
+            format!("`{}` is not a file", p("dir.nf.hcl")),
+            format!("cannot read `{}`: No such file or directory (os error 2)", p("dangling.nf.hcl")),
+            format!("cannot read `{}`: Too many levels of symbolic links (os error 40)", p("loop.nf.hcl")),
+        ]
+    );
+    assert!(d.iter().all(|d| d.help.as_deref().unwrap_or_default().contains("fix or remove")
+        || d.help.as_deref().unwrap_or_default().contains("rename or remove")));
+}
+
+#[test]
+fn a_variables_file_with_a_block_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.nf.hcl"), format!("{HOST}variable \"cpus\" {{\n  default = 1\n}}\n"))
+        .unwrap();
+    let vars = dir.path().join("lab.tfvars");
+    std::fs::write(&vars, "cpus = 2\n\nnested_guest \"g\" {\n  vcpus = 1\n}\n").unwrap();
+    let d = load_dir(dir.path(), &VarInputs { cli: vec![], files: vec![vars.clone()] })
+        .expect_err("a block in a variables file must not be ignored");
+    assert_eq!(d.len(), 1, "{}", render_plain(&d));
+    let r = d.0[0].range.as_ref().unwrap();
+    assert_eq!(
+        d.0[0].summary,
+        format!(
+            "`{}` holds a block `nested_guest`; a variables file holds only `name = value` attributes",
+            vars.display()
+        )
+    );
+    assert_eq!((r.line_col(), r.text()), ((3, 1), "nested_guest \"g\""));
 }
