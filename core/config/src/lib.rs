@@ -20,6 +20,7 @@ mod funcs;
 mod limits;
 mod load;
 mod model;
+mod names;
 mod outputs;
 mod refs;
 mod suggest;

@@ -94,6 +94,18 @@ pub fn size(v: &Value, name: &str) -> Result<ByteSize, Mismatch> {
     }
 }
 
+/// A size of more than zero bytes, such as a guest's memory or a disk's size.
+pub fn nonzero_size(v: &Value, name: &str) -> Result<ByteSize, Mismatch> {
+    let size = size(v, name)?;
+    if size.bytes() == 0 {
+        return Err(mismatch(
+            format!("`{name}` must be more than 0 bytes, got {}", describe(v)),
+            "write a size like `\"4GiB\"`",
+        ));
+    }
+    Ok(size)
+}
+
 /// One of a fixed set of words, such as a disk `cache` mode.
 pub fn word<T>(v: &Value, name: &str, words: &[&str], parse: fn(&str) -> Option<T>) -> Result<T, Mismatch> {
     let s = string(v, name)?;

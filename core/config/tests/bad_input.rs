@@ -138,3 +138,140 @@ fn a_variables_file_with_a_block_is_an_error() {
     );
     assert_eq!((r.line_col(), r.text()), ((3, 1), "nested_guest \"g\""));
 }
+
+snap!(
+    zero_sizes,
+    r#"
+nested_guest "g" {
+  host   = kvm_host.l0
+  vcpus  = 1
+  memory = "0"
+  disk "root" {
+    size = "0GiB"
+  }
+  disk "data" {
+    size = 0
+  }
+}
+"#
+);
+
+snap!(
+    names_libvirt_cannot_take,
+    r#"
+nat_network "n" {
+  host = kvm_host.l0
+  name = "lan/1"
+  cidr = "10.0.0.0/24"
+}
+nested_guest "nul" {
+  host   = kvm_host.l0
+  name   = "a\u0000b"
+  vcpus  = 1
+  memory = "1GiB"
+}
+nested_guest "dots" {
+  host   = kvm_host.l0
+  name   = ".."
+  vcpus  = 1
+  memory = "1GiB"
+}
+nested_guest "long" {
+  host   = kvm_host.l0
+  name   = "${join("", [for i in range(13) : "0123456789"])}"
+  vcpus  = 1
+  memory = "1GiB"
+}
+"#
+);
+
+#[test]
+fn a_name_made_from_an_instance_key_is_checked_at_the_header() {
+    let text = "nested_guest \"w\" {\n  for_each = toset([\"a/b\"])\n  host     = kvm_host.l0\n  vcpus    = 1\n  memory   = \"1GiB\"\n}\n";
+    let (summary, line, at) = only(text);
+    assert_eq!(
+        summary,
+        "`name` `w-a/b` contains `/`, which a name cannot hold (the name comes from `nested_guest.w[\"a/b\"]`)"
+    );
+    assert_eq!((line, at.as_str()), (5, "nested_guest \"w\""));
+}
+
+snap!(
+    disk_labels_and_volume_file_names,
+    r#"
+nested_guest "g" {
+  host   = kvm_host.l0
+  vcpus  = 1
+  memory = "1GiB"
+  disk "../etc" {
+    size = "1G"
+  }
+  disk "a..b" {
+    size = "1G"
+  }
+}
+nested_guest "long" {
+  host   = kvm_host.l0
+  name   = "${join("", [for i in range(12) : "0123456789"])}"
+  vcpus  = 1
+  memory = "1GiB"
+  disk "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij" {
+    size = "1G"
+  }
+}
+"#
+);
+
+snap!(
+    bad_mac_addresses,
+    r#"
+nat_network "n" {
+  host = kvm_host.l0
+  cidr = "10.0.0.0/24"
+}
+nested_guest "g" {
+  host   = kvm_host.l0
+  vcpus  = 1
+  memory = "1GiB"
+  network "a" {
+    nat_network = nat_network.n
+    mac         = "52:54:00:12:34"
+  }
+  network "b" {
+    nat_network = nat_network.n
+    mac         = "52:54:00:12:34:zz"
+  }
+  network "c" {
+    nat_network = nat_network.n
+    mac         = "01:00:5e:00:00:01"
+  }
+}
+"#
+);
+
+#[test]
+fn good_names_and_macs_load() {
+    let text = format!(
+        r#"{HOST}
+nat_network "n" {{
+  host   = kvm_host.l0
+  name   = "lab-net.1"
+  cidr   = "10.0.0.0/24"
+}}
+nested_guest "g" {{
+  host   = kvm_host.l0
+  name   = "web_1"
+  vcpus  = 1
+  memory = 1073741824
+  disk "root.v2" {{
+    size = "1G"
+  }}
+  network "eth0" {{
+    nat_network = nat_network.n
+    mac         = "52:54:00:AB:cd:01"
+  }}
+}}
+"#
+    );
+    load_sources(vec![SourceFile::new("main.nf.hcl", text)], &VarInputs::default()).unwrap();
+}

@@ -59,6 +59,29 @@ impl Loader {
         }
     }
 
+    /// Reports a failed check of a decoded value at the attribute `path`, or at the block's header
+    /// when the attribute was not written (a defaulted value). False when it failed.
+    pub(super) fn check(&mut self, cx: &mut Inst, path: &str, result: Result<(), Mismatch>) -> bool {
+        let Err(m) = result else { return true };
+        cx.ok = false;
+        let range = cx.ranges.get(path).cloned().unwrap_or_else(|| cx.header.clone());
+        self.mismatch(m, range);
+        false
+    }
+
+    /// Checks a guest's or network's libvirt name; a name defaulted from the block's label and
+    /// instance key is reported at the header, with a hint to set `name`.
+    pub(super) fn check_name(&mut self, cx: &mut Inst, name: &str) -> bool {
+        let result = crate::names::object_name(name, "name").map_err(|mut m| {
+            if !cx.ranges.contains_key("name") {
+                m.summary = format!("{} (the name comes from `{}`)", m.summary, cx.addr);
+                m.help = format!("set `name = \"...\"` in the block; {}", m.help);
+            }
+            m
+        });
+        self.check(cx, "name", result)
+    }
+
     /// Reads a required attribute; a missing one is reported at `at` (the block's header).
     pub(super) fn req<T>(
         &mut self,

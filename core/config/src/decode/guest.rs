@@ -10,7 +10,7 @@ use nestform_types::*;
 use super::Inst;
 use crate::diag::{Diagnostic, SourceRange};
 use crate::load::{range_of, Loader};
-use crate::value;
+use crate::{names, value};
 
 impl Loader {
     pub(super) fn decode_guest(
@@ -22,7 +22,8 @@ impl Loader {
         let host = self.reference(cx, body, "", "host", ResourceType::KvmHost, true);
         let name = self.opt(cx, body, "", "name", value::string).unwrap_or_else(|| cx.addr.object_name());
         let vcpus = self.req(cx, body, "", "vcpus", header, |v, n| value::u32_number(v, n, 1));
-        let memory = self.req(cx, body, "", "memory", header, value::size);
+        let name_ok = self.check_name(cx, &name);
+        let memory = self.req(cx, body, "", "memory", header, value::nonzero_size);
         let cpu = self.opt(cx, body, "", "cpu", value::string).unwrap_or_else(default_cpu);
         let running = self.opt(cx, body, "", "running", value::boolean).unwrap_or(true);
         let mut labels: BTreeMap<(String, String), SourceRange> = BTreeMap::new();
@@ -66,6 +67,13 @@ impl Loader {
                 continue;
             }
             let label = b.labels[0].as_str().to_string();
+            if kind == "disk" {
+                if let Err(m) = names::disk_label(&label) {
+                    cx.ok = false;
+                    self.mismatch(m, at);
+                    continue;
+                }
+            }
             if let Some(first) = labels.get(&(kind.to_string(), label.clone())) {
                 cx.ok = false;
                 self.error(
@@ -87,7 +95,7 @@ impl Loader {
                     &[],
                     "disk",
                 );
-                let size = self.req(cx, &b.body, &prefix, "size", &at, value::size);
+                let size = self.req(cx, &b.body, &prefix, "size", &at, value::nonzero_size);
                 let format = self.opt(cx, &b.body, &prefix, "format", |v, n| {
                     value::word(v, n, DiskFormat::WORDS, DiskFormat::parse)
                 });
@@ -100,11 +108,18 @@ impl Loader {
                 let bus = self.opt(cx, &b.body, &prefix, "bus", |v, n| {
                     value::word(v, n, DiskBus::WORDS, DiskBus::parse)
                 });
+                let format = format.unwrap_or_default();
+                if name_ok {
+                    if let Err(m) = names::volume_file_name(&name, &label, format.as_str()) {
+                        cx.ok = false;
+                        self.mismatch(m, at.clone());
+                    }
+                }
                 if let Some(size) = size {
                     disks.push(DiskSpec {
                         name: label,
                         size,
-                        format: format.unwrap_or_default(),
+                        format,
                         preallocation: prealloc.unwrap_or_default(),
                         cache: cache.unwrap_or_default(),
                         bus: bus.unwrap_or_default(),
@@ -125,7 +140,11 @@ impl Loader {
                     continue;
                 }
                 let net = self.reference(cx, &b.body, &prefix, "nat_network", ResourceType::NatNetwork, true);
-                let mac = self.opt(cx, &b.body, &prefix, "mac", value::string);
+                let mac = self.opt(cx, &b.body, &prefix, "mac", |v, n| {
+                    let mac = value::string(v, n)?;
+                    names::mac(&mac, n)?;
+                    Ok(mac)
+                });
                 if let Some(nat_network) = net {
                     networks.push(InterfaceSpec { name: label, nat_network, mac });
                 }

@@ -19,6 +19,7 @@ impl Loader {
         let host = self.reference(cx, body, "", "host", ResourceType::KvmHost, true);
         let name = self.opt(cx, body, "", "name", value::string).unwrap_or_else(|| cx.addr.object_name());
         let cidr = self.req(cx, body, "", "cidr", header, value::cidr);
+        self.check_name(cx, &name);
         let domain = self.opt(cx, body, "", "domain", value::string);
         let mut dhcp = None;
         let dhcp_blocks: Vec<&Block> = body.get_blocks("dhcp").collect();
