@@ -1,9 +1,10 @@
 //! What libvirt and the file system accept, checked when planning: guest and network names, disk
-//! labels and the volume file names made of them, and MAC addresses.
+//! labels and the volume file names made of them, MAC addresses and DNS domains.
 //!
 //! Each of these reaches a host unchanged (a domain name becomes `/etc/libvirt/qemu/NAME.xml` and
-//! `NAME-console.log`, a disk label part of the volume file `<guest>-<disk>.<format>`), so a bad
-//! one would fail late, in the middle of an apply, or land somewhere it should not.
+//! `NAME-console.log`, a disk label part of the volume file `<guest>-<disk>.<format>`, a DNS
+//! domain is written into the network's XML unescaped and on to dnsmasq), so a bad one would fail
+//! late, in the middle of an apply, or land somewhere it should not.
 
 use crate::value::Mismatch;
 
@@ -116,6 +117,38 @@ pub(crate) fn mac(s: &str, what: &str) -> Result<(), Mismatch> {
     Ok(())
 }
 
+/// A DNS domain: labels of 1 to 63 letters, digits and `-` (not at either end), separated by `.`,
+/// 253 bytes at most.
+pub(crate) fn dns_domain(s: &str, what: &str) -> Result<(), Mismatch> {
+    let help = "write a domain like `\"lab.example\"`: labels of letters, digits and `-`, separated by `.`";
+    if s.len() > 253 {
+        return Err(mismatch(
+            format!("`{what}` is {} bytes long, more than the 253 a DNS domain may have", s.len()),
+            help,
+        ));
+    }
+    for label in s.split('.') {
+        let problem = if label.is_empty() {
+            Some("has an empty label".to_string())
+        } else if label.len() > 63 {
+            Some(format!("has a label of {} characters, more than 63", label.len()))
+        } else if let Some(c) = label.chars().find(|c| !c.is_ascii_alphanumeric() && *c != '-') {
+            Some(format!("contains `{}`", shown(c)))
+        } else if label.starts_with('-') || label.ends_with('-') {
+            Some(format!("has the label `{label}`, which starts or ends with `-`"))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            return Err(mismatch(
+                format!("`{what}` `{}` is not a DNS domain: it {p}", s.escape_debug()),
+                help,
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +206,26 @@ mod tests {
         }
         assert!(mac("01:00:5e:00:00:01", "mac").unwrap_err().summary.contains("multicast"));
         assert!(mac("ff:ff:ff:ff:ff:ff", "mac").is_err());
+    }
+
+    #[test]
+    fn dns_domains() {
+        for ok in ["lab", "lab.example", "a-1.b2", &format!("{}.x", "a".repeat(63))] {
+            assert_eq!(dns_domain(ok, "domain"), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            dns_domain("a b", "domain").unwrap_err().summary,
+            "`domain` `a b` is not a DNS domain: it contains ` `"
+        );
+        assert_eq!(
+            dns_domain("lab.", "domain").unwrap_err().summary,
+            "`domain` `lab.` is not a DNS domain: it has an empty label"
+        );
+        assert!(dns_domain("-lab", "domain").is_err());
+        assert!(dns_domain("a<b>", "domain").is_err());
+        assert!(dns_domain(&"a".repeat(64), "domain").unwrap_err().summary.contains("more than 63"));
+        let long = vec!["a".repeat(63); 4].join(".");
+        assert_eq!(long.len(), 255);
+        assert!(dns_domain(&long, "domain").unwrap_err().summary.contains("more than the 253"));
     }
 }

@@ -249,14 +249,31 @@ nested_guest "g" {
 "#
 );
 
+snap!(
+    bad_dns_domain,
+    r#"
+nat_network "n" {
+  host   = kvm_host.l0
+  cidr   = "10.0.0.0/24"
+  domain = "lab</domain><x>"
+}
+nat_network "m" {
+  host   = kvm_host.l0
+  cidr   = "10.1.0.0/24"
+  domain = "-lab.example"
+}
+"#
+);
+
 #[test]
-fn good_names_and_macs_load() {
+fn good_names_macs_and_domains_load() {
     let text = format!(
         r#"{HOST}
 nat_network "n" {{
   host   = kvm_host.l0
   name   = "lab-net.1"
   cidr   = "10.0.0.0/24"
+  domain = "lab.example"
 }}
 nested_guest "g" {{
   host   = kvm_host.l0

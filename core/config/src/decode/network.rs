@@ -20,7 +20,11 @@ impl Loader {
         let name = self.opt(cx, body, "", "name", value::string).unwrap_or_else(|| cx.addr.object_name());
         let cidr = self.req(cx, body, "", "cidr", header, value::cidr);
         self.check_name(cx, &name);
-        let domain = self.opt(cx, body, "", "domain", value::string);
+        let domain = self.opt(cx, body, "", "domain", |v, n| {
+            let domain = value::string(v, n)?;
+            crate::names::dns_domain(&domain, n)?;
+            Ok(domain)
+        });
         let mut dhcp = None;
         let dhcp_blocks: Vec<&Block> = body.get_blocks("dhcp").collect();
         for extra in dhcp_blocks.iter().skip(1) {
