@@ -1,6 +1,8 @@
-//! Evaluating expressions: the context (functions, `var`, `local`, resources evaluated so far,
-//! `each` / `count`), the reference checks done first, and diagnostics for evaluation errors.
+//! Evaluating expressions: the context (functions, what the expression reads of `var`, `local`
+//! and the resources evaluated so far, `each` / `count`), the reference checks done first, and
+//! diagnostics for evaluation errors.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -16,15 +18,51 @@ use crate::load::{range_of, spec_fields, InstanceVars, Loader, Node, Shape, Usag
 use crate::refs::{self, KeyRef, RefRoot, Reference};
 use crate::suggest;
 
+/// A value an expression reads from the context: one variable, local or resource block, or (for
+/// a bare `var`, `local` or block type) all of them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Root {
+    Var(Option<String>),
+    Local(Option<String>),
+    Resource(ResourceType, Option<String>),
+}
+
+/// What `refs` read from the context, sorted: the key of a cached context.
+fn roots(refs: &[Reference]) -> Vec<Root> {
+    let mut out: Vec<Root> = refs
+        .iter()
+        .filter_map(|r| match &r.root {
+            RefRoot::Var(n) => Some(Root::Var(Some(n.clone()))),
+            RefRoot::Local(n) => Some(Root::Local(Some(n.clone()))),
+            RefRoot::Resource(ty, n) => Some(Root::Resource(*ty, Some(n.clone()))),
+            RefRoot::Other(o) if o == "var" => Some(Root::Var(None)),
+            RefRoot::Other(o) if o == "local" => Some(Root::Local(None)),
+            RefRoot::Other(o) => ResourceType::parse(o).map(|ty| Root::Resource(ty, None)),
+            RefRoot::Each | RefRoot::Count => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 impl Loader {
-    /// The evaluation context: functions, `var`, `local`, the resources evaluated so far, and the
-    /// instance's own `each`/`count`.
-    pub fn with_context<T>(&self, inst: &InstanceVars, f: impl FnOnce(&Context) -> T) -> T {
-        // Building the context copies every value evaluated so far; reuse it until one changes.
-        // `each` and `count` are overwritten per instance: reference checks keep other blocks
-        // from reading a stale one.
+    /// The evaluation context of an expression that reads `roots`: the functions, those values,
+    /// and the instance's own `each`/`count`.
+    pub fn with_context<T>(&self, roots: Vec<Root>, inst: &InstanceVars, f: impl FnOnce(&Context) -> T) -> T {
+        // A context holds only what the expression reads: one with every value evaluated so far,
+        // rebuilt after each local, made a chain of n locals copy n²/2 values. Instances of a
+        // block read the same roots, so contexts are kept until a value changes. `each` and
+        // `count` are overwritten per instance: reference checks keep other blocks from reading a
+        // stale one.
         let mut cache = self.ctx_cache.borrow_mut();
-        let ctx = cache.get_or_insert_with(|| self.base_context());
+        let ctx = match cache.entry(roots) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let ctx = self.context_of(e.key());
+                e.insert(ctx)
+            }
+        };
         if let Some((k, v)) = &inst.each {
             let mut each = Map::new();
             each.insert("key".to_string(), Value::from(k.clone()));
@@ -39,19 +77,39 @@ impl Loader {
         f(ctx)
     }
 
-    /// Forgets the cached context after a value changed.
+    /// Forgets the cached contexts after a value changed.
     pub fn values_changed(&mut self) {
-        *self.ctx_cache.get_mut() = None;
+        self.ctx_cache.get_mut().clear();
     }
 
-    fn base_context(&self) -> Context<'static> {
-        let mut ctx = Context::new();
-        funcs::declare_all(&mut ctx);
-        ctx.declare_var("var", Value::Object(self.var_values.clone()));
-        ctx.declare_var("local", Value::Object(self.local_values.clone()));
+    fn context_of(&self, roots: &[Root]) -> Context<'static> {
+        let mut ctx = self.functions.clone();
+        let mut vars = Map::new();
+        let mut locals = Map::new();
+        let mut blocks: BTreeMap<ResourceType, Map<String, Value>> = BTreeMap::new();
+        let pick = |all: &Map<String, Value>, name: &Option<String>, into: &mut Map<String, Value>| match name
+        {
+            Some(n) => {
+                if let Some(v) = all.get(n) {
+                    into.insert(n.clone(), v.clone());
+                }
+            }
+            None => into.extend(all.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        };
+        let none = Map::new();
+        for root in roots {
+            match root {
+                Root::Var(n) => pick(&self.var_values, n, &mut vars),
+                Root::Local(n) => pick(&self.local_values, n, &mut locals),
+                Root::Resource(ty, n) => {
+                    pick(self.resource_values.get(ty).unwrap_or(&none), n, blocks.entry(*ty).or_default())
+                }
+            }
+        }
+        ctx.declare_var("var", Value::Object(vars));
+        ctx.declare_var("local", Value::Object(locals));
         for ty in ResourceType::ALL {
-            let objs = self.resource_values.get(&ty).cloned().unwrap_or_default();
-            ctx.declare_var(ty.as_str(), Value::Object(objs));
+            ctx.declare_var(ty.as_str(), Value::Object(blocks.remove(&ty).unwrap_or_default()));
         }
         ctx
     }
@@ -70,8 +128,10 @@ impl Loader {
             return None;
         }
         let plain: hcl::Expression = expr.clone().into();
-        let result = self
-            .with_context(inst, |ctx| funcs::with_base_dir(self.base_dir.as_deref(), || plain.evaluate(ctx)));
+        let roots = roots(&refs::references(expr));
+        let result = self.with_context(roots, inst, |ctx| {
+            funcs::with_base_dir(self.base_dir.as_deref(), || plain.evaluate(ctx))
+        });
         match result {
             Ok(v) => Some(v),
             Err(e) => {

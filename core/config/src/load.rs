@@ -100,7 +100,10 @@ pub(crate) struct Loader {
     pub shapes: BTreeMap<(ResourceType, String), Shape>,
     pub failed: HashSet<Node>,
     pub config: Config,
-    pub ctx_cache: std::cell::RefCell<Option<Context<'static>>>,
+    /// Evaluation contexts by what their expressions read (`crate::eval`), until a value changes.
+    pub ctx_cache: std::cell::RefCell<HashMap<Vec<crate::eval::Root>, Context<'static>>>,
+    /// The functions of the language, declared once.
+    pub functions: Context<'static>,
     parse_failed: bool,
 }
 
@@ -133,7 +136,12 @@ impl Loader {
             shapes: BTreeMap::new(),
             failed: HashSet::new(),
             config: Config::default(),
-            ctx_cache: std::cell::RefCell::new(None),
+            ctx_cache: std::cell::RefCell::new(HashMap::new()),
+            functions: {
+                let mut ctx = Context::new();
+                crate::funcs::declare_all(&mut ctx);
+                ctx
+            },
             parse_failed: false,
         }
     }

@@ -38,8 +38,9 @@ impl Loader {
                 }
             }
         }
-        // Tarjan's order puts each component after the components it points to: dependencies first.
-        for scc in petgraph::algo::tarjan_scc(&graph) {
+        // Kosaraju's order puts each component after the components it points to: dependencies
+        // first. Tarjan's recursive walk overflowed the stack on a chain of 30,000 locals.
+        for scc in petgraph::algo::kosaraju_scc(&graph) {
             let cyclic = scc.len() > 1 || graph.contains_edge(scc[0], scc[0]);
             if cyclic {
                 let mut members: Vec<Node> = scc.iter().map(|i| graph[*i].clone()).collect();
