@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use hcl::edit::expr::Expression;
 use hcl::edit::Span;
-use hcl::eval::{Context, Evaluate};
+use hcl::eval::Context;
 use hcl::{Map, Value};
 use nestform_types::{InstanceKey, ResourceAddr, ResourceType};
 
 use crate::diag::{Diagnostic, SourceFile, SourceRange};
 use crate::funcs;
+use crate::limits::{self, Failure};
 use crate::load::{range_of, spec_fields, InstanceVars, Loader, Node, Shape, Usage, COMPUTED};
 use crate::refs::{self, KeyRef, RefRoot, Reference};
 use crate::suggest;
@@ -127,15 +128,26 @@ impl Loader {
         if !self.check_references(expr, file, inst, usage, self_block) {
             return None;
         }
-        let plain: hcl::Expression = expr.clone().into();
+        let plain = limits::guarded(expr);
         let roots = roots(&refs::references(expr));
         let result = self.with_context(roots, inst, |ctx| {
-            funcs::with_base_dir(self.base_dir.as_deref(), || plain.evaluate(ctx))
+            funcs::with_base_dir(self.base_dir.as_deref(), || limits::evaluate(&plain, ctx))
         });
         match result {
             Ok(v) => Some(v),
-            Err(e) => {
+            Err(Failure::Eval(e)) => {
                 self.error(eval_diagnostic(&e, expr, file));
+                None
+            }
+            Err(Failure::TooLarge(why)) => {
+                // The first `for` is where the work is; a value built otherwise has none.
+                let at = refs::first_for(expr)
+                    .map_or_else(|| range_of(file, expr.span()), |s| SourceRange::new(file, s));
+                self.error(
+                    Diagnostic::error(format!("this expression is too large: {why}"))
+                        .with_range(at)
+                        .with_help(limits::too_large_help()),
+                );
                 None
             }
         }

@@ -4,12 +4,15 @@
 //! directory; it reads it from a thread-local that [`with_base_dir`] sets around each evaluation.
 
 use std::cell::RefCell;
+use std::io::Read;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use hcl::eval::{Context, FuncArgs, FuncDef, ParamType};
 use hcl::{Map, Value};
 use ipnet::Ipv4Net;
+
+use crate::limits;
 
 thread_local! {
     static BASE_DIR: RefCell<Option<PathBuf>> = const { RefCell::new(None) };
@@ -56,6 +59,7 @@ pub fn declare_all(ctx: &mut Context) {
     ctx.declare_func("element", def(vec![any_list(), Number], element));
     ctx.declare_func("contains", def(vec![any_list(), Any], contains));
     ctx.declare_func("coalesce", variadic(vec![], Any, coalesce));
+    crate::limits::declare_guards(ctx);
 }
 
 fn s(v: &Value) -> &str {
@@ -149,7 +153,16 @@ fn join(args: FuncArgs) -> Result<Value, String> {
 }
 
 fn split(args: FuncArgs) -> Result<Value, String> {
-    let parts: Vec<Value> = s(&args[1]).split(s(&args[0])).map(Value::from).collect();
+    let (sep, text) = (s(&args[0]), s(&args[1]));
+    // An empty separator splits between every character; count before building.
+    let parts = if sep.is_empty() { text.chars().count() + 2 } else { text.matches(sep).count() + 1 };
+    if parts as u64 > limits::MAX_ELEMENTS {
+        return Err(format!(
+            "`split` would make {parts} parts, more than the {} a list may hold",
+            limits::MAX_ELEMENTS
+        ));
+    }
+    let parts: Vec<Value> = text.split(sep).map(Value::from).collect();
     Ok(Value::Array(parts))
 }
 
@@ -213,6 +226,9 @@ fn concat(args: FuncArgs) -> Result<Value, String> {
     Ok(Value::Array(args.iter().flat_map(|a| a.as_array().unwrap().clone()).collect()))
 }
 
+/// The most numbers `range` makes: enough to number the instances of a lab.
+const MAX_RANGE: i128 = 1024;
+
 fn range(args: FuncArgs) -> Result<Value, String> {
     let nums = args.iter().map(|v| int(v, "a `range` argument")).collect::<Result<Vec<_>, _>>()?;
     let (start, end, step) =
@@ -225,19 +241,17 @@ fn range(args: FuncArgs) -> Result<Value, String> {
                     .into(),
             ),
         };
+    // In i128 nothing overflows (`end - start` of two i64 did); the length is known before
+    // anything is built.
+    let (start, end, step) = (start as i128, end as i128, step as i128);
     if step == 0 || (end - start).signum() * step.signum() < 0 {
         return Err(format!("step {step} never gets from {start} to {end}"));
     }
-    let mut out = vec![];
-    let mut i = start;
-    while (step > 0 && i < end) || (step < 0 && i > end) {
-        out.push(Value::from(i));
-        i += step;
-        if out.len() > 1024 {
-            return Err("more than 1024 elements".into());
-        }
+    let len = ((end - start).abs() + step.abs() - 1) / step.abs();
+    if len > MAX_RANGE {
+        return Err(format!("`range` makes at most {MAX_RANGE} numbers, and this one would make {len}"));
     }
-    Ok(Value::Array(out))
+    Ok(Value::Array((0..len).map(|i| Value::from((start + i * step) as i64)).collect()))
 }
 
 fn fold(args: &FuncArgs, pick: fn(f64, f64) -> bool) -> Result<Value, String> {
@@ -265,16 +279,34 @@ fn lower(args: FuncArgs) -> Result<Value, String> {
 }
 
 fn replace(args: FuncArgs) -> Result<Value, String> {
-    Ok(Value::from(s(&args[0]).replace(s(&args[1]), s(&args[2]))))
+    let (text, from, to) = (s(&args[0]), s(&args[1]), s(&args[2]));
+    // Replacing can square a text's length (`replace(s, "a", s)`); count before building.
+    let hits =
+        if from.is_empty() { text.chars().count() as u64 + 1 } else { text.matches(from).count() as u64 };
+    let len = text.len() as u64 + hits * to.len() as u64;
+    if len > limits::MAX_TEXT_BYTES {
+        return Err(format!(
+            "`replace` would make {len} bytes of text, more than {} MiB",
+            limits::MAX_TEXT_BYTES >> 20
+        ));
+    }
+    Ok(Value::from(text.replace(from, to)))
 }
 
 fn file(args: FuncArgs) -> Result<Value, String> {
     let rel = Path::new(s(&args[0]));
     let path =
         BASE_DIR.with(|b| b.borrow().as_ref().map(|d| d.join(rel))).unwrap_or_else(|| rel.to_path_buf());
-    std::fs::read_to_string(&path)
-        .map(Value::from)
-        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+    let cannot = |e: std::io::Error| format!("cannot read `{}`: {e}", path.display());
+    // At most one byte past the limit is read: `file("/dev/zero")` must not fill the memory.
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(limits::MAX_TEXT_BYTES + 1).read_to_string(&mut text))
+        .map_err(cannot)?;
+    if text.len() as u64 > limits::MAX_TEXT_BYTES {
+        return Err(format!("`{}` is larger than {} MiB", path.display(), limits::MAX_TEXT_BYTES >> 20));
+    }
+    Ok(Value::from(text))
 }
 
 fn jsonencode(args: FuncArgs) -> Result<Value, String> {
@@ -339,6 +371,9 @@ mod tests {
         assert_eq!(eval(r#"merge({a = 1}, {a = 2, b = 3})"#).unwrap(), hcl::value!({ a = 2, b = 3 }));
         assert_eq!(eval(r#"concat([1], [2, 3])"#).unwrap(), hcl::value!([1, 2, 3]));
         assert_eq!(eval(r#"range(3)"#).unwrap(), hcl::value!([0, 1, 2]));
+        assert_eq!(eval(r#"range(3, 0)"#).unwrap(), hcl::value!([3, 2, 1]));
+        assert_eq!(eval(r#"range(0, 10, 4)"#).unwrap(), hcl::value!([0, 4, 8]));
+        assert_eq!(eval(r#"range(1024)"#).unwrap().as_array().unwrap().len(), 1024);
         assert_eq!(eval(r#"toset(["a", "a", "b"])"#).unwrap(), hcl::value!(["a", "b"]));
         assert_eq!(eval(r#"lookup({a = 1}, "b", 7)"#).unwrap(), Value::from(7u64));
         assert_eq!(eval(r#"element(["a", "b"], 3)"#).unwrap(), Value::from("b"));
@@ -346,6 +381,24 @@ mod tests {
         assert_eq!(eval(r#"coalesce("", "x")"#).unwrap(), Value::from("x"));
         assert_eq!(eval(r#"max(1, 5, 3)"#).unwrap(), Value::from(5u64));
         assert_eq!(eval(r#"min(4, 2, 3)"#).unwrap(), Value::from(2u64));
+    }
+
+    #[test]
+    fn functions_refuse_to_build_too_much() {
+        let e = eval(r#"range(1025)"#).unwrap_err();
+        assert!(e.contains("`range` makes at most 1024 numbers, and this one would make 1025"), "{e}");
+        // `end - start` overflowed an i64 (a panic in a debug build).
+        let e = eval(r#"range(-9223372036854775808, 9223372036854775807)"#).unwrap_err();
+        assert!(e.contains("would make 18446744073709551615"), "{e}");
+        let e = eval(r#"range(9223372036854775806, 9223372036854775807, 9223372036854775807)"#).unwrap();
+        assert_eq!(e, hcl::value!([9223372036854775806i64]));
+        let big = "a".repeat(5000);
+        let e = eval(&format!(r#"replace("{big}", "a", "{big}")"#)).unwrap_err();
+        assert!(e.contains("`replace` would make 25005000 bytes of text, more than 16 MiB"), "{e}");
+        let e = eval(&format!(r#"split(",", "{}")"#, ",".repeat(100_000))).unwrap_err();
+        assert!(e.contains("`split` would make 100001 parts"), "{e}");
+        let e = eval(r#"file("/dev/zero")"#).unwrap_err();
+        assert!(e.contains("is larger than 16 MiB"), "{e}");
     }
 
     #[test]

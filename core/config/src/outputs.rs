@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use hcl::eval::{Context, Evaluate};
+use hcl::eval::Context;
 use hcl::{Map, Value};
 use nestform_types::{InstanceKey, ResourceAddr, ResourceType};
 
@@ -67,8 +67,10 @@ impl Config {
                 out.insert(name.clone(), OutputValue::Unknown);
                 continue;
             }
-            let plain: hcl::Expression = o.expr.clone().into();
-            match crate::funcs::with_base_dir(scope.base_dir.as_deref(), || plain.evaluate(&ctx)) {
+            let plain = crate::limits::guarded(&o.expr);
+            match crate::funcs::with_base_dir(scope.base_dir.as_deref(), || {
+                crate::limits::evaluate(&plain, &ctx)
+            }) {
                 Ok(v) => drop(out.insert(name.clone(), OutputValue::Known(to_json(&v)))),
                 Err(e) => diags.push(
                     Diagnostic::error(format!("output `{name}` cannot be evaluated: {e}"))

@@ -79,6 +79,22 @@ pub fn calls_of(expr: &Expression, name: &str) -> Vec<Range<usize>> {
     c.found
 }
 
+/// The range of the first (outermost) `for` expression in `expr`.
+pub fn first_for(expr: &Expression) -> Option<Range<usize>> {
+    #[derive(Default)]
+    struct First(Option<Range<usize>>);
+    impl Visit for First {
+        fn visit_for_expr(&mut self, node: &hcl::edit::expr::ForExpr) {
+            if self.0.is_none() {
+                self.0 = node.span();
+            }
+        }
+    }
+    let mut f = First::default();
+    f.visit_expr(expr);
+    f.0
+}
+
 #[derive(Default)]
 struct RefVisitor {
     found: Vec<Reference>,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use hcl::edit::Span;
-use hcl::eval::{Context, Evaluate};
+use hcl::eval::Context;
 use hcl::Value;
 
 use crate::diag::{Diagnostic, SourceFile, SourceRange};
@@ -18,8 +18,9 @@ pub fn parse_loose(text: &str) -> Value {
     use hcl::edit::expr::Expression as E;
     match hcl::edit::parser::parse_expr(text) {
         Ok(e @ (E::Number(_) | E::Bool(_) | E::Array(_) | E::Object(_))) => {
-            let plain: hcl::Expression = e.into();
-            plain.evaluate(&Context::new()).unwrap_or_else(|_| Value::from(text))
+            let mut ctx = Context::new();
+            crate::limits::declare_guards(&mut ctx);
+            crate::limits::evaluate(&crate::limits::guarded(&e), &ctx).unwrap_or_else(|_| Value::from(text))
         }
         _ => Value::from(text),
     }
@@ -158,9 +159,9 @@ impl Loader {
                     Some(a) => {
                         let mut ctx = Context::new();
                         crate::funcs::declare_all(&mut ctx);
-                        let plain: hcl::Expression = a.value.clone().into();
+                        let plain = crate::limits::guarded(&a.value);
                         let range = range_of(&v.file, a.value.span());
-                        match plain.evaluate(&ctx) {
+                        match crate::limits::evaluate(&plain, &ctx) {
                             Ok(val) => Some((val, Origin::Default(range))),
                             Err(e) => {
                                 self.error(
@@ -248,8 +249,8 @@ impl Loader {
                 );
                 continue;
             }
-            let plain: hcl::Expression = attr.value.clone().into();
-            match plain.evaluate(&ctx) {
+            let plain = crate::limits::guarded(&attr.value);
+            match crate::limits::evaluate(&plain, &ctx) {
                 Ok(v) => out.push((key.to_string(), v, range)),
                 Err(e) => self.error(
                     Diagnostic::error(format!("cannot evaluate `{key}`: {e}"))

@@ -315,3 +315,39 @@ fn a_deep_chain_of_locals_loads_in_linear_time() {
     // About 2 s in a debug build; quadratic work took minutes.
     assert!(took < std::time::Duration::from_secs(60), "took {took:?}");
 }
+
+snap!(
+    nested_for_expressions_beyond_the_limit,
+    r#"
+locals {
+  small = [for a in range(10) : [for b in range(10) : a * b]]
+  grid  = length([for a in range(1000) : [for b in range(1000) : b]])
+  huge  = [for a in range(100000) : [for b in range(100000) : b]]
+}
+"#
+);
+
+#[test]
+fn doubling_through_locals_stops_at_the_value_limit() {
+    // Each step only doubles its input, so no one `for` is large; the values are.
+    let mut text = String::from("locals {\n  d0 = range(1000)\n");
+    for i in 1..20 {
+        text.push_str(&format!("  d{i} = concat(local.d{0}, local.d{0})\n", i - 1));
+    }
+    text.push_str("}\n");
+    let (summary, line, at) = only(&text);
+    assert_eq!(summary, "this expression is too large: the value has more than 100000 elements");
+    // 1000 * 2^7 = 128000 elements: `d7`, on the line after `d6`.
+    assert_eq!((line, at.as_str()), (13, "concat(local.d6, local.d6)"));
+}
+
+#[test]
+fn a_default_that_builds_too_much_is_refused() {
+    let text = "variable \"v\" {\n  default = [for a in range(1000) : [for b in range(1000) : b]]\n}\n";
+    let (summary, line, _) = only(text);
+    assert_eq!(
+        summary,
+        "the default of `var.v` cannot be evaluated: it is too large: its `for` expressions take more than 1000000 steps"
+    );
+    assert_eq!(line, 6);
+}
