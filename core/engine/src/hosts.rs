@@ -277,8 +277,20 @@ impl Hosts {
     }
 
     /// The connection most recently made for `addr`, if any.
+    ///
+    /// A connection that is no longer alive (a promoted host whose guest's agent session ended: the
+    /// guest restarted or was stopped) is forgotten here, so the caller reaches the host afresh
+    /// instead of sending calls into a dead tunnel. It stays in the drop order of promoted hosts.
     pub fn get(&self, addr: &ResourceAddr) -> Option<Arc<dyn Hypervisor>> {
-        self.lock().by_addr.get(addr).cloned()
+        let mut conns = self.lock();
+        let h = conns.by_addr.get(addr).cloned()?;
+        if h.is_alive() {
+            return Some(h);
+        }
+        tracing::debug!(host = %addr, uri = h.uri(), "the cached connection is dead; reaching the host again");
+        conns.by_addr.retain(|_, c| !Arc::ptr_eq(c, &h));
+        conns.by_uri.retain(|_, c| !Arc::ptr_eq(c, &h));
+        None
     }
 
     /// Every host connected so far, by address.

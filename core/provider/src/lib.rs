@@ -104,13 +104,21 @@ pub trait Hypervisor: Send + Sync {
         Err(ProviderError::Unsupported(format!("reaching the agent of guest `{id}`")))
     }
 
-    /// Where the running guest's agent channel is a socket on the host (libvirt names one per domain),
-    /// for a caller that reaches the host's files by other means (the agent of the guest a promoted
-    /// host runs in) and connects to it directly instead of through a libvirt stream. `None` when the
-    /// backend has no such socket.
-    fn agent_socket(&self, id: &str) -> Result<Option<String>, ProviderError> {
+    /// Whether this connection can still be used. A backend whose connection goes through something
+    /// that can end under it (a promoted host's tunnel through its guest's agent) says `false` once
+    /// that ended, and the engine reaches the host again rather than reusing it.
+    fn is_alive(&self) -> bool {
+        true
+    }
+
+    /// Where the running guest's agent channels are sockets on the host (libvirt names them per
+    /// domain), in order, for a caller that reaches the host's files by other means (the agent of the
+    /// guest a promoted host runs in) and connects to one directly instead of through a libvirt
+    /// stream. Each serves one client at a time; a caller takes the first one free. Empty when the
+    /// backend has no such sockets.
+    fn agent_sockets(&self, id: &str) -> Result<Vec<String>, ProviderError> {
         let _ = id;
-        Ok(None)
+        Ok(Vec::new())
     }
 
     /// Makes the host's KVM vendor module load with `options` (persistently, e.g. in
@@ -236,6 +244,15 @@ pub enum ProviderError {
     Operation { operation: &'static str, object: String, message: String },
     #[error("`{0}` is not supported by this hypervisor")]
     Unsupported(String),
+}
+
+/// What opening a guest's agent fails with when all `channels` of its agent channels are held by
+/// other clients: backends refuse rather than take a channel from whoever has it.
+pub fn agent_channels_busy(channels: usize) -> String {
+    format!(
+        "all {channels} of its agent channels are in use by other clients (other nestform commands \
+         reaching this guest now); wait for them to finish and run this again"
+    )
 }
 
 impl ProviderError {

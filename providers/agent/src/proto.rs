@@ -68,6 +68,12 @@ pub enum Request {
     Relay {
         /// Socket path; must be on the agent's allowlist.
         path: String,
+        /// Refuse the relay while another relay of this agent (of any session) holds `path`: for a
+        /// socket whose server takes one client at a time (QEMU's chardev behind a guest's agent
+        /// channel), where a second client would wait unanswered in the listen queue. Agents older
+        /// than this field ignore it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        exclusive: bool,
     },
 }
 
@@ -214,7 +220,7 @@ mod tests {
 
     #[test]
     fn request_json_is_tagged_by_op() {
-        let json = serde_json::to_value(Request::Relay { path: "/s".into() }).unwrap();
+        let json = serde_json::to_value(Request::Relay { path: "/s".into(), exclusive: false }).unwrap();
         assert_eq!(json, serde_json::json!({"op": "relay", "path": "/s"}));
         let exec: Request =
             serde_json::from_str(r#"{"op":"exec","argv":["true"],"env":[],"clear_env":false,"cwd":null,"stdin":false,"timeout_ms":null}"#)

@@ -46,6 +46,21 @@ pub fn wait_for_agent(
     let mut last_error;
     let mut attempt = 0u32;
     loop {
+        if !h.is_alive() {
+            // The host's own way in ended (a promoted host whose guest reset under it): nothing of
+            // this guest can answer through it, however long the wait.
+            return Err(AgentError::Unreachable {
+                guest: name.to_string(),
+                source: ProviderError::op(
+                    "reach the agent of",
+                    name,
+                    format!(
+                        "the connection to its host `{}` ended (the guest that host runs in restarted, or its agent did), and the guest with it",
+                        h.uri()
+                    ),
+                ),
+            });
+        }
         let remaining = wait.limit.saturating_sub(start.elapsed());
         match h.open_agent(id) {
             Ok(channel) => {

@@ -7,9 +7,13 @@
 //! moves the kernel file systems into the new root and `exec`s the agent there, chrooted. Every
 //! failure is printed on the serial console, where libvirt's console log keeps it.
 
-/// The agent's virtio-serial port name; the same as `nestform_agent::DEFAULT_PORT`'s last component and
-/// the provider's `AGENT_CHANNEL` (the lab crate does not depend on either).
-pub const AGENT_PORT: &str = "dev.nestform.agent.0";
+/// The agent's virtio-serial port names, the same as the libvirt provider's `AGENT_CHANNELS` (the lab
+/// crate does not depend on it; a test there checks). The agent serves them all at once, so several
+/// nestform runs reach the guest side by side, each on a port of its own.
+pub const AGENT_PORTS: [&str; 4] =
+    ["dev.nestform.agent.0", "dev.nestform.agent.1", "dev.nestform.agent.2", "dev.nestform.agent.3"];
+/// The first of [`AGENT_PORTS`], `nestform_agent::DEFAULT_PORT`'s last component.
+pub const AGENT_PORT: &str = AGENT_PORTS[0];
 
 /// The 9p tag of the parent's root, as the libvirt provider writes it (`ROOT_SHARE_TAG`).
 pub const ROOT_TAG: &str = "nestform-root";
@@ -47,6 +51,8 @@ pub fn init_script(modules: &[String]) -> String {
     }
     INIT_TEMPLATE
         .replace("@MODULES@\n", &loads)
+        .replace("@PORTS@", &AGENT_PORTS.map(|p| format!(" --port /dev/virtio-ports/{p}")).concat())
+        .replace("@LAST_PORT@", AGENT_PORTS[AGENT_PORTS.len() - 1])
         .replace("@PORT@", AGENT_PORT)
         .replace("@TAG@", ROOT_TAG)
         .replace("@UDHCPC@", &format!("/{UDHCPC_SCRIPT_PATH}"))
@@ -97,7 +103,8 @@ mount -t overlay overlay -o lowerdir=/mnt/lower,upperdir=/mnt/rw/upper,workdir=/
 echo "$hostname" > /newroot/etc/hostname
 
 # devtmpfs makes /dev/vportNpM; the /dev/virtio-ports/NAME links are udev's work, and there is no udev.
-# Ports appear when the host side announces them, shortly after the module loaded: wait up to 10 s.
+# Ports appear when the host side announces them, shortly after the module loaded: wait up to 10 s for
+# the last of the agent's ports (the host announces them together).
 i=0
 while [ "$i" -lt 100 ]; do
   for p in /sys/class/virtio-ports/*; do
@@ -107,7 +114,7 @@ while [ "$i" -lt 100 ]; do
     mkdir -p /dev/virtio-ports
     ln -sf "../${p##*/}" "/dev/virtio-ports/$name"
   done
-  [ -e /dev/virtio-ports/@PORT@ ] && break
+  [ -e /dev/virtio-ports/@LAST_PORT@ ] && break
   i=$((i + 1))
   sleep 0.1
 done
@@ -134,7 +141,7 @@ done
 say "starting \`$agent\` after $(cut -d' ' -f1 /newroot/proc/uptime) s"
 # PID 1 must reap every orphan in the guest (the QEMU processes of a promoted guest's libvirtd among them,
 # or libvirt waits forever for a zombie to go): busybox init does, and brings the agent back should it exit.
-echo "::respawn:/bin/busybox chroot /newroot $agent --port /dev/virtio-ports/@PORT@@RELAY@" >/etc/inittab
+echo "::respawn:/bin/busybox chroot /newroot $agent@PORTS@@RELAY@" >/etc/inittab
 exec /bin/busybox init
 "#;
 
@@ -178,14 +185,18 @@ mod tests {
         assert!(kvm.contains("load kvm\ngrep -qw svm /proc/cpuinfo && load kvm_amd\ngrep -qw vmx /proc/cpuinfo && load kvm_intel\n"));
         assert!(!script.contains('@'), "a placeholder is left:\n{script}");
         assert!(script.contains("trans=virtio,version=9p2000.L,ro nestform-root /mnt/lower"));
-        assert!(script.contains("--port /dev/virtio-ports/dev.nestform.agent.0 "));
+        assert!(script.contains(
+            "--port /dev/virtio-ports/dev.nestform.agent.0 --port /dev/virtio-ports/dev.nestform.agent.1 \
+             --port /dev/virtio-ports/dev.nestform.agent.2 --port /dev/virtio-ports/dev.nestform.agent.3 "
+        ));
         assert!(script.contains("-s /etc/nestform/udhcpc.script -b"));
         // DHCP runs in the background; last, busybox init becomes PID 1 (it reaps orphans) and runs the
         // agent, chrooted into the overlay, from its inittab.
         assert!(script.contains(">/dev/null 2>&1 &\n"));
         assert!(script.contains(
             "::respawn:/bin/busybox chroot /newroot $agent --port /dev/virtio-ports/dev.nestform.agent.0 \
-             --relay-allow /var/run/libvirt/libvirt-sock --relay-allow /run/libvirt/libvirt-sock \
+             --port /dev/virtio-ports/dev.nestform.agent.1 --port /dev/virtio-ports/dev.nestform.agent.2 \
+             --port /dev/virtio-ports/dev.nestform.agent.3 --relay-allow /var/run/libvirt/libvirt-sock --relay-allow /run/libvirt/libvirt-sock \
              --relay-allow /run/libvirt/qemu/channel/\" >/etc/inittab\n"
         ));
         assert!(script.trim_end().ends_with("exec /bin/busybox init"));

@@ -33,7 +33,7 @@ mod modules;
 use std::path::{Path, PathBuf};
 
 pub use boot::{agent_path, boot_request, kernel_cmdline, lab_boot, LabGuest, AGENT_ENV};
-pub use init::{init_script, AGENT_PORT, RELAY_ALLOW, ROOT_TAG};
+pub use init::{init_script, AGENT_PORT, AGENT_PORTS, RELAY_ALLOW, ROOT_TAG};
 pub use initramfs::{build_initramfs, Initramfs, InitramfsOptions, DEFAULT_BUSYBOX, DEFAULT_INITRAMFS_DIR};
 pub use kernel::{default_cache_dir, KernelSearch, LabKernel, DEFAULT_KERNEL_DIR};
 pub use modules::{module_name, LoadOrder, ModuleFile, ModuleIndex, OPTIONAL_MODULES, REQUIRED_MODULES};

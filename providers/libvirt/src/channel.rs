@@ -3,8 +3,9 @@
 //! The agent channel is opened with `virDomainOpenChannel` on a blocking `virStream`, so it goes
 //! through the libvirt connection itself and works wherever the connection reaches (a remote or
 //! tunnelled URI too). Blocking streams need no event loop. Only `unix` channels can be opened this
-//! way (the domain XML declares the agent's channel so), and `VIR_DOMAIN_CHANNEL_FORCE` takes the
-//! channel over from an earlier client that did not close it (a crashed nestform run).
+//! way (the domain XML declares the agent's channels so). A guest has several agent channels
+//! ([`AGENT_CHANNELS`](crate::AGENT_CHANNELS)) and a client takes the first one free, so clients
+//! never take a channel from each other.
 //!
 //! The console tail comes from the log file libvirt's `virtlogd` keeps of the serial port
 //! (`<serial type="pty"><log file=...>`, see `domain`), which holds the boot messages from the very
@@ -167,21 +168,22 @@ impl From<LibvirtChannel> for AgentChannel {
 }
 
 /// Opens the agent channel of the running guest `id` (its libvirt UUID) on `hypervisor`'s connection.
-/// Each call is a new session: the agent ends the previous one when it sees the new client's magic.
+/// Each call is a new session, on a channel of its own (see [`open_domain_channel`]).
 pub fn open_agent_channel(hypervisor: &LibvirtHypervisor, id: &str) -> Result<LibvirtChannel, ProviderError> {
     let dom = guest_domain(hypervisor, id)?;
     open_domain_channel(hypervisor, &dom)
 }
 
-/// The socket path of the running guest `id`'s agent channel, as its live XML names it (libvirt
-/// chooses it per domain, e.g. `/run/libvirt/qemu/channel/3-g2/dev.nestform.agent.0`).
-pub fn agent_socket_path(hypervisor: &LibvirtHypervisor, id: &str) -> Result<Option<String>, ProviderError> {
+/// The socket paths of the running guest `id`'s agent channels, in order, as its live XML names them
+/// (libvirt chooses them per domain, e.g. `/run/libvirt/qemu/channel/3-g2/dev.nestform.agent.0`).
+/// Empty for a guest that does not run.
+pub fn agent_socket_paths(hypervisor: &LibvirtHypervisor, id: &str) -> Result<Vec<String>, ProviderError> {
     let dom = guest_domain(hypervisor, id)?;
     if !dom.is_active().map_err(op("read domain", id))? {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let xml = dom.xml_desc(0).map_err(op("read domain", id))?;
-    Ok(crate::domain::channel_socket(&xml, AGENT_CHANNEL))
+    Ok(crate::domain::agent_channels(&xml).into_iter().filter_map(|(_, path)| path).collect())
 }
 
 /// The domain of guest `id`, for reaching its agent channel; a guest that is gone says so.
@@ -195,22 +197,57 @@ fn guest_domain(hypervisor: &LibvirtHypervisor, id: &str) -> Result<Domain, Prov
     }
 }
 
-/// [`open_agent_channel`] for a domain already looked up.
+/// [`open_agent_channel`] for a domain already looked up: the first of its agent channels that no
+/// other client holds. Never with `VIR_DOMAIN_CHANNEL_FORCE`: forcing took the channel from whoever
+/// had it (another nestform run, or another operation of this one), whose calls then ended or, at
+/// deeper levels, waited for answers that went to the new client. A client that went away frees its
+/// channel with its connection, so a crashed run does not keep one.
 pub fn open_domain_channel(
     hypervisor: &LibvirtHypervisor,
     dom: &Domain,
 ) -> Result<LibvirtChannel, ProviderError> {
     let guest = dom.name().unwrap_or_else(|_| "?".to_string());
-    // 0: a blocking stream, whose calls wait for data and need no event loop.
-    let stream = Stream::new(hypervisor.connection(), 0).map_err(op("open agent channel", &guest))?;
-    let stream = ChannelStream { stream: ManuallyDrop::new(stream), closed: AtomicBool::new(false), guest };
-    if let Err(e) = dom.open_channel(Some(AGENT_CHANNEL), &stream.stream, virt::sys::VIR_DOMAIN_CHANNEL_FORCE)
-    {
-        // Never opened: nothing to abort, only the reference to free (in `Drop`).
-        stream.closed.store(true, Ordering::SeqCst);
-        return Err(op("open agent channel", &stream.guest)(e));
+    let xml = dom.xml_desc(0).map_err(op("open agent channel", &guest))?;
+    let mut channels: Vec<String> =
+        crate::domain::agent_channels(&xml).into_iter().map(|(name, _)| name).collect();
+    if channels.is_empty() {
+        // A domain whose XML does not say (the test driver's own): the one name every guest has.
+        channels.push(AGENT_CHANNEL.to_string());
     }
-    Ok(LibvirtChannel { stream: Arc::new(stream) })
+    for name in &channels {
+        // 0: a blocking stream, whose calls wait for data and need no event loop.
+        let stream = Stream::new(hypervisor.connection(), 0).map_err(op("open agent channel", &guest))?;
+        let stream = ChannelStream {
+            stream: ManuallyDrop::new(stream),
+            closed: AtomicBool::new(false),
+            guest: guest.clone(),
+        };
+        match dom.open_channel(Some(name), &stream.stream, 0) {
+            Ok(()) => {
+                tracing::debug!(guest = %guest, channel = %name, "agent channel open");
+                return Ok(LibvirtChannel { stream: Arc::new(stream) });
+            }
+            Err(e) => {
+                // Never opened: nothing to abort, only the reference to free (in `Drop`).
+                stream.closed.store(true, Ordering::SeqCst);
+                if !is_busy(&e) {
+                    return Err(op("open agent channel", &guest)(e));
+                }
+                tracing::debug!(guest = %guest, channel = %name, "agent channel in use; trying the next");
+            }
+        }
+    }
+    Err(ProviderError::op(
+        "open agent channel",
+        &guest,
+        nestform_provider::agent_channels_busy(channels.len()),
+    ))
+}
+
+/// Whether opening a channel failed only because another client holds it (libvirt's QEMU driver:
+/// "Active channel stream exists for this domain").
+fn is_busy(e: &virt::error::Error) -> bool {
+    is(e, ErrorNumber::OperationFailed) && e.message().contains("Active channel stream exists")
 }
 
 /// The last `max_bytes` of guest `id`'s serial console log (boot messages, the init script's output),

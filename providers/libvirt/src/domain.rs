@@ -7,7 +7,7 @@ use nestform_provider::{BootRequest, CpuRequest, DiskRequest, GuestRequest};
 use nestform_types::{DiskBus, DiskCache, Owner};
 
 use crate::xml::{finish, owner_of, writer, Element, XmlExt};
-use crate::{AGENT_CHANNEL, POOL_NAME};
+use crate::{AGENT_CHANNELS, AGENT_CHANNEL_PREFIX, POOL_NAME};
 
 /// The 9p tag under which a kernel-booted guest sees its parent's root directory.
 pub const ROOT_SHARE_TAG: &str = "nestform-root";
@@ -145,25 +145,33 @@ fn write_devices(w: &mut crate::xml::XmlWriter, req: &GuestRequest) -> io::Resul
         let log = crate::channel::console_log_path(&req.name);
         w.empty("log", &[("file", &log.to_string_lossy()), ("append", "off")])
     })?;
-    w.elem("channel", &[("type", "unix")], |w| {
-        w.empty("source", &[("mode", "bind")])?;
-        w.empty("target", &[("type", "virtio"), ("name", AGENT_CHANNEL)])
-    })
+    for channel in AGENT_CHANNELS {
+        w.elem("channel", &[("type", "unix")], |w| {
+            w.empty("source", &[("mode", "bind")])?;
+            w.empty("target", &[("type", "virtio"), ("name", channel)])
+        })?;
+    }
+    Ok(())
 }
 
-/// The socket path of the `unix` channel named `name` in a running domain's XML (libvirt fills in
-/// the path nestform left to it).
-pub(crate) fn channel_socket(xml: &str, name: &str) -> Option<String> {
-    let root = Element::parse(xml).ok()?;
-    let path = root
-        .child("devices")?
+/// The agent channels a domain's XML declares, in order, with the socket path of each where libvirt
+/// filled one in (a running domain's XML): all of [`AGENT_CHANNELS`] for a guest nestform defined, only
+/// the first for one defined before there were several.
+pub(crate) fn agent_channels(xml: &str) -> Vec<(String, Option<String>)> {
+    let Ok(root) = Element::parse(xml) else { return Vec::new() };
+    let Some(devices) = root.child("devices") else { return Vec::new() };
+    let mut found: Vec<(String, Option<String>)> = devices
         .children("channel")
         .filter(|c| c.attr("type") == Some("unix"))
-        .find(|c| c.child("target").and_then(|t| t.attr("name")) == Some(name))?
-        .child("source")?
-        .attr("path")
-        .map(str::to_string);
-    path
+        .filter_map(|c| {
+            let name = c.child("target")?.attr("name")?;
+            name.starts_with(AGENT_CHANNEL_PREFIX).then(|| {
+                (name.to_string(), c.child("source").and_then(|s| s.attr("path")).map(str::to_string))
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
 }
 
 /// What nestform reads back from a domain's (inactive) XML.
@@ -228,7 +236,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_agent_channel_socket_of_a_running_domain() {
+    fn finds_the_agent_channel_sockets_of_a_running_domain() {
         let xml = r#"<domain type="qemu"><name>g2</name><devices>
             <channel type="pty"><target type="virtio" name="other"/></channel>
             <channel type="unix"><source mode="bind" path="/run/libvirt/qemu/channel/3-g2/org.x"/>
@@ -236,12 +244,21 @@ mod tests {
             <channel type="unix"><source mode="bind" path="/run/libvirt/qemu/channel/3-g2/dev.nestform.agent.0"/>
               <target type="virtio" name="dev.nestform.agent.0" state="connected"/></channel>
             </devices></domain>"#;
+        assert_eq!(agent_channels("<domain/>"), []);
         assert_eq!(
-            channel_socket(xml, AGENT_CHANNEL).as_deref(),
-            Some("/run/libvirt/qemu/channel/3-g2/dev.nestform.agent.0")
+            agent_channels(xml),
+            [(
+                "dev.nestform.agent.0".to_string(),
+                Some("/run/libvirt/qemu/channel/3-g2/dev.nestform.agent.0".to_string())
+            )]
         );
-        assert_eq!(channel_socket(xml, "missing"), None);
-        assert_eq!(channel_socket("<domain/>", AGENT_CHANNEL), None);
+    }
+
+    #[test]
+    fn a_guest_gets_every_agent_channel_in_order() {
+        let xml = domain_xml(&request(), &owner(), "qemu", None);
+        let names: Vec<String> = agent_channels(&xml).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, AGENT_CHANNELS);
     }
     use nestform_provider::InterfaceRequest;
     use nestform_types::{DiskFormat, Preallocation};
@@ -347,6 +364,18 @@ mod tests {
     <channel type="unix">
       <source mode="bind"/>
       <target type="virtio" name="dev.nestform.agent.0"/>
+    </channel>
+    <channel type="unix">
+      <source mode="bind"/>
+      <target type="virtio" name="dev.nestform.agent.1"/>
+    </channel>
+    <channel type="unix">
+      <source mode="bind"/>
+      <target type="virtio" name="dev.nestform.agent.2"/>
+    </channel>
+    <channel type="unix">
+      <source mode="bind"/>
+      <target type="virtio" name="dev.nestform.agent.3"/>
     </channel>
   </devices>
 </domain>"#;

@@ -467,8 +467,8 @@ impl Hypervisor for LibvirtHypervisor {
         crate::channel::console_tail(self, id, max_bytes)
     }
 
-    fn agent_socket(&self, id: &str) -> Result<Option<String>, ProviderError> {
-        crate::channel::agent_socket_path(self, id)
+    fn agent_sockets(&self, id: &str) -> Result<Vec<String>, ProviderError> {
+        crate::channel::agent_socket_paths(self, id)
     }
 
     fn create_snapshot(

@@ -39,9 +39,16 @@ pub use domain::ROOT_SHARE_TAG;
 pub use facts::tcg_cpu_for;
 pub use hypervisor::LibvirtHypervisor;
 
-/// The name of the virtio-serial channel nestform's agent listens on inside each guest
-/// (`/dev/virtio-ports/dev.nestform.agent.0`); opened with `virDomainOpenChannel`.
-pub const AGENT_CHANNEL: &str = "dev.nestform.agent.0";
+/// The virtio-serial channels nestform's agent listens on inside each guest
+/// (`/dev/virtio-ports/dev.nestform.agent.N`), each opened with `virDomainOpenChannel` by one client
+/// at a time: several nestform runs reach one guest side by side, each on a channel of its own, and
+/// none takes a channel over from another (see `channel`). The lab boot's `AGENT_PORTS` are the same.
+pub const AGENT_CHANNELS: [&str; 4] =
+    ["dev.nestform.agent.0", "dev.nestform.agent.1", "dev.nestform.agent.2", "dev.nestform.agent.3"];
+/// The first of [`AGENT_CHANNELS`], the only one of guests defined before there were several.
+pub const AGENT_CHANNEL: &str = AGENT_CHANNELS[0];
+/// What every agent channel's name begins with.
+pub const AGENT_CHANNEL_PREFIX: &str = "dev.nestform.agent.";
 /// The storage pool that holds every guest's volumes.
 pub const POOL_NAME: &str = "nestform";
 /// Where the pool keeps its files unless [`LibvirtProvider::with_pool_dir`] says otherwise.

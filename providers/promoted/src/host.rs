@@ -266,6 +266,12 @@ impl Hypervisor for PromotedHost {
         self.write("delete guest", move |h| h.delete_guest(&id))
     }
 
+    /// Alive while the session with the guest's agent is: the tunnel runs over it, so once it ended
+    /// (the guest stopped or restarted) no call through this host can be answered.
+    fn is_alive(&self) -> bool {
+        self.agent.disconnected().is_none()
+    }
+
     fn guest_definition(&self, req: &GuestRequest, owner: &Owner) -> String {
         self.current().guest_definition(req, owner)
     }
@@ -275,25 +281,42 @@ impl Hypervisor for PromotedHost {
     /// (`VIR_DOMAIN_CHANNEL_FORCE`) or ended under a client at level 1 left that libvirtd's main loop
     /// deadlocked (`virNetServerClientClose` waiting forever on a lock), and nothing below it could
     /// be reached until it was restarted.
+    ///
+    /// Each channel's socket is QEMU's chardev, which serves one client and leaves the next waiting
+    /// unanswered in its listen queue, so the relay is exclusive: the guest's agent refuses a socket
+    /// another session relays to, and the next channel is tried.
     fn open_agent(&self, id: &str) -> Result<AgentChannel, ProviderError> {
         let owned = id.to_string();
-        let Some(path) = self.read("find the agent channel of", move |h| h.agent_socket(&owned))? else {
+        let paths = self.read("find the agent channel of", move |h| h.agent_sockets(&owned))?;
+        if paths.is_empty() {
             let id = id.to_string();
             return self.write("open agent channel", move |h| h.open_agent(&id));
-        };
-        let relay = self
-            .agent
-            .open_relay(&path)
-            .map_err(|e| ProviderError::op("open agent channel", id, format!("relay to `{path}`: {e}")))?;
-        let writer = relay.writer();
-        let ender = relay.writer();
-        Ok(AgentChannel {
-            reader: Box::new(relay),
-            writer: Box::new(writer),
-            // Closed outright: QEMU's chardev serves one client at a time, so a handshake given up
-            // on must free the socket for the next attempt.
-            shutdown: Arc::new(move || ender.close()),
-        })
+        }
+        for path in &paths {
+            let relay = match self.agent.open_exclusive_relay(path) {
+                Ok(relay) => relay,
+                Err(e) if e.is_busy() => {
+                    tracing::debug!(guest = id, path = %path, "agent channel in use; trying the next");
+                    continue;
+                }
+                Err(e) => {
+                    return Err(ProviderError::op(
+                        "open agent channel",
+                        id,
+                        format!("relay to `{path}`: {e}"),
+                    ))
+                }
+            };
+            let writer = relay.writer();
+            let ender = relay.writer();
+            return Ok(AgentChannel {
+                reader: Box::new(relay),
+                writer: Box::new(writer),
+                // Closed outright: a handshake given up on must free the socket for the next attempt.
+                shutdown: Arc::new(move || ender.close()),
+            });
+        }
+        Err(ProviderError::op("open agent channel", id, nestform_provider::agent_channels_busy(paths.len())))
     }
 
     /// Reloads the guest's vendor module with `options`; refused while guests run on this host.

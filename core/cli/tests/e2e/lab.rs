@@ -306,6 +306,25 @@ fn a_guest_promoted_to_a_host_holds_a_guest_of_its_own() {
     assert!(r.stdout.contains("nestform.level=2"), "{}", r.stdout);
     assert!(r.stdout.contains("10.213.21."), "no address on the network inside guest1: {}", r.stdout);
 
+    // Two commands reach each level side by side, each on an agent channel of its own: the second
+    // takes no channel from the first (which, when channels were taken over, ended its session).
+    for guest in ["nested_guest.guest1", "nested_guest.guest2"] {
+        let first = {
+            let dir = ws.path().to_path_buf();
+            let guest = guest.to_string();
+            std::thread::spawn(move || {
+                crate::support::run_in(&dir, &["exec", &guest, "--", "sh", "-c", "sleep 8; echo first"])
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        let second = ws.run(&["exec", guest, "--", "echo", "second"]);
+        second.success();
+        assert_eq!(second.stdout.trim(), "second", "{guest}");
+        let first = first.join().unwrap();
+        first.success();
+        assert_eq!(first.stdout.trim(), "first", "{guest}: the first command lost its session");
+    }
+
     // The plan refreshes through the promoted host and finds nothing to do.
     let r = ws.run(&["plan", "-detailed-exitcode"]);
     r.code(0);

@@ -9,6 +9,8 @@ pub mod facts;
 mod files;
 mod relay;
 
+pub use relay::BUSY as RELAY_BUSY;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -212,7 +214,9 @@ fn serve_stream(stream: &Arc<Stream>, body: &[u8], config: &AgentConfig) {
         Ok(Request::Exec(spec)) => exec::run(stream, spec),
         Ok(Request::FilePut { path, mode }) => files::put(stream, Path::new(&path), mode),
         Ok(Request::FileGet { path }) => files::get(stream, Path::new(&path)),
-        Ok(Request::Relay { path }) => relay::run(stream, Path::new(&path), &config.relay_allow),
+        Ok(Request::Relay { path, exclusive }) => {
+            relay::run(stream, Path::new(&path), &config.relay_allow, exclusive)
+        }
     };
     if let Err(message) = result {
         let _ = stream.send_error(&message);
@@ -227,14 +231,96 @@ fn serve_stream(stream: &Arc<Stream>, body: &[u8], config: &AgentConfig) {
 /// no one has the port open: a client that connected while the last session was ending lost its hello
 /// and waited out a handshake attempt (seen: a second per `nestform exec` after one that relayed).
 pub fn serve_port(port: &Path, config: AgentConfig, log: &mut dyn Write) -> ! {
+    serve_port_idling(port, Arc::new(config), log, Duration::from_millis(100))
+}
+
+/// Serves every port of `ports` at once, each on a thread of its own (see [`serve_port`]): a guest
+/// has several agent ports so that several nestform runs can reach it at the same time, each with a
+/// session of its own, instead of one taking the port over from the other. Ports after the first
+/// are looked at less often while nobody is connected (every 500 ms): idle wake-ups cost a guest
+/// deep in the nesting more than they cost here, and the first port answers the usual single run
+/// as fast as before.
+pub fn serve_ports(ports: &[PathBuf], config: AgentConfig) -> ! {
     let config = Arc::new(config);
+    for (i, port) in ports.iter().enumerate().skip(1) {
+        let (port, config) = (port.clone(), Arc::clone(&config));
+        let spawned = thread::Builder::new().name(format!("nestform-agent-port-{i}")).spawn(move || {
+            serve_port_idling(&port, config, &mut std::io::stderr(), Duration::from_millis(500))
+        });
+        if let Err(e) = spawned {
+            eprintln!("nestform-agent: serving `{}` failed: {e}", ports[i].display());
+        }
+    }
+    match ports.first() {
+        Some(first) => serve_port_idling(first, config, &mut std::io::stderr(), Duration::from_millis(100)),
+        None => loop {
+            thread::park();
+        },
+    }
+}
+
+/// What a freshly started agent tells a client still connected to its port from before.
+pub const STARTED_ANEW: &str =
+    "the agent started anew (its guest booted again, or the agent was restarted): \
+     the session before is gone";
+
+/// Tells a client that is still connected to `port` from before this agent started (the guest
+/// rebooted under it: QEMU keeps the host side of the port connected across a guest reset) that its
+/// session is gone: a connection-level error frame, which ends that client's connection at once.
+/// Without it, such a client sent its calls into an agent that waited for a handshake, and each
+/// call waited out its limit (seen at level 2: a guest that reset while starting a guest of its own,
+/// whose promoted host then answered nothing for 15 minutes). Written without blocking: with nobody
+/// connected the port refuses the write, and there is nobody to tell.
+fn announce_start(file: &File, port: &Path, log: &mut dyn Write) {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is the open port for the whole call; only its status flags change.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return;
+    }
+    let frame = Frame::new(0, FrameKind::Error, STARTED_ANEW.as_bytes().to_vec());
+    let mut bytes = Vec::new();
+    write_frame(&mut bytes, &frame).expect("writing to memory does not fail");
+    // One write of a frame this small: the port takes it whole or not at all.
+    let mut out = file;
+    match out.write(&bytes) {
+        Ok(n) if n == bytes.len() => {
+            let _ =
+                writeln!(log, "told the client connected to `{}` that its session is gone", port.display());
+        }
+        Ok(n) => {
+            let _ = writeln!(
+                log,
+                "telling a client of `{}` that the agent started: only {n} bytes went",
+                port.display()
+            );
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => {
+            let _ =
+                writeln!(log, "telling a client of `{}` that the agent started failed: {e}", port.display());
+        }
+    }
+    // SAFETY: as above; the flags it had.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+}
+
+fn serve_port_idling(port: &Path, config: Arc<AgentConfig>, log: &mut dyn Write, idle: Duration) -> ! {
     let mut last_open_error = None;
     let mut open: Option<File> = None;
+    let mut announced = false;
     loop {
         let port_file = match &open {
             Some(file) => file,
             None => match OpenOptions::new().read(true).write(true).open(port) {
-                Ok(file) => open.insert(file),
+                Ok(file) => {
+                    if !announced {
+                        announced = true;
+                        announce_start(&file, port, log);
+                    }
+                    open.insert(file)
+                }
                 Err(e) => {
                     // Said once per distinct error: the port may take a while to appear after boot.
                     let message = format!("opening `{}` failed: {e}; retrying every second", port.display());
@@ -267,7 +353,7 @@ pub fn serve_port(port: &Path, config: AgentConfig, log: &mut dyn Write) -> ! {
             }
             // While the host side is not connected, reads on the port return end-of-file at once:
             // wait a little instead of spinning.
-            Err(AgentError::ClosedBeforeHello) => thread::sleep(Duration::from_millis(100)),
+            Err(AgentError::ClosedBeforeHello) => thread::sleep(idle),
             Err(e) => {
                 let _ = writeln!(log, "session refused: {e}");
                 // A port that fails to read is opened afresh.
@@ -305,5 +391,40 @@ pub fn serve_each<T: Transport>(
                 let _ = writeln!(log, "session refused: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::client::AgentClient;
+
+    /// A client whose session is with an agent that is gone (its guest reset, QEMU kept the port's
+    /// host side connected) hears it from the agent that starts next, and its connection ends at
+    /// once instead of each call waiting out its limit.
+    #[test]
+    fn a_client_from_before_hears_that_the_agent_started_anew() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let port = theirs.try_clone().unwrap();
+        let config = Arc::new(AgentConfig::default());
+        thread::spawn(move || {
+            let _ = serve_session(theirs, &config);
+        });
+        let client = AgentClient::handshake(ours).unwrap();
+        assert_eq!(client.disconnected(), None);
+
+        let mut log = Vec::new();
+        announce_start(&File::from(OwnedFd::from(port)), Path::new("/dev/virtio-ports/test"), &mut log);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.disconnected().is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let why = client.disconnected().expect("the client's connection ended");
+        assert!(why.contains(STARTED_ANEW), "{why}");
+        assert!(String::from_utf8_lossy(&log).contains("its session is gone"));
     }
 }

@@ -6,10 +6,12 @@
 //! that is how a promoted guest's agent reaches its own guests' agent channels, whose sockets libvirt
 //! names per domain.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
 use std::thread;
 
 use crate::frame::DATA_CHUNK;
@@ -33,14 +35,48 @@ pub(crate) fn is_allowed(path: &Path, allow: &[PathBuf]) -> bool {
         })
 }
 
-/// Connects to `path` and relays until the client closes the stream.
-pub(super) fn run(stream: &std::sync::Arc<Stream>, path: &Path, allow: &[PathBuf]) -> Result<(), String> {
+/// The sockets exclusive relays hold now, over every session of this agent process: one agent
+/// serves all of a guest's ports, so this is where two nestform runs reaching the same inner guest
+/// meet (each through a port of its own).
+static EXCLUSIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// `path` held by an exclusive relay until dropped.
+struct Held(PathBuf);
+
+impl Held {
+    fn take(path: &Path) -> Result<Held, String> {
+        let mut held = EXCLUSIVE.lock().unwrap_or_else(|p| p.into_inner());
+        if !held.insert(path.to_path_buf()) {
+            return Err(format!("{BUSY}: `{}` is relayed to by another session", path.display()));
+        }
+        Ok(Held(path.to_path_buf()))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        EXCLUSIVE.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.0);
+    }
+}
+
+/// How a refused exclusive relay's error begins, so the client can tell "in use" from a failure.
+pub const BUSY: &str = "relay busy";
+
+/// Connects to `path` and relays until the client closes the stream. With `exclusive`, refuses
+/// while another exclusive relay holds `path` (see [`crate::proto::Request::Relay`]).
+pub(super) fn run(
+    stream: &std::sync::Arc<Stream>,
+    path: &Path,
+    allow: &[PathBuf],
+    exclusive: bool,
+) -> Result<(), String> {
     if !is_allowed(path, allow) {
         return Err(format!(
             "relay to `{}` refused: the path is not on the agent's allowlist",
             path.display()
         ));
     }
+    let _held = if exclusive { Some(Held::take(path)?) } else { None };
     let socket =
         UnixStream::connect(path).map_err(|e| format!("connecting to `{}` failed: {e}", path.display()))?;
     let mut to_socket = socket.try_clone().map_err(|e| e.to_string())?;
@@ -104,5 +140,16 @@ mod tests {
         assert!(!is_allowed(Path::new("/run/libvirt/qemu/channelx/y"), &dir));
         // Without the trailing slash an entry is one path, never a directory.
         assert!(!is_allowed(Path::new("/var/run/libvirt/libvirt-sock/x"), &allow));
+    }
+
+    #[test]
+    fn an_exclusive_path_is_held_once_until_released() {
+        let path = Path::new("/run/test/exclusive-once");
+        let first = Held::take(path).unwrap();
+        let err = Held::take(path).err().unwrap();
+        assert!(err.starts_with(BUSY), "{err}");
+        assert!(Held::take(Path::new("/run/test/another")).is_ok());
+        drop(first);
+        assert!(Held::take(path).is_ok());
     }
 }

@@ -5,16 +5,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use nestform_agent::agent::{serve_port, AgentConfig, DEFAULT_MAX_STREAMS};
+use nestform_agent::agent::{serve_ports, AgentConfig, DEFAULT_MAX_STREAMS};
 use nestform_agent::{serve_session, Pipe, DEFAULT_PORT};
 
 /// nestform's in-guest agent: answers the host over one virtio-serial port.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The port to serve.
+    /// A port to serve (repeatable: each is served at once, with sessions of its own).
     #[arg(long, default_value = DEFAULT_PORT)]
-    port: PathBuf,
+    port: Vec<PathBuf>,
     /// A unix socket that `relay` may connect to (repeatable); nothing else is allowed.
     #[arg(long = "relay-allow", value_name = "PATH")]
     relay_allow: Vec<PathBuf>,
@@ -29,7 +29,6 @@ struct Args {
 fn main() {
     let args = Args::parse();
     let config = AgentConfig { relay_allow: args.relay_allow, max_streams: args.max_streams };
-    let mut log = io::stderr();
     if args.stdio {
         let transport = Pipe::new(io::stdin(), io::stdout());
         match serve_session(transport, &Arc::new(config)) {
@@ -43,6 +42,7 @@ fn main() {
         }
         return;
     }
-    eprintln!("nestform-agent {}: serving `{}`", env!("CARGO_PKG_VERSION"), args.port.display());
-    serve_port(&args.port, config, &mut log)
+    let ports: Vec<String> = args.port.iter().map(|p| p.display().to_string()).collect();
+    eprintln!("nestform-agent {}: serving `{}`", env!("CARGO_PKG_VERSION"), ports.join("`, `"));
+    serve_ports(&args.port, config)
 }

@@ -112,6 +112,13 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// Whether an exclusive relay was refused because another session holds its socket.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, ClientError::Remote { message, .. } if message.starts_with(crate::agent::RELAY_BUSY))
+    }
+}
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -558,7 +565,19 @@ impl AgentClient {
     /// Connects, through the agent, to the guest's unix socket at `path` (which must be on the agent's
     /// allowlist) and returns the byte stream.
     pub fn open_relay(&self, path: &str) -> Result<RelayStream, ClientError> {
-        let mut op = self.open_answered(&Request::Relay { path: path.into() }, "relay")?;
+        self.relay(path, false)
+    }
+
+    /// [`open_relay`](Self::open_relay) to a socket whose server takes one client at a time (a
+    /// guest's agent channel): refused with an error for which [`ClientError::is_busy`] holds while
+    /// another session of this agent relays to `path`. An agent from before exclusive relays
+    /// connects anyway.
+    pub fn open_exclusive_relay(&self, path: &str) -> Result<RelayStream, ClientError> {
+        self.relay(path, true)
+    }
+
+    fn relay(&self, path: &str, exclusive: bool) -> Result<RelayStream, ClientError> {
+        let mut op = self.open_answered(&Request::Relay { path: path.into(), exclusive }, "relay")?;
         match op.expect()? {
             Incoming::Control(body) => match op.control(&body)? {
                 AgentMessage::Connected => {}

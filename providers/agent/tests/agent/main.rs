@@ -278,6 +278,40 @@ fn relay_off_the_allowlist_is_refused() {
     );
 }
 
+/// Two sessions of one agent process (two ports of one guest, as two nestform runs use them): an
+/// exclusive relay to a socket is refused to the second while the first holds it, and given once
+/// the first let go; a plain relay is never refused.
+#[test]
+fn an_exclusive_relay_is_refused_while_another_session_holds_its_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("chardev.sock");
+    let _server = echo_server(&socket);
+    let path = socket.to_str().unwrap();
+    let (one, two) = (Harness::with_relay(vec![socket.clone()]), Harness::with_relay(vec![socket.clone()]));
+    let (first, second) = (one.connect(), two.connect());
+
+    let held = first.open_exclusive_relay(path).unwrap();
+    let err = second.open_exclusive_relay(path).err().expect("the socket is held");
+    assert!(err.is_busy(), "{err}");
+    assert!(err.to_string().contains("relayed to by another session"), "{err}");
+    let mut plain = second.open_relay(path).unwrap();
+    plain.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    plain.read_exact(&mut buf).unwrap();
+
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match second.open_exclusive_relay(path) {
+            Ok(_) => break,
+            Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("still refused after the first let go: {e}"),
+        }
+    }
+}
+
 #[test]
 fn oversized_frame_closes_the_connection_with_a_message() {
     let harness = Harness::start();
