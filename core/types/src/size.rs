@@ -85,7 +85,7 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, mult) in &UNITS[..4] {
-            if self.0 != 0 && self.0 % mult == 0 {
+            if self.0 != 0 && self.0.is_multiple_of(*mult) {
                 return write!(f, "{}{unit}", self.0 / mult);
             }
         }
