@@ -48,15 +48,31 @@ impl Drop for Inner {
     /// order, a parent's libvirtd saw a client vanish while one of its streams was open, and its main
     /// loop deadlocked (seen in a lab guest at level 1: `virNetServerClientClose` waiting on a lock
     /// forever, so the next `nestform` run found its libvirtd dead to the world).
+    ///
+    /// Each close gets [`CLOSE_PATIENCE`]: closing a libvirt connection is a call that waits for its
+    /// answer, and through a host that stopped answering (seen: a level-1 guest under TCG deadlocked
+    /// in a TLB-flush IPI) it never came, so the command hung after printing its result, holding
+    /// the state lock. A close given up on is left to the end of the process, which frees it.
     fn drop(&mut self) {
         let conns = self.conns.get_mut().unwrap_or_else(|p| p.into_inner());
         while let Some(h) = conns.promoted.pop() {
             conns.by_uri.retain(|_, c| !Arc::ptr_eq(c, &h));
             conns.by_addr.retain(|_, c| !Arc::ptr_eq(c, &h));
-            drop(h);
+            let uri = h.uri().to_string();
+            let (done, closed) = std::sync::mpsc::channel();
+            let closing = std::thread::Builder::new().name("nestform-close".into()).spawn(move || {
+                drop(h);
+                let _ = done.send(());
+            });
+            if closing.is_ok() && closed.recv_timeout(CLOSE_PATIENCE).is_err() {
+                tracing::warn!(%uri, patience = ?CLOSE_PATIENCE, "closing the connection did not finish; leaving it to the end of the process");
+            }
         }
     }
 }
+
+/// How long closing one promoted host's connection may take when the cache is dropped.
+const CLOSE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The connection of a host reached with [`Reach::Promote`], which either runs or failed.
 fn running(reached: PromotedNow) -> Result<Arc<dyn Hypervisor>, ProviderError> {
