@@ -113,6 +113,34 @@ pub(crate) fn host_checks(
             ));
         }
     }
+    // A promoted guest that its host emulates (TCG) with more than one vCPU: seen on QEMU 10.0.2,
+    // such a guest deadlocked once guests of its own ran (one vCPU stuck in a TLB-flush IPI that the
+    // other, inside an emulated-SVM guest, never took: "soft lockup ... smp_call_function_many_cond"
+    // and "rcu_preempt kthread timer wakeup didn't happen ... cpu=0" on its console); with one vCPU
+    // the same lab came up.
+    let promoted: HashMap<&ResourceAddr, &ResourceAddr> = desired
+        .iter()
+        .filter_map(|d| match d.spec {
+            ResourceSpec::KvmHost(h) => h.guest.as_ref().map(|g| (g, d.addr)),
+            _ => None,
+        })
+        .collect();
+    for d in desired {
+        let ResourceSpec::NestedGuest(g) = d.spec else { continue };
+        let Some(host) = promoted.get(d.addr) else { continue };
+        let emulated = facts.get(&g.host).and_then(|f| f.acceleration.as_deref()) == Some("tcg");
+        if emulated && g.vcpus > 1 {
+            problems.push(Problem::warning(
+                d.addr,
+                format!(
+                    "`{}` is emulated (TCG) on `{}` with {} vCPUs and promoted to `{host}`: an emulated guest with \
+                     more than one vCPU deadlocked once guests of its own ran",
+                    d.addr, g.host, g.vcpus
+                ),
+                format!("set `vcpus = 1` on `{}`", d.addr),
+            ));
+        }
+    }
     for d in desired {
         let ResourceSpec::KvmHost(h) = d.spec else { continue };
         let nesting_off = facts.get(d.addr).and_then(|f| f.nesting) == Some(false);

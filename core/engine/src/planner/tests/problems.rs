@@ -90,6 +90,30 @@ fn a_refusal_for_memory_says_where_the_hosts_figure_came_from() {
 }
 
 #[test]
+fn an_emulated_promoted_guest_with_two_vcpus_is_warned_about() {
+    let conf = three_levels().edit_guest("g1", |g| g.vcpus = 2);
+    let mut hosts = facts(4, ByteSize::gib(16), Some(true));
+    let warnings = |hosts: &BTreeMap<ResourceAddr, HostFacts>| {
+        let (_, warnings) = run_with(&conf, &State::new(), hosts, &BTreeMap::new(), PlanOptions::default())
+            .unwrap_or_else(|_| panic!("a warning, not an error"));
+        warnings
+    };
+    assert!(warnings(&hosts).is_empty(), "under KVM two vCPUs are fine");
+    hosts.get_mut(&addr("kvm_host.l0")).unwrap().acceleration = Some("tcg".into());
+    let w = warnings(&hosts);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(!w[0].error);
+    assert_eq!(w[0].addr.as_ref(), Some(&addr("nested_guest.g1")));
+    assert!(
+        w[0].summary.starts_with(
+            "`nested_guest.g1` is emulated (TCG) on `kvm_host.l0` with 2 vCPUs and promoted to `kvm_host.l1`"
+        ),
+        "{}",
+        w[0].summary
+    );
+}
+
+#[test]
 fn overcommit_is_only_a_warning() {
     let conf = three_levels()
         .guest("g4", "kvm_host.l0")
