@@ -8,8 +8,8 @@
 //! failure is printed on the serial console, where libvirt's console log keeps it.
 
 /// The agent's virtio-serial port names, the same as the libvirt provider's `AGENT_CHANNELS` (the lab
-/// crate does not depend on it; a test there checks). The agent serves them all at once, so several
-/// nestform runs reach the guest side by side, each on a port of its own.
+/// crate does not depend on it; a test in the CLI, which composes both, checks). The agent serves them
+/// all at once, so several nestform runs reach the guest side by side, each on a port of its own.
 pub const AGENT_PORTS: [&str; 4] =
     ["dev.nestform.agent.0", "dev.nestform.agent.1", "dev.nestform.agent.2", "dev.nestform.agent.3"];
 /// The first of [`AGENT_PORTS`], `nestform_agent::DEFAULT_PORT`'s last component.

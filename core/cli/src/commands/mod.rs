@@ -194,3 +194,13 @@ pub fn write_json(value: &impl serde::Serialize) -> Result<(), Report> {
     outln!("{text}")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The ports the lab guests' agent serves are the channels the libvirt provider declares: the two
+    /// crates do not depend on each other, and this is where they are put together.
+    #[test]
+    fn lab_agent_ports_are_the_providers_agent_channels() {
+        assert_eq!(nestform_lab_boot::AGENT_PORTS, nestform_provider_libvirt::AGENT_CHANNELS);
+    }
+}
