@@ -195,8 +195,11 @@ fn a_lab_guest_boots_and_its_agent_answers() {
     // A second session on the same guest (the channel is forced open again; the agent serves anew).
     let t = Instant::now();
     let again = wait_for_agent(&h, &id, Duration::from_secs(30)).expect("a second session");
-    let r = again.exec(ExecRequest::new(["cat", "/tmp/nestform-put.bin"])).unwrap();
-    assert_eq!(r.stdout.len(), PUT_BYTES, "the file put in the first session is still there");
+    // Read back as a file: `exec` keeps at most EXEC_OUTPUT_LIMIT (8 MiB) of a command's output.
+    let mut back = Vec::with_capacity(PUT_BYTES);
+    let info = again.get_file("/tmp/nestform-put.bin", &mut back).unwrap();
+    assert_eq!(info.size, PUT_BYTES as u64, "the file put in the first session is still there");
+    assert!(back == payload, "the file read back in the second session is the one put in the first");
     eprintln!("second session ready in {:.2?}", t.elapsed());
     drop(again);
 
