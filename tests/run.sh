@@ -25,5 +25,5 @@ cargo test --workspace --locked --no-fail-fast
 cargo test --locked -p nestform-lab-boot --test boot -- --ignored --test-threads 1 --nocapture
 # The nesting suite, applied for real and scaled down, printing its figures: the OpenStack-style lab
 # (one promoted guest, three nodes on two networks inside it) and the article's tower to guest3
-# (`examples/inception`: three levels, exec at each, a no-op re-plan, destroy deepest first).
+# (`examples/inception`: three levels, exec at each, a no-op re-plan, destroy).
 cargo test --locked -p nestform --test e2e nesting:: -- --ignored --test-threads 1 --nocapture

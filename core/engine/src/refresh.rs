@@ -13,7 +13,7 @@
 //! The provider calls block, so each host is read on its own thread (and a host's resources on a few
 //! threads), all inside `std::thread::scope`: 1,000 guests refresh in the time of the slowest host.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use nestform_provider::{GuestStatus, HostFacts, Hypervisor, NetworkStatus, PromotedNow, ProviderError};
 use nestform_state::State;
@@ -21,7 +21,7 @@ use nestform_types::{ByteSize, KvmHostSpec, ResourceAddr, ResourceSpec, Resource
 
 use crate::hosts::Hosts;
 
-mod orphans;
+pub(crate) mod orphans;
 
 /// Reads per thread on one host: below this a host is read on a single thread.
 const READS_PER_THREAD: usize = 64;
@@ -61,6 +61,33 @@ pub fn refresh_hosts(
     configured: &BTreeMap<ResourceAddr, KvmHostSpec>,
     state: &State,
     hosts: &Hosts,
+) -> Refreshed {
+    refresh_sparing(configured, state, hosts, &BTreeSet::new())
+}
+
+/// The guests that a plan with `options` deletes whatever refresh finds (`destroy` of everything,
+/// `-replace`): what runs inside them needs no reading, since deleting them removes it.
+pub fn going(state: &State, options: &crate::planner::PlanOptions) -> BTreeSet<ResourceAddr> {
+    state
+        .resources
+        .keys()
+        .filter(|a| a.ty == ResourceType::NestedGuest)
+        .filter(|a| {
+            (options.destroy && options.targets.is_empty()) || options.replace.iter().any(|r| r.contains(a))
+        })
+        .cloned()
+        .collect()
+}
+
+/// [`refresh_hosts`] that does not reach into the guests in `going` (see [`going`]): a promoted host
+/// inside one of them, at any depth, is not connected, and what it holds keeps its recorded state.
+/// Then a destroy never waits on a level inside what it deletes, which may be stopped, crashed or
+/// wedged.
+pub fn refresh_sparing(
+    configured: &BTreeMap<ResourceAddr, KvmHostSpec>,
+    state: &State,
+    hosts: &Hosts,
+    going: &BTreeSet<ResourceAddr>,
 ) -> Refreshed {
     let mut warnings = Vec::new();
     let jobs = plan_jobs(configured, state, &mut warnings);
@@ -119,7 +146,7 @@ pub fn refresh_hosts(
             _ => {}
         }
     }
-    refresh_promoted(state, &mut refreshed, &mut facts, hosts, ours, &mut warnings);
+    refresh_promoted(state, &mut refreshed, &mut facts, hosts, ours, going, &mut warnings);
     Refreshed { state: refreshed, facts, warnings }
 }
 
@@ -256,6 +283,7 @@ fn refresh_promoted(
     facts: &mut BTreeMap<ResourceAddr, HostFacts>,
     hosts: &Hosts,
     ours: Ours<'_>,
+    going: &BTreeSet<ResourceAddr>,
     warnings: &mut Vec<String>,
 ) {
     let mut promoted: Vec<(u32, ResourceAddr, ResourceAddr)> = recorded
@@ -276,6 +304,10 @@ fn refresh_promoted(
                         && r.host.as_ref() == Some(&host))
                 });
             }
+            continue;
+        }
+        // Inside a guest the plan deletes anyway: nothing there needs reading.
+        if going.iter().any(|g| promoted_in(recorded, &host, g)) {
             continue;
         }
         // Shallowest first, so a host whose parent has no hypervisor running comes after it.
@@ -333,6 +365,24 @@ fn refresh_promoted(
             Err(e) => warnings.push(orphans::unlisted(&host, &e)),
         }
     }
+}
+
+/// Whether the promoted host `host` runs inside the guest `guest` at any depth: it promotes a guest
+/// that lives on a host `guest` promotes, or on a host inside that one, and so on.
+fn promoted_in(recorded: &State, host: &ResourceAddr, guest: &ResourceAddr) -> bool {
+    let mut at = host.clone();
+    for _ in 0..32 {
+        let Some(r) = recorded.resources.get(&at) else { return false };
+        let Some(promotes) = recorded_host(&r.attributes, r.id.as_deref()).1 else { return false };
+        if &promotes == guest {
+            return true;
+        }
+        let Some(parent) = recorded.resources.get(&promotes).and_then(|g| g.host.clone()) else {
+            return false;
+        };
+        at = parent;
+    }
+    false
 }
 
 /// Whether the promoted host `host` is reached through `under` (at any depth): its guest lives on

@@ -128,7 +128,8 @@ impl Workdir {
                     _ => None,
                 })
                 .collect();
-            let refreshed = crate::refresh::refresh_hosts(&configured, &recorded, &hosts);
+            let going = crate::refresh::going(&recorded, &options);
+            let refreshed = crate::refresh::refresh_sparing(&configured, &recorded, &hosts, &going);
             for w in &refreshed.warnings {
                 warnings.push(Diagnostic::warning(w.clone()));
             }

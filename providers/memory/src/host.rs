@@ -50,6 +50,20 @@ impl MemoryHypervisor {
         f(host_mut(&mut w, &self.host))
     }
 
+    /// Ends the hypervisor of the guest `name` if it was promoted: a promoted guest's hypervisor
+    /// stops (or goes) with it, and what it held goes too, at every depth (a lab guest's root lives
+    /// in its memory, a real guest's pool on its own disk).
+    fn end_promoted(&self, name: &str) {
+        let uri = crate::promoted_uri(&self.uri, name);
+        let inside = format!("{}/", uri.trim_start_matches("memory://"));
+        let mut w = self.provider.lock();
+        if w.promoted.remove(&uri) {
+            w.hosts.remove(uri.trim_start_matches("memory://"));
+            w.hosts.retain(|h, _| !h.starts_with(&inside));
+            w.promoted.retain(|u| !u.trim_start_matches("memory://").starts_with(&inside));
+        }
+    }
+
     /// The name of the guest `id`, for call records and failure injection (the id when unknown).
     fn guest_name(&self, id: &str) -> String {
         self.read(|h| h.guests.get(id).map(|g| g.status.name.clone())).unwrap_or_else(|| id.to_string())
@@ -304,21 +318,18 @@ impl Hypervisor for MemoryHypervisor {
             g.status.running = false;
             Ok(())
         })?;
-        // A promoted guest's hypervisor stops with it, and what it held goes too (a lab guest's
-        // root lives in its memory).
-        let uri = crate::promoted_uri(&self.uri, &name);
-        let mut w = self.provider.lock();
-        if w.promoted.remove(&uri) {
-            w.hosts.remove(uri.trim_start_matches("memory://"));
-        }
+        self.end_promoted(&name);
         Ok(())
     }
 
     fn delete_guest(&self, id: &str) -> Result<(), ProviderError> {
-        self.call("delete_guest", &self.guest_name(id), |h| {
+        let name = self.guest_name(id);
+        self.call("delete_guest", &name, |h| {
             h.remove_guest(id);
             Ok(())
-        })
+        })?;
+        self.end_promoted(&name);
+        Ok(())
     }
 
     fn guest_definition(&self, req: &GuestRequest, owner: &Owner) -> String {

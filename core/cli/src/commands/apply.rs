@@ -123,6 +123,15 @@ fn print_event(e: &ApplyEvent) {
         #[allow(unreachable_patterns)]
         _ => ("Working...", "Done"),
     };
+    if let Some(outer) = &e.swept_by {
+        // Nothing was asked of its own host: the outer guest's delete took it along.
+        match &e.phase {
+            Phase::Finished { .. } => progress!("{}: Removed with `{outer}`, which it ran inside", e.addr),
+            Phase::Skipped => progress!("{}: {} skipped", e.addr, e.op.as_str()),
+            _ => {}
+        }
+        return;
+    }
     match &e.phase {
         Phase::Started => progress!("{}: {doing}", e.addr),
         Phase::Running { elapsed } => {

@@ -68,6 +68,11 @@ impl Context {
     /// created whose agent never answered is recorded, tainted), so the error carries an update too.
     pub fn run(&self, op: &Op) -> Result<StateUpdate, (StateUpdate, ApplyError)> {
         let c = &self.plan.changes[op.change];
+        // Swept: the outer guest's delete (done before this one) took it along; nothing is left to
+        // ask of the hosts inside, which are gone with it.
+        if op.swept_by.is_some() {
+            return Ok(StateUpdate::Remove(c.addr.clone()));
+        }
         self.run_change(op.kind, c).map_err(|f| match f {
             Failure::Plain(e) => (StateUpdate::Nothing, e),
             Failure::Recorded(update, e) => (update, e),

@@ -127,6 +127,9 @@ pub struct ApplyEvent {
     pub addr: ResourceAddr,
     pub op: OpKind,
     pub phase: Phase,
+    /// For a delete swept along with the outer guest whose delete removed it: that guest. Nothing was
+    /// asked of the resource's own host.
+    pub swept_by: Option<ResourceAddr>,
 }
 
 /// Where an operation is.
@@ -220,7 +223,12 @@ pub async fn apply(
         async move {
             let send = |phase| {
                 // The receiver going away (a CLI that stopped listening) must not stop the apply.
-                let _ = events.send(ApplyEvent { addr: op.addr.clone(), op: op.kind, phase });
+                let _ = events.send(ApplyEvent {
+                    addr: op.addr.clone(),
+                    op: op.kind,
+                    phase,
+                    swept_by: op.swept_by.clone(),
+                });
             };
             send(Phase::Started);
             let start = Instant::now();
@@ -273,6 +281,7 @@ pub async fn apply(
                     addr: op.addr.clone(),
                     op: op.kind,
                     phase: Phase::Skipped,
+                    swept_by: op.swept_by.clone(),
                 });
             }
             NodeOutcome::Succeeded => {}

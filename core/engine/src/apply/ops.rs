@@ -13,6 +13,11 @@
 //!   recorded dependencies do not name the outer guest.
 //! - A resource deleted for good waits for every operation of a resource that depended on it and is
 //!   only updated in place (a guest moved off a network before the network goes).
+//! - A delete of what lives inside a guest that the plan deletes too (an inner guest, its network,
+//!   the host its guest promotes) is swept: deleting the outer guest removes everything that ran in
+//!   it, so nothing is asked of the hosts inside (which may be unreachable: level 1 stopped, crashed
+//!   or wedged) and only the state record goes, after the outer guest's delete. Destroy therefore
+//!   deletes the outermost guests and forgets what they held.
 //!
 //! The graph is built before anything runs, and a cycle in it refuses the whole apply.
 
@@ -66,6 +71,9 @@ pub(crate) struct Op {
     pub addr: ResourceAddr,
     pub kind: OpKind,
     pub change: usize,
+    /// For a swept delete: the outermost guest deleted in the same plan that this resource runs
+    /// inside, whose delete removes it.
+    pub swept_by: Option<ResourceAddr>,
 }
 
 /// The operations and, for each, the operations it waits for (indexes into `ops`).
@@ -120,8 +128,13 @@ fn graph_of(plan: &Plan, state: &State) -> OpGraph {
             (Action::Replace, _) => &[OpKind::Delete, OpKind::Create],
             (Action::Delete, _) => &[OpKind::Delete],
         };
-        let ids: Vec<usize> =
-            kinds.iter().map(|&kind| g.push(Op { addr: c.addr.clone(), kind, change: i })).collect();
+        let ids: Vec<usize> = kinds
+            .iter()
+            .map(|&kind| {
+                let swept_by = if kind == OpKind::Delete { view.swept_by(&c.addr) } else { None };
+                g.push(Op { addr: c.addr.clone(), kind, change: i, swept_by })
+            })
+            .collect();
         for pair in ids.windows(2) {
             g.wait(pair[1], pair[0]);
         }
@@ -166,6 +179,20 @@ fn graph_of(plan: &Plan, state: &State) -> OpGraph {
                     edges.extend(other_ids.iter().map(|&i| (delete, i)));
                 }
             }
+        }
+    }
+    // A swept delete waits for the delete that removes it, and nothing outside waits for it to
+    // tear down first (the outer guest's delete above all).
+    let swept = |i: usize| g.ops[i].swept_by.is_some();
+    edges.retain(|&(dependent, dependency)| {
+        !(swept(dependency) && !swept(dependent) && g.ops[dependent].kind.is_down())
+    });
+    for (i, op) in g.ops.iter().enumerate() {
+        let Some(outer) = &op.swept_by else { continue };
+        let outer_delete =
+            by_addr.get(outer).and_then(|ids| ids.iter().find(|&&o| g.ops[o].kind == OpKind::Delete));
+        if let Some(&outer_delete) = outer_delete {
+            edges.push((i, outer_delete));
         }
     }
     for (dependent, dependency) in edges {
@@ -294,7 +321,51 @@ impl<'a> View<'a> {
         }
     }
 
-    /// Where the `kvm_host` at `addr` is, after the plan or as recorded.
+    /// The guests `addr` runs inside as recorded, innermost first: the guest its host promotes (for a
+    /// promoted `kvm_host`, the guest it promotes), then the guest that guest's host promotes, and so
+    /// on down to level 0.
+    pub fn enclosing_guests(&self, addr: &ResourceAddr) -> Vec<ResourceAddr> {
+        let mut guests = Vec::new();
+        let mut at = addr.clone();
+        // Bounded: a promoted guest recorded as running inside itself must not loop.
+        for _ in 0..32 {
+            let host = match at.ty {
+                ResourceType::KvmHost => at.clone(),
+                _ => match self.host_of(&at, false) {
+                    Some(h) => h,
+                    None => break,
+                },
+            };
+            match self.host_kind(&host, false) {
+                Some(HostKind::Promoted(g)) if !guests.contains(&g) => {
+                    guests.push(g.clone());
+                    at = g;
+                }
+                _ => break,
+            }
+        }
+        guests
+    }
+
+    /// The outermost guest that `addr` runs inside and that the plan deletes (or replaces): deleting
+    /// it removes `addr` too.
+    pub fn swept_by(&self, addr: &ResourceAddr) -> Option<ResourceAddr> {
+        let deleted = |g: &ResourceAddr| {
+            self.changes
+                .get(g)
+                .is_some_and(|&i| matches!(self.plan.changes[i].action, Action::Delete | Action::Replace))
+        };
+        let recorded = self.enclosing_guests(addr).into_iter().rev().find(deleted);
+        // A cascade names the guest even where state recorded no host to follow.
+        recorded.or_else(|| {
+            let c = &self.plan.changes[*self.changes.get(addr)?];
+            c.reasons.iter().find_map(|r| match r {
+                ChangeReason::Cascade { guest } if deleted(guest) => Some(guest.clone()),
+                _ => None,
+            })
+        })
+    }
+
     /// Whether guest `addr` runs nestform's agent (a `lab` install), as planned or as recorded.
     pub fn runs_agent(&self, addr: &ResourceAddr) -> bool {
         let planned = self.changes.get(addr).and_then(|&i| match &self.plan.changes[i].spec {
@@ -306,6 +377,7 @@ impl<'a> View<'a> {
         })
     }
 
+    /// Where the `kvm_host` at `addr` is, after the plan or as recorded.
     pub fn host_kind(&self, addr: &ResourceAddr, after: bool) -> Option<HostKind> {
         let planned = self.changes.get(addr).and_then(|&i| match &self.plan.changes[i].spec {
             Some(ResourceSpec::KvmHost(h)) => match (&h.uri, &h.guest) {
@@ -502,7 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn destroy_runs_deepest_first_from_state_alone() {
+    fn destroy_deletes_the_outermost_guest_and_sweeps_what_ran_inside_from_state_alone() {
         let mut changes = nested_changes(Action::Delete);
         for c in &mut changes {
             c.spec = None;
@@ -510,11 +582,32 @@ mod tests {
         }
         let g = graph_of(&plan_of("l", changes), &nested_state());
         let del = |a| find(&g, a, OpKind::Delete);
-        assert!(waits(&g, del("kvm_host.l1"), del("nested_guest.inner")));
-        assert!(waits(&g, del("nested_guest.outer"), del("nested_guest.inner")));
+        let swept = |a| g.ops[del(a)].swept_by.clone();
+        // The outer guest is deleted on its level-0 host, without waiting for anything inside it.
+        assert_eq!(swept("nested_guest.outer"), None);
+        assert!(!waits(&g, del("nested_guest.outer"), del("nested_guest.inner")));
+        assert!(!waits(&g, del("nested_guest.outer"), del("kvm_host.l1")));
+        // What ran inside goes with it: its records go after the outer delete.
+        for inner in ["nested_guest.inner", "kvm_host.l1"] {
+            assert_eq!(swept(inner), Some(addr("nested_guest.outer")), "{inner}");
+            assert!(waits(&g, del(inner), del("nested_guest.outer")), "{inner}");
+        }
+        // Level 0 still tears down top-down.
         assert!(waits(&g, del("nat_network.lan"), del("nested_guest.outer")));
         assert!(waits(&g, del("kvm_host.l0"), del("nat_network.lan")));
-        assert!(!waits(&g, del("nested_guest.inner"), del("nested_guest.outer")));
+        assert_eq!(swept("nat_network.lan"), None);
+        assert_eq!(swept("kvm_host.l0"), None);
+    }
+
+    #[test]
+    fn deleting_only_an_inner_guest_asks_its_own_host() {
+        let mut changes = nested_changes(Action::NoOp);
+        changes[4].action = Action::Delete;
+        changes[4].spec = None;
+        let g = graph_of(&plan_of("l", changes), &nested_state());
+        let op = &g.ops[find(&g, "nested_guest.inner", OpKind::Delete)];
+        assert_eq!(op.swept_by, None);
+        assert_eq!(g.ops.len(), 1);
     }
 
     #[test]
@@ -563,8 +656,12 @@ mod tests {
         let g = graph_of(&plan_of("l", changes), &state);
         let outer = |k| find(&g, "nested_guest.outer", k);
         let inner = |k| find(&g, "nested_guest.inner", k);
-        assert!(waits(&g, outer(OpKind::Delete), inner(OpKind::Delete)));
+        // The replaced outer guest takes the inner one along, which the cascade names.
+        assert_eq!(g.ops[inner(OpKind::Delete)].swept_by, Some(addr("nested_guest.outer")));
+        assert!(waits(&g, inner(OpKind::Delete), outer(OpKind::Delete)));
+        assert!(!waits(&g, outer(OpKind::Delete), inner(OpKind::Delete)));
         assert!(waits(&g, inner(OpKind::Create), outer(OpKind::Create)));
+        assert!(waits(&g, inner(OpKind::Create), inner(OpKind::Delete)));
         assert!(waits(&g, outer(OpKind::Create), outer(OpKind::Delete)));
     }
 

@@ -284,6 +284,12 @@ fn replaced_target(
 fn apply_cascade(c: &mut ResourceChange, origin: ResourceAddr, kind: Action) {
     let reason = ChangeReason::Cascade { guest: origin };
     match (kind, c.action) {
+        // Deleted anyway (destroy, or no longer configured): the guest's delete takes it along.
+        (Action::Delete, Action::Delete) => {
+            if !c.reasons.contains(&reason) {
+                c.reasons.push(reason);
+            }
+        }
         (Action::Delete, Action::NoOp | Action::Update | Action::Replace) => {
             c.action = Action::Delete;
             c.restart = false;

@@ -192,7 +192,7 @@ pub(super) fn unlisted(host: &ResourceAddr, error: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
@@ -208,11 +208,10 @@ mod tests {
     use crate::plan::{Action, ChangeReason, Plan};
     use crate::planner::tests::{addr, guest_spec, Conf};
     use crate::planner::{plan_after_refresh, PlanInput, PlanOptions};
-    use crate::refresh::refresh_hosts;
     use crate::request::guest_request;
 
     /// The URI of `Conf::host`; the memory provider makes it a host of its own.
-    const L0: &str = "test:///default";
+    pub(crate) const L0: &str = "test:///default";
 
     /// A host, a network and three guests, `c` on the network.
     fn lab() -> Conf {
@@ -232,7 +231,17 @@ mod tests {
     }
 
     /// Refreshes `recorded` and plans `conf` against it, as `nestform plan` does in a new process.
-    fn plan(conf: &Conf, recorded: &State, hosts: &Hosts, destroy: bool) -> (Plan, Vec<String>) {
+    pub(crate) fn plan(conf: &Conf, recorded: &State, hosts: &Hosts, destroy: bool) -> (Plan, Vec<String>) {
+        plan_with(conf, recorded, hosts, PlanOptions { destroy, ..Default::default() })
+    }
+
+    /// [`plan`] with every option, refreshing as `nestform plan` does (sparing what the options delete).
+    pub(crate) fn plan_with(
+        conf: &Conf,
+        recorded: &State,
+        hosts: &Hosts,
+        options: PlanOptions,
+    ) -> (Plan, Vec<String>) {
         let config = conf.config();
         let configured: BTreeMap<ResourceAddr, KvmHostSpec> = config
             .resources
@@ -242,9 +251,9 @@ mod tests {
                 _ => None,
             })
             .collect();
-        let refreshed = refresh_hosts(&configured, recorded, hosts);
+        let going = crate::refresh::going(recorded, &options);
+        let refreshed = crate::refresh::refresh_sparing(&configured, recorded, hosts, &going);
         let hypervisors = hosts.all();
-        let options = PlanOptions { destroy, ..Default::default() };
         let input = PlanInput {
             config: &config,
             state: &refreshed.state,
@@ -283,7 +292,7 @@ mod tests {
 
     /// Applies `plan` to `state` and returns the state saved, with the sink killed at `dies_at` (or
     /// never).
-    async fn run_apply(plan: &Plan, state: State, hosts: &Hosts, dies_at: Option<&str>) -> State {
+    pub(crate) async fn run_apply(plan: &Plan, state: State, hosts: &Hosts, dies_at: Option<&str>) -> State {
         let dies_at = addr(dies_at.unwrap_or("nested_guest.never"));
         let sink =
             Arc::new(KilledAt { dies_at, dead: AtomicBool::new(false), disk: Mutex::new(state.clone()) });
@@ -292,17 +301,20 @@ mod tests {
         let mut opts = ApplyOptions::new(cancel, events);
         opts.parallelism = 1;
         let state = crate::workdir::Workdir::prune_to_plan(plan, state);
-        apply(plan, state, hosts, opts, sink.clone()).await;
+        let outcome = apply(plan, state, hosts, opts, sink.clone()).await;
+        for (a, e) in &outcome.errors {
+            eprintln!("apply: `{a}`: {}", nestform_provider::error_chain(e));
+        }
         let disk = sink.disk.lock().unwrap().clone();
         disk
     }
 
     /// A new process's connections to the same hosts.
-    fn hosts(provider: &MemoryProvider) -> Hosts {
+    pub(crate) fn hosts(provider: &MemoryProvider) -> Hosts {
         Hosts::new(provider.backends())
     }
 
-    fn find<'a>(plan: &'a Plan, a: &str) -> &'a crate::plan::ResourceChange {
+    pub(crate) fn find<'a>(plan: &'a Plan, a: &str) -> &'a crate::plan::ResourceChange {
         plan.changes.iter().find(|c| c.addr == addr(a)).unwrap_or_else(|| panic!("no change for `{a}`"))
     }
 

@@ -32,7 +32,8 @@ async fn failure_skips_only_its_dependents() {
     assert!(r.events.contains(&ApplyEvent {
         addr: addr("nested_guest.g1"),
         op: OpKind::Create,
-        phase: Phase::Skipped
+        phase: Phase::Skipped,
+        swept_by: None,
     }));
     assert_eq!(r.saved.last().unwrap(), &r.outcome.state);
 }

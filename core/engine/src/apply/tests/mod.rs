@@ -21,6 +21,7 @@ mod actions;
 mod failures;
 mod lab_guests;
 mod module_options;
+mod sweep;
 mod walk;
 
 pub(crate) fn addr(s: &str) -> ResourceAddr {
