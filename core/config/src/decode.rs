@@ -35,7 +35,7 @@ fn schema(ty: ResourceType) -> (&'static [&'static str], &'static [&'static str]
         ResourceType::KvmHost => (&["uri", "guest", "nested", "kvm_module_options"], &[]),
         ResourceType::NatNetwork => (&["host", "name", "cidr", "domain"], &["dhcp"]),
         ResourceType::NestedGuest => {
-            (&["host", "name", "vcpus", "memory", "cpu", "running"], &["disk", "network", "lab"])
+            (&["host", "name", "vcpus", "memory", "cpu", "running"], &["disk", "network", "lab", "timeouts"])
         }
         ResourceType::Benchmark => (&["kind", "targets", "size", "iterations", "repeat"], &[]),
     }
@@ -92,6 +92,7 @@ impl Loader {
                 ok: true,
             };
             let spec = self.decode(&mut cx, &loc.block.body);
+            let timeouts = self.decode_timeouts(&mut cx, &loc.block.body);
             let (ranges, mut deps, ok) = (cx.ranges, cx.deps, cx.ok);
             let Some(spec) = spec.filter(|_| ok) else {
                 all_ok = false;
@@ -111,6 +112,7 @@ impl Loader {
                     range: loc.header.clone(),
                     attr_ranges: ranges,
                     depends_on: deps,
+                    timeouts,
                 },
             );
         }
@@ -239,6 +241,46 @@ impl Loader {
             ResourceType::NestedGuest => self.decode_guest(cx, body, &header).map(ResourceSpec::NestedGuest),
             ResourceType::Benchmark => self.decode_benchmark(cx, body, &header).map(ResourceSpec::Benchmark),
         }
+    }
+}
+
+impl Loader {
+    /// The block's `timeouts { create, update, delete }` (for the types whose schema has it), each a
+    /// duration checked here, at its attribute.
+    fn decode_timeouts(&mut self, cx: &mut Inst, body: &Body) -> Timeouts {
+        let mut timeouts = Timeouts::default();
+        let mut seen = false;
+        for b in body.blocks().filter(|b| b.ident.as_str() == "timeouts") {
+            if !schema(cx.addr.ty).1.contains(&"timeouts") {
+                continue;
+            }
+            let at = range_of(cx.file, b.ident.span());
+            if seen || !b.labels.is_empty() {
+                cx.ok = false;
+                self.error(
+                    Diagnostic::error("a resource has at most one `timeouts` block, without a label")
+                        .with_range(at)
+                        .with_help("write `timeouts { create = \"30m\" }` once"),
+                );
+                continue;
+            }
+            seen = true;
+            self.unknown_attributes(&b.body, cx.file, &Timeouts::OPERATIONS, &[], "timeouts");
+            let duration = |v: &Value, name: &str| {
+                let s = value::string(v, name)?;
+                match parse_duration(&s) {
+                    Ok(_) => Ok(s),
+                    Err(e) => Err(value::Mismatch {
+                        summary: format!("`timeouts.{name}`: {e}"),
+                        help: "write a duration such as \"30m\", \"1h30m\" or \"90s\"".into(),
+                    }),
+                }
+            };
+            timeouts.create = self.opt(cx, &b.body, "timeouts", "create", duration);
+            timeouts.update = self.opt(cx, &b.body, "timeouts", "update", duration);
+            timeouts.delete = self.opt(cx, &b.body, "timeouts", "delete", duration);
+        }
+        timeouts
     }
 }
 

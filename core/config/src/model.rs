@@ -36,6 +36,9 @@ pub struct ResourceConfig {
     pub attr_ranges: BTreeMap<String, SourceRange>,
     /// Every resource referenced anywhere in the block.
     pub depends_on: BTreeSet<ResourceAddr>,
+    /// Its `timeouts` block: limits of its operations, not part of what it is (a change of them alone
+    /// changes nothing on a host).
+    pub timeouts: nestform_types::Timeouts,
 }
 
 impl ResourceConfig {
@@ -100,6 +103,7 @@ mod tests {
             range: SourceRange::new(&file, 0..16),
             attr_ranges: ranges,
             depends_on: BTreeSet::new(),
+            timeouts: Default::default(),
         };
         assert_eq!(rc.attr_range("vcpus").text(), "2");
         assert_eq!(rc.attr_range("memory").text(), "nested_guest \"g\"");

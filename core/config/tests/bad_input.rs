@@ -351,3 +351,46 @@ fn a_default_that_builds_too_much_is_refused() {
     );
     assert_eq!(line, 6);
 }
+
+#[test]
+fn a_timeout_that_is_not_a_duration_is_an_error_at_its_attribute() {
+    let text = "nested_guest \"g\" {\n  host   = kvm_host.l0\n  vcpus  = 1\n  memory = \"1GiB\"\n  timeouts {\n    create = \"soon\"\n  }\n}\n";
+    let (summary, line, at) = only(text);
+    assert!(summary.starts_with("`timeouts.create`: `soon` is not a duration"), "{summary}");
+    // Line 6 of the text, after the host's five lines.
+    assert_eq!((line, at.as_str()), (HOST.lines().count() + 6, "\"soon\""));
+}
+
+snap!(
+    timeouts_blocks_that_cannot_be,
+    r#"
+nested_guest "g" {
+  host   = kvm_host.l0
+  vcpus  = 1
+  memory = "1GiB"
+  timeouts {
+    create = "0s"
+    destroy = "5m"
+  }
+  timeouts {
+    update = "1m"
+  }
+}
+"#
+);
+
+#[test]
+fn timeouts_are_decoded_beside_the_spec() {
+    let text = format!(
+        "{HOST}nested_guest \"g\" {{\n  host   = kvm_host.l0\n  vcpus  = 1\n  memory = \"1GiB\"\n  timeouts {{\n    create = \"45m\"\n    delete = \"2m\"\n  }}\n}}\n"
+    );
+    let config =
+        load_sources(vec![SourceFile::new("main.nf.hcl", text)], &VarInputs::default()).expect("valid");
+    let g = &config.resources[&"nested_guest.g".parse().unwrap()];
+    assert_eq!(g.timeouts.create.as_deref(), Some("45m"));
+    assert_eq!(g.timeouts.create(), Some(std::time::Duration::from_secs(45 * 60)));
+    assert_eq!(g.timeouts.update, None);
+    assert_eq!(g.timeouts.delete(), Some(std::time::Duration::from_secs(120)));
+    // Not part of what the guest is: its spec (and so its state and diff) holds no timeouts.
+    assert!(!serde_json::to_string(&g.spec).unwrap().contains("45m"));
+}

@@ -96,6 +96,7 @@ fn change(addr: ResourceAddr, spec: ResourceSpec, level: u32) -> ResourceChange 
         depends_on: host.into_iter().collect(),
         definition_before: None,
         definition_after: None,
+        timeouts: Default::default(),
     }
 }
 

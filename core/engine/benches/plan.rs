@@ -39,6 +39,7 @@ fn config(guests: usize, changed: bool) -> Config {
             range: range.clone(),
             attr_ranges: BTreeMap::new(),
             depends_on: BTreeSet::new(),
+            timeouts: Default::default(),
         };
         resources.insert(addr, rc);
     };

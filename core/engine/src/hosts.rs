@@ -426,6 +426,7 @@ mod tests {
             depends_on: Default::default(),
             definition_before: None,
             definition_after: None,
+            timeouts: Default::default(),
         };
         let reason = crate::planner::drift::drift(
             &change,

@@ -141,6 +141,9 @@ pub struct ResourceChange {
     /// For guests: the libvirt domain XML before and after, for a unified diff.
     pub definition_before: Option<String>,
     pub definition_after: Option<String>,
+    /// The resource's `timeouts` block as configured (empty: nestform's defaults for its level).
+    #[serde(default, skip_serializing_if = "nestform_types::Timeouts::is_empty")]
+    pub timeouts: nestform_types::Timeouts,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

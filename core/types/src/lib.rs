@@ -25,8 +25,10 @@ pub mod kvm;
 pub mod owner;
 pub mod size;
 pub mod spec;
+pub mod timeouts;
 
 pub use addr::{AddrParseError, InstanceKey, ResourceAddr, ResourceType};
 pub use owner::Owner;
 pub use size::{ByteSize, ByteSizeError};
 pub use spec::*;
+pub use timeouts::{parse_duration, Timeouts};

@@ -88,7 +88,10 @@ impl Context {
             (_, OpKind::Delete) => {
                 if let Some(id) = &c.id {
                     match c.addr.ty {
-                        ResourceType::NestedGuest => host()?.delete_guest(id)?,
+                        ResourceType::NestedGuest => match c.timeouts.delete() {
+                            None => host()?.delete_guest(id)?,
+                            Some(limit) => delete_within(host()?, id, &c.addr, limit)?,
+                        },
                         ResourceType::NatNetwork => host()?.delete_network(id)?,
                         // A level-0 host and a benchmark leave nothing on any host to delete.
                         _ => {}
@@ -102,7 +105,8 @@ impl Context {
             }
             (_, OpKind::Stop) => {
                 let (h, id) = (host()?, self.id(c)?);
-                stop_cleanly(&self.hosts, &*h, id, &c.addr.to_string(), is_lab(c), self.stop_timeout)?;
+                let timeout = c.timeouts.update().unwrap_or(self.stop_timeout);
+                stop_cleanly(&self.hosts, &*h, id, &c.addr.to_string(), is_lab(c), timeout)?;
                 Ok(StateUpdate::Nothing)
             }
             (_, OpKind::Start) => {
@@ -112,7 +116,8 @@ impl Context {
                 // A started lab guest is ready when its agent answers, as after a create.
                 if let Some(ResourceSpec::NestedGuest(spec)) = &c.spec {
                     if has_agent(spec) {
-                        self.agent_attributes(&*h, id, spec, c.level, started).map_err(|source| {
+                        let wait = self.agent_wait_for(&view, c, c.timeouts.update());
+                        self.agent_attributes(&*h, id, spec, wait, started).map_err(|source| {
                             Failure::Plain(ApplyError::Start { guest: spec.name.clone(), source })
                         })?;
                     }
@@ -138,7 +143,8 @@ impl Context {
                     // recorded tainted, so the next plan replaces it.
                     if has_agent(spec) {
                         let mut computed = vec![("id", status.id.clone().into())];
-                        match self.agent_attributes(&*h, &status.id, spec, c.level, started) {
+                        let wait = self.agent_wait_for(&view, c, c.timeouts.create());
+                        match self.agent_attributes(&*h, &status.id, spec, wait, started) {
                             Ok(attrs) => computed.extend(attrs),
                             Err(e) => {
                                 let mut update = self.put(c, status.id.clone(), &computed);
@@ -204,10 +210,10 @@ impl Context {
         h: &dyn Hypervisor,
         id: &str,
         spec: &nestform_types::NestedGuestSpec,
-        level: u32,
+        wait: nestform_provider::AgentWait,
         started: Instant,
     ) -> Result<Vec<(&'static str, serde_json::Value)>, AgentError> {
-        let client = agent::wait_for_agent(&self.hosts, h, id, &spec.name, self.agent_wait.at_level(level))?;
+        let client = agent::wait_for_agent(&self.hosts, h, id, &spec.name, wait)?;
         let boot = started.elapsed();
         // The agent answers as soon as it runs; DHCP may still be under way. A guest on networks gets
         // a little while for its addresses, so state records them.
@@ -218,6 +224,22 @@ impl Context {
             facts = client.facts()?;
         }
         Ok(agent::guest_attributes(&facts, boot))
+    }
+
+    /// How long the agent of the guest of `c` gets once started: the limit its `timeouts` block
+    /// writes (`written`), else the default, which grows with its level and with every level below
+    /// it that its host emulates ([`slowness`]). The console's quiet time stays within the limit.
+    fn agent_wait_for(
+        &self,
+        view: &View<'_>,
+        c: &ResourceChange,
+        written: Option<Duration>,
+    ) -> nestform_provider::AgentWait {
+        let default = self.agent_wait.at_level(slowness(view, &self.plan, &c.addr, c.level));
+        match written {
+            Some(limit) => nestform_provider::AgentWait { quiet: default.quiet.min(limit), limit },
+            None => default,
+        }
     }
 
     /// The hypervisor of the host `addr` lives on, after the plan or as recorded.
@@ -339,6 +361,54 @@ pub(crate) fn stop_cleanly(
         timeout
     };
     h.stop_guest(id, timeout)
+}
+
+/// How slow the guest at `addr` (at nesting `level`) is to boot, as a multiple of a level-1 guest on KVM: its nesting
+/// level, plus one for every host under it (its own, and each below) that emulates its guests (TCG)
+/// by the facts the plan recorded. A level runs on the one below it, and each exit of its guest goes
+/// through every level under it; an emulated one is slower again.
+pub(crate) fn slowness(view: &View<'_>, plan: &Plan, addr: &ResourceAddr, level: u32) -> u32 {
+    let mut emulated = 0;
+    let mut at = view.host_of(addr, true);
+    for _ in 0..32 {
+        let Some(host) = at else { break };
+        if plan.hosts.get(&host).and_then(|f| f.acceleration.as_deref()) == Some("tcg") {
+            emulated += 1;
+        }
+        at = match view.host_kind(&host, true) {
+            Some(HostKind::Promoted(g)) => view.host_of(&g, true),
+            _ => None,
+        };
+    }
+    level.max(1) + emulated
+}
+
+/// Deletes guest `id` on `h`, giving up after `limit` (its `timeouts.delete`): libvirt's call cannot
+/// be cancelled, so it is left to finish on its own thread, and the guest stays in state, so the next
+/// apply deletes it (or finds it gone).
+fn delete_within(
+    h: Arc<dyn Hypervisor>,
+    id: &str,
+    addr: &ResourceAddr,
+    limit: Duration,
+) -> Result<(), ProviderError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = id.to_string();
+    std::thread::spawn(move || {
+        let _ = tx.send(h.delete_guest(&owned));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(result) => result,
+        Err(_) => Err(ProviderError::op(
+            "delete",
+            addr.to_string(),
+            format!(
+                "it was not deleted within {} (its `timeouts.delete`); the call on its host goes on, \
+                 and the guest stays in state so that the next apply deletes it",
+                nestform_provider::guest::human_duration(limit)
+            ),
+        )),
+    }
 }
 
 /// How long a booted guest on networks gets to have an address before its facts are recorded.

@@ -164,6 +164,7 @@ fn own_change(
         depends_on,
         definition_before: None,
         definition_after: None,
+        timeouts: Default::default(),
     };
     match (spec, st) {
         (_, None) if options.destroy => return None,

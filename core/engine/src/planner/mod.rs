@@ -101,11 +101,17 @@ fn plan_inner(input: PlanInput<'_>, recorded: Option<&State>) -> Result<Planned,
         .map(|r| DesiredResource { addr: &r.addr, spec: &r.spec, depends_on: &r.depends_on })
         .collect();
     let inputs = Inputs { state, recorded, facts, hypervisors, options: &options, boot };
-    let (changes, problems) = match changes::plan_changes(&desired, &inputs) {
+    let (mut changes, problems) = match changes::plan_changes(&desired, &inputs) {
         Ok(planned) => planned,
         Err(Failure::Graph(problems)) => return Err(crate::graph::diagnostics(config, problems)),
         Err(Failure::Problems(problems)) => return Err(diagnostics(config, problems)),
     };
+    // Limits of the operations, not part of what the resource is: never a difference of their own.
+    for c in &mut changes {
+        if let Some(r) = config.resources.get(&c.addr) {
+            c.timeouts = r.timeouts.clone();
+        }
+    }
     let output_changes = outputs::plan_outputs(config, state, &changes, options.destroy)?;
     let plan = Plan {
         format_version: PLAN_FORMAT_VERSION,

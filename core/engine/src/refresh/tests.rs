@@ -134,6 +134,7 @@ fn reads_hosts_from_a_configuration() {
         range,
         attr_ranges: BTreeMap::new(),
         depends_on: BTreeSet::new(),
+        timeouts: Default::default(),
     };
     config.resources.insert(addr("kvm_host.cfg"), rc);
     let hosts = Hosts::new(MemoryProvider::new().backends());

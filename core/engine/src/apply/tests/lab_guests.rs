@@ -42,17 +42,27 @@ async fn a_lab_guest_is_created_when_its_agent_answers() {
     assert!(r.outcome.state.resources[&addr("nested_guest.g2")].attributes.get("kernel").is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lab_guest_whose_agent_never_answers_is_recorded_tainted() {
+/// Applies `plan` on a memory host where `g1`'s agent never answers, with `wait` as the default wait.
+async fn apply_with_silent_agent(
+    plan: &Plan,
+    wait: nestform_provider::AgentWait,
+) -> (MemoryProvider, crate::apply::ApplyOutcome) {
     let memory = MemoryProvider::new();
     memory.fail_on("open_agent", "g1");
     let hosts = Hosts::new(memory.backends());
     let (tx, _rx) = mpsc::unbounded_channel();
     let (_cancel_tx, cancel) = watch::channel(false);
     let mut opts = test_options(cancel, tx);
-    opts.agent_wait = nestform_provider::AgentWait::at_most(Duration::from_millis(500));
+    opts.agent_wait = wait;
     let sink = Arc::new(Snapshots::new(&State::new()));
-    let outcome = apply(&lab_plan(), State::new(), &hosts, opts, sink).await;
+    let outcome = apply(plan, State::new(), &hosts, opts, sink).await;
+    (memory, outcome)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_guest_whose_agent_never_answers_is_recorded_tainted() {
+    let wait = nestform_provider::AgentWait::at_most(Duration::from_millis(500));
+    let (memory, outcome) = apply_with_silent_agent(&lab_plan(), wait).await;
     assert!(matches!(outcome.errors[0].1, crate::apply::ApplyError::Agent(_)), "{:?}", outcome.errors);
     let errors: Vec<_> = outcome.errors.iter().map(|(a, e)| (a.to_string(), e.to_string())).collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
@@ -65,4 +75,34 @@ async fn a_lab_guest_whose_agent_never_answers_is_recorded_tainted() {
     assert_eq!(g1.id.as_deref(), Some(memory.guest("lab", "g1").unwrap().id.as_str()));
     // Independent work finished.
     assert!(outcome.state.resources.contains_key(&addr("nested_guest.g2")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_create_bounds_the_wait_for_the_agent() {
+    // The default wait is minutes; the guest's own `timeouts { create = "1s" }` is what counts.
+    let mut plan = lab_plan();
+    plan.changes[2].timeouts.create = Some("1s".into());
+    let started = std::time::Instant::now();
+    let (_memory, outcome) = apply_with_silent_agent(&plan, nestform_provider::AgentWait::BOOT).await;
+    assert!(started.elapsed() < Duration::from_secs(30), "waited {:?}", started.elapsed());
+    let errors: Vec<_> = outcome.errors.iter().map(|(a, e)| (a.to_string(), e.to_string())).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].1.contains("did not answer within 1s"), "{}", errors[0].1);
+    assert!(outcome.state.resources[&addr("nested_guest.g1")].tainted);
+}
+
+#[test]
+fn the_default_wait_grows_with_the_level_and_each_emulated_level_below() {
+    use crate::apply::exec::slowness;
+    use crate::apply::ops::View;
+    let mut plan = lab_plan();
+    let view_slowness = |plan: &Plan| {
+        let state = State::new();
+        let view = View::new(plan, &state);
+        slowness(&view, plan, &addr("nested_guest.g1"), 1)
+    };
+    assert_eq!(view_slowness(&plan), 1, "a level-1 guest on a host without facts");
+    let tcg = nestform_provider::HostFacts { acceleration: Some("tcg".into()), ..Default::default() };
+    plan.hosts.insert(addr("kvm_host.l0"), tcg);
+    assert_eq!(view_slowness(&plan), 2, "emulated by its host");
 }

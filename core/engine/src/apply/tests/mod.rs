@@ -104,6 +104,7 @@ pub(crate) fn change(a: &str, action: Action, spec: Option<ResourceSpec>, level:
         depends_on,
         definition_before: None,
         definition_after: None,
+        timeouts: Default::default(),
     }
 }
 

@@ -102,6 +102,7 @@ impl Conf {
                 range: range.clone(),
                 attr_ranges: BTreeMap::new(),
                 depends_on: deps.clone(),
+                timeouts: Default::default(),
             };
             (a.clone(), rc)
         });
