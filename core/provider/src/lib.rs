@@ -25,6 +25,7 @@
 
 pub mod conformance;
 pub mod guest;
+pub mod progress;
 
 pub use guest::{
     error_chain, AgentError, AgentWait, BootAssets, BoxError, CommandOutput, CommandStatus, GaveUp,

@@ -37,6 +37,7 @@ use nestform_provider::{
 };
 
 pub use host::PromotedHost;
+use nestform_provider::progress::step;
 use promote::PromoteOptions;
 use tunnel::LibvirtTunnel;
 
@@ -88,6 +89,11 @@ impl Guests for Promoter {
         let mut tries = 0;
         let client = loop {
             tries += 1;
+            step(if tries == 1 {
+                "reaching the guest's agent"
+            } else {
+                "reaching the agent once more (a step's answer was lost)"
+            });
             let client = nestform_agent::wait_for_agent(&*parent, guest, PROMOTE_AGENT_WAIT)
                 .map_err(|e| fail("reaching its agent", e.chain()))?;
             tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "promoted guest's agent answered");
@@ -138,9 +144,11 @@ impl Promoter {
     ) -> Result<Arc<dyn Hypervisor>, ProviderError> {
         let fail = |step: &str, e: String| ProviderError::op("promote", addr, format!("{step}: {e}"));
         let start = std::time::Instant::now();
+        step("opening a tunnel to its libvirtd");
         let tunnel =
             LibvirtTunnel::open(&client).map_err(|e| fail("opening a tunnel to it", e.to_string()))?;
         tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "libvirtd in the guest answers, tunnel open");
+        step("connecting to its libvirtd through the tunnel");
         let h = connect_answering(&self.provider, &tunnel.uri(), &client, options, restart)
             .map_err(|e| fail("connecting through the tunnel", e))?;
         tracing::debug!(host = %addr, elapsed = ?start.elapsed(), "connected through the tunnel");
@@ -193,6 +201,7 @@ fn connect_answering(
         )),
         None => {
             tracing::warn!(uri, "libvirtd in the guest does not answer a new connection; restarting it");
+            step("restarting its libvirtd (a new connection got no answer)");
             promote::restart_libvirt(client, options)
                 .map_err(|e| format!("restarting libvirtd in the guest: {e}"))?;
             match connect_within(provider, uri, options.ready_timeout) {

@@ -201,6 +201,7 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
         Ok(v) => v,
         Err(PromoteError::NotReady { last, .. }) => {
             tracing::debug!(%last, ?patience, "libvirtd did not answer; restarting it");
+            nestform_provider::progress::step("restarting libvirtd (it did not answer)");
             restarted_libvirtd = true;
             restart_libvirt(client, opts)?
         }
@@ -296,6 +297,7 @@ pub fn restart_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<St
 
 /// Waits until libvirtd's socket exists and `virsh version` answers; returns virsh's output.
 fn wait_ready(client: &AgentClient, timeout: Duration) -> Result<String, PromoteError> {
+    nestform_provider::progress::step("waiting for libvirtd's first answer (QEMU capability probes)");
     let deadline = Instant::now() + timeout;
     // Exit 2: libvirtd is gone (it failed after daemonizing), so waiting longer is pointless.
     let check = format!(
@@ -352,6 +354,7 @@ fn with_log_tail(client: &AgentClient, e: PromoteError) -> PromoteError {
 
 /// Runs `script` with `sh -c`, whatever its exit status.
 fn run(client: &AgentClient, step: &'static str, script: &str) -> Result<ExecResult, PromoteError> {
+    nestform_provider::progress::step(step);
     let start = Instant::now();
     let r = client
         .exec(ExecRequest::new(["sh", "-c", script]).timeout(Duration::from_secs(60)))

@@ -134,15 +134,24 @@ fn print_event(e: &ApplyEvent) {
     }
     match &e.phase {
         Phase::Started => progress!("{}: {doing}", e.addr),
-        Phase::Running { elapsed } => {
+        Phase::Running { elapsed, step } => {
+            let step = step.as_ref().map_or(String::new(), |s| format!(", {s}"));
             progress!(
-                "{}: Still {}... [{} elapsed]",
+                "{}: Still {}... [{} elapsed{step}]",
                 e.addr,
                 doing.trim_end_matches("...").to_lowercase(),
                 human(*elapsed)
             )
         }
-        Phase::Finished { elapsed } => progress!("{}: {done} after {}", e.addr, human(*elapsed)),
+        Phase::Finished { elapsed, steps } => {
+            // Where a long operation's time went, when it took more than one step to say.
+            let went = nestform_provider::progress::describe(steps);
+            if steps.len() > 1 && *elapsed >= Duration::from_secs(10) && !went.is_empty() {
+                progress!("{}: {done} after {} ({went})", e.addr, human(*elapsed))
+            } else {
+                progress!("{}: {done} after {}", e.addr, human(*elapsed))
+            }
+        }
         Phase::Failed { error } => progress!("{}: failed: {error}", e.addr),
         Phase::Skipped => progress!("{}: {} skipped", e.addr, e.op.as_str()),
     }

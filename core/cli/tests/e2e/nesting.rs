@@ -70,6 +70,21 @@ fn run_timed(ws: &Workspace, args: &[&str]) -> (i32, Vec<Line>, String) {
     (code, lines, errors.join().unwrap())
 }
 
+/// Prints where each promotion's time went (its `Creation complete after ... (steps)` line) and
+/// every recovery the apply needed (a step that repeats or restarts something), prefixed `what`.
+fn print_steps(what: &str, lines: &[Line]) {
+    for l in lines.iter().filter(|l| l.text.starts_with("kvm_host.") && l.text.contains("Creation complete"))
+    {
+        eprintln!("{what}: {}", l.text);
+    }
+    let recoveries: Vec<&str> = lines
+        .iter()
+        .map(|l| l.text.as_str())
+        .filter(|t| t.contains("once more") || t.contains("restarting"))
+        .collect();
+    eprintln!("{what}: recoveries used: {} {recoveries:?}", recoveries.len());
+}
+
 fn all_text(lines: &[Line]) -> String {
     lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n")
 }
@@ -122,6 +137,7 @@ memory = {
     );
     assert_eq!(code, 0, "apply failed:\n{}\n{stderr}", all_text(&lines));
     let wall = lines.last().unwrap().at - span(&lines, "kvm_host.guest0").0;
+    print_steps("tower", &lines);
 
     // The critical path: every step of the tower waits for the one before it.
     let path = [
@@ -233,6 +249,7 @@ nodes = {
 
     let (code, lines, stderr) = run_timed(&ws, &["apply", "-auto-approve", "-var-file=scaled.vars.hcl"]);
     assert_eq!(code, 0, "apply failed:\n{}\n{stderr}", all_text(&lines));
+    print_steps("openstack-lab", &lines);
     let nodes =
         ["controller", "compute", "network"].map(|n| span(&lines, &format!("nested_guest.node[\"{n}\"]")));
     // All three are started before any of them is ready: they boot side by side.

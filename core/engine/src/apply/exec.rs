@@ -8,6 +8,7 @@ use nestform_state::{ResourceState, State};
 use nestform_types::{Owner, ResourceAddr, ResourceSpec, ResourceType};
 
 use super::ops::{ChangeIndex, HostKind, Op, OpKind, View};
+use nestform_provider::progress::step;
 use nestform_provider::{AgentError, GuestCommand};
 
 use super::ApplyError;
@@ -136,6 +137,7 @@ impl Context {
                 let h = host()?;
                 let started = Instant::now();
                 let status = if kind == OpKind::Create {
+                    step("defining and starting the guest");
                     let status = h.create_guest(&req, &owner)?;
                     tracing::debug!(guest = %c.addr, id = %status.id, running = status.running, "guest defined");
                     self.hosts.note_guest(&c.addr, &status.id, &status.name);
@@ -184,6 +186,7 @@ impl Context {
             }
             (Some(ResourceSpec::KvmHost(spec)), OpKind::Create | OpKind::Update) => {
                 let h = self.connect_host(&view, &c.addr, true, 0)?;
+                step("reading the host's facts");
                 let mut facts = h.facts()?;
                 // The provider refuses while guests run; it is asked only when something differs (a
                 // promoted host got its options when it was promoted, before its libvirtd started).
@@ -213,8 +216,10 @@ impl Context {
         wait: nestform_provider::AgentWait,
         started: Instant,
     ) -> Result<Vec<(&'static str, serde_json::Value)>, AgentError> {
+        step("booting, until its agent answers");
         let client = agent::wait_for_agent(&self.hosts, h, id, &spec.name, wait)?;
         let boot = started.elapsed();
+        step("reading its facts and addresses");
         // The agent answers as soon as it runs; DHCP may still be under way. A guest on networks gets
         // a little while for its addresses, so state records them.
         let mut facts = client.facts()?;

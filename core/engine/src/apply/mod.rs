@@ -139,9 +139,13 @@ pub enum Phase {
     /// Still running, `elapsed` after it started: sent every [`ApplyOptions::still_every`].
     Running {
         elapsed: Duration,
+        /// The step under way, as the code doing it named it (see [`nestform_provider::progress`]).
+        step: Option<String>,
     },
     Finished {
         elapsed: Duration,
+        /// Where the time went: each named step and how long it took, in order.
+        steps: Vec<(String, Duration)>,
     },
     Failed {
         error: String,
@@ -233,9 +237,11 @@ pub async fn apply(
             send(Phase::Started);
             let start = Instant::now();
             let task_op = op.clone();
+            let steps = nestform_provider::progress::Steps::new();
+            let task_steps = steps.clone();
             let mut task = tokio::task::spawn_blocking(move || {
                 journal.wait_saved(below).map_err(ApplyError::Unsaved)?;
-                let (update, failure) = match ctx.run(&task_op) {
+                let (update, failure) = match task_steps.run(|| ctx.run(&task_op)) {
                     Ok(update) => (update, None),
                     Err((update, e)) => (update, Some(e)),
                 };
@@ -249,12 +255,19 @@ pub async fn apply(
             let result = loop {
                 tokio::select! {
                     done = &mut task => break done.unwrap_or_else(|e| Err(ApplyError::Panicked(e.to_string()))),
-                    _ = still.tick() => send(Phase::Running { elapsed: start.elapsed() }),
+                    _ = still.tick() => send(Phase::Running {
+                        elapsed: start.elapsed(),
+                        step: steps.current().map(|(name, _)| name),
+                    }),
                 }
             };
             match result {
                 Ok(()) => {
-                    send(Phase::Finished { elapsed: start.elapsed() });
+                    let timings = steps.timings();
+                    if !timings.is_empty() {
+                        tracing::info!(resource = %op.addr, op = %op.kind, steps = %nestform_provider::progress::describe(&timings), "where the time went");
+                    }
+                    send(Phase::Finished { elapsed: start.elapsed(), steps: timings });
                     Ok(())
                 }
                 Err(error) => {

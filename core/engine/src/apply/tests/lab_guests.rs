@@ -40,6 +40,20 @@ async fn a_lab_guest_is_created_when_its_agent_answers() {
     assert!(g1.attributes["boot_seconds"].as_f64().is_some(), "{}", g1.attributes);
     // A guest without an install has no agent to wait for.
     assert!(r.outcome.state.resources[&addr("nested_guest.g2")].attributes.get("kernel").is_none());
+    // Where its time went, step by step, as its code named the steps.
+    let steps = r
+        .events
+        .iter()
+        .find_map(|e| match &e.phase {
+            crate::apply::Phase::Finished { steps, .. } if e.addr == addr("nested_guest.g1") => Some(steps),
+            _ => None,
+        })
+        .expect("g1 finished");
+    let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["defining and starting the guest", "booting, until its agent answers", "reading its facts and addresses"]
+    );
 }
 
 /// Applies `plan` on a memory host where `g1`'s agent never answers, with `wait` as the default wait.

@@ -128,7 +128,7 @@ async fn a_long_operation_says_it_is_still_running() {
     }
     let running: Vec<Duration> = phases
         .iter()
-        .filter_map(|p| if let Phase::Running { elapsed } = p { Some(*elapsed) } else { None })
+        .filter_map(|p| if let Phase::Running { elapsed, .. } = p { Some(*elapsed) } else { None })
         .collect();
     assert!(running.len() >= 3, "{phases:?}");
     assert!(running.windows(2).all(|w| w[0] < w[1]), "elapsed grows: {running:?}");
