@@ -27,3 +27,7 @@ cargo test --locked -p nestform-lab-boot --test boot -- --ignored --test-threads
 # (one promoted guest, three nodes on two networks inside it) and the article's tower to guest3
 # (`examples/inception`: three levels, exec at each, a no-op re-plan, destroy).
 cargo test --locked -p nestform --test e2e nesting:: -- --ignored --test-threads 1 --nocapture
+# The fault suite's CI run: the OpenStack-style lab (two levels, three siblings) built, used and
+# destroyed three times in a row; it fails when any run needed a recovery (a repeated step, a
+# restarted libvirtd, a new connection after a lost answer).
+cargo test --locked -p nestform --test e2e fault:: -- --ignored --test-threads 1 --nocapture

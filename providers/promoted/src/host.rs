@@ -105,6 +105,8 @@ impl PromotedHost {
         }
         let reconnect =
             self.reconnect.as_ref().ok_or_else(|| self.failed("reconnect to", "no way to connect again"))?;
+        // A recovery: named, so progress and the fault suite see it.
+        nestform_provider::progress::step("reconnecting to libvirtd (a call got no answer)");
         let fresh = reconnect()?;
         *conn = fresh.clone();
         Ok(fresh)

@@ -6,6 +6,7 @@
 
 mod basics;
 mod examples;
+mod fault;
 mod killed;
 mod lab;
 mod lifecycle;

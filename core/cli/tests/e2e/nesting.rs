@@ -14,7 +14,7 @@ use crate::lab::{take_turn, virsh};
 use crate::support::{nestform_bin, Workspace};
 
 /// Copies the example's configuration files into the workspace, with `vars` as `scaled.vars.hcl`.
-fn example(name: &str, vars: &str) -> Workspace {
+pub(crate) fn example(name: &str, vars: &str) -> Workspace {
     let ws = Workspace::new();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
     for entry in std::fs::read_dir(&dir).expect("the example exists") {
@@ -27,8 +27,19 @@ fn example(name: &str, vars: &str) -> Workspace {
     ws
 }
 
+/// `examples/openstack-lab` scaled to a 2-core machine: one vCPU for the lab guest (emulated with
+/// two, it panicked or deadlocked once its nodes ran; see the OpenStack test) and small nodes.
+pub(crate) const OPENSTACK_SCALED: &str = r#"
+lab_guest = { vcpus = 1, memory = "2560MiB", disk = "1GiB" }
+nodes = {
+  controller = { vcpus = 1, memory = "384MiB", disk = "64MiB" }
+  compute    = { vcpus = 1, memory = "384MiB", disk = "64MiB" }
+  network    = { vcpus = 1, memory = "384MiB", disk = "64MiB" }
+}
+"#;
+
 /// Destroys, with the scaled variables, whatever the test applied, also when it fails half-way.
-struct Destroy<'a>(&'a Workspace);
+pub(crate) struct Destroy<'a>(pub(crate) &'a Workspace);
 
 impl Drop for Destroy<'_> {
     fn drop(&mut self) {
@@ -42,13 +53,13 @@ impl Drop for Destroy<'_> {
 }
 
 /// One progress line of an apply and when it came, counted from the start of the run.
-struct Line {
-    at: Duration,
-    text: String,
+pub(crate) struct Line {
+    pub(crate) at: Duration,
+    pub(crate) text: String,
 }
 
 /// Runs `nestform ARGS` in `ws`, timestamping each line of its output as it arrives.
-fn run_timed(ws: &Workspace, args: &[&str]) -> (i32, Vec<Line>, String) {
+pub(crate) fn run_timed(ws: &Workspace, args: &[&str]) -> (i32, Vec<Line>, String) {
     let start = Instant::now();
     let mut child = Command::new(nestform_bin())
         .arg(format!("-chdir={}", ws.path().display()))
@@ -72,20 +83,26 @@ fn run_timed(ws: &Workspace, args: &[&str]) -> (i32, Vec<Line>, String) {
 
 /// Prints where each promotion's time went (its `Creation complete after ... (steps)` line) and
 /// every recovery the apply needed (a step that repeats or restarts something), prefixed `what`.
-fn print_steps(what: &str, lines: &[Line]) {
+pub(crate) fn print_steps(what: &str, lines: &[Line]) {
     for l in lines.iter().filter(|l| l.text.starts_with("kvm_host.") && l.text.contains("Creation complete"))
     {
         eprintln!("{what}: {}", l.text);
     }
-    let recoveries: Vec<&str> = lines
-        .iter()
-        .map(|l| l.text.as_str())
-        .filter(|t| t.contains("once more") || t.contains("restarting"))
-        .collect();
-    eprintln!("{what}: recoveries used: {} {recoveries:?}", recoveries.len());
+    let used = recoveries(lines);
+    eprintln!("{what}: recoveries used: {} {used:?}", used.len());
 }
 
-fn all_text(lines: &[Line]) -> String {
+/// The progress lines that name a recovery step: an agent reached once more after a lost answer, a
+/// libvirtd restarted, a connection made again after a call got no answer.
+pub(crate) fn recoveries(lines: &[Line]) -> Vec<&str> {
+    lines
+        .iter()
+        .map(|l| l.text.as_str())
+        .filter(|t| t.contains("once more") || t.contains("restarting") || t.contains("reconnecting"))
+        .collect()
+}
+
+pub(crate) fn all_text(lines: &[Line]) -> String {
     lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n")
 }
 
@@ -234,17 +251,7 @@ fn an_openstack_lab_starts_its_nodes_in_parallel_on_two_networks() {
     // page was hit" in `error_entry`, then "corrupted stack end detected inside scheduler") once its
     // three nodes ran, and in the sibling lab a two-vCPU level-1 guest deadlocked in a TLB-flush IPI;
     // the plan warns about that shape.
-    let ws = example(
-        "openstack-lab",
-        r#"
-lab_guest = { vcpus = 1, memory = "2560MiB", disk = "1GiB" }
-nodes = {
-  controller = { vcpus = 1, memory = "384MiB", disk = "64MiB" }
-  compute    = { vcpus = 1, memory = "384MiB", disk = "64MiB" }
-  network    = { vcpus = 1, memory = "384MiB", disk = "64MiB" }
-}
-"#,
-    );
+    let ws = example("openstack-lab", OPENSTACK_SCALED);
     let cleanup = Destroy(&ws);
 
     let (code, lines, stderr) = run_timed(&ws, &["apply", "-auto-approve", "-var-file=scaled.vars.hcl"]);

@@ -52,7 +52,11 @@ async fn a_lab_guest_is_created_when_its_agent_answers() {
     let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["defining and starting the guest", "booting, until its agent answers", "reading its facts and addresses"]
+        [
+            "defining and starting the guest",
+            "booting, until its agent answers",
+            "reading its facts and addresses"
+        ]
     );
 }
 
