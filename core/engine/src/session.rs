@@ -33,6 +33,19 @@ pub struct Applied {
     pub errors: Vec<(ResourceAddr, crate::apply::ApplyError)>,
     /// Ctrl-C left operations unstarted.
     pub cancelled: bool,
+    /// Why a state save failed during the apply, when one did; nothing started after it.
+    pub halted: Option<String>,
+    /// The last full save failed too: the state above is not in the state file.
+    pub not_saved: Option<NotSaved>,
+}
+
+/// The state file could not be written at the end of an apply.
+#[derive(Debug)]
+pub struct NotSaved {
+    pub error: nestform_state::StateError,
+    /// Where the state was written instead ([`nestform_state::StateStore::errored_path`]), or why
+    /// that failed as well.
+    pub kept: Result<std::path::PathBuf, nestform_state::StateError>,
 }
 
 /// Writes the state file after every finished resource, serializing only what changed.
@@ -102,9 +115,20 @@ pub fn run(
     if outcome.errors.is_empty() && !outcome.cancelled {
         Workdir::record_outputs(plan, &mut state)?;
     }
-    // Outputs (and anything a failed persist left unsaved) go in one last full save.
-    state.serial = sink.0.lock().unwrap_or_else(|p| p.into_inner()).save(&state)?;
-    Ok(Applied { state, errors: outcome.errors, cancelled: outcome.cancelled })
+    // Outputs (and anything a failed persist left unsaved) go in one last full save; should it fail
+    // too, the state goes to a file beside it rather than being lost with this process.
+    let saved = sink.0.lock().unwrap_or_else(|p| p.into_inner()).save(&state);
+    let mut errors = outcome.errors;
+    let not_saved = match saved {
+        Ok(serial) => {
+            state.serial = serial;
+            // This save recorded what earlier ones could not.
+            errors.retain(|(_, e)| !matches!(e, crate::apply::ApplyError::SavedNot(_)));
+            None
+        }
+        Err(error) => Some(NotSaved { error, kept: workdir.store().save_errored(&state) }),
+    };
+    Ok(Applied { state, errors, cancelled: outcome.cancelled, halted: outcome.halted, not_saved })
 }
 
 #[cfg(test)]
@@ -187,5 +211,52 @@ output "vcpus" {
         assert!(saved.resources.contains_key(&"nat_network.lan".parse().unwrap()));
         assert!(!saved.resources.contains_key(addr));
         assert!(saved.outputs.is_empty(), "outputs are recorded after a clean apply only");
+    }
+
+    #[test]
+    fn a_state_that_cannot_be_saved_is_kept_beside_it_and_blocks_the_next_command() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("main.nf.hcl"), CONFIG).unwrap();
+        let workdir = Workdir::new(dir.path(), None);
+        let provider = MemoryProvider::new();
+        // While the guest is created, the state file's place becomes a directory: every later save of
+        // it fails, while the directory it is in stays writable.
+        let state_path = workdir.store().path().to_path_buf();
+        let hook_path = state_path.clone();
+        provider.on_call(move |op, name| {
+            if (op, name) == ("create_guest", "g") {
+                std::fs::remove_file(&hook_path).unwrap();
+                std::fs::create_dir(&hook_path).unwrap();
+            }
+        });
+        let config = workdir.config(&Default::default()).unwrap();
+        let planned = workdir.plan(&config, provider.backends(), Default::default(), true).unwrap();
+        let session = Session { parallelism: 4, agent_wait: None, on_event: &|_| {}, on_interrupt: &|| {} };
+        let applied =
+            run(&workdir, &planned.plan, workdir.state().unwrap(), &planned.hosts, &session).unwrap();
+
+        assert!(applied.halted.is_some(), "{applied:?}");
+        let unrecorded: Vec<String> = applied
+            .errors
+            .iter()
+            .filter(|(_, e)| matches!(e, crate::apply::ApplyError::SavedNot(_)))
+            .map(|(a, _)| a.to_string())
+            .collect();
+        assert_eq!(unrecorded, ["nested_guest.g"]);
+        let not_saved = applied.not_saved.as_ref().expect("the last save failed too");
+        let kept = not_saved.kept.as_ref().expect("the errored state was written");
+        assert_eq!(*kept, workdir.store().errored_path());
+        let errored = nestform_state::StateStore::new(kept).load().unwrap().unwrap();
+        assert_eq!(errored.resources, applied.state.resources);
+        assert!(errored.resources.contains_key(&"nested_guest.g".parse().unwrap()));
+
+        // Nothing plans or applies beside it until it is put back.
+        let refused = workdir.lock("plan").unwrap_err();
+        assert!(refused.to_string().contains(".errored"), "{refused}");
+        std::fs::remove_dir(&state_path).unwrap();
+        std::fs::rename(kept, &state_path).unwrap();
+        let _lock = workdir.lock("plan").unwrap();
+        let again = workdir.plan(&config, provider.backends(), Default::default(), true).unwrap();
+        assert!(again.plan.changes.iter().all(|c| c.action == crate::plan::Action::NoOp), "nothing is lost");
     }
 }

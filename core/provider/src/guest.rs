@@ -368,7 +368,9 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut source = e.source();
     while let Some(s) = source {
         let next = s.to_string();
-        if !text.ends_with(&next) {
+        // Messages that already quote their cause (as `could not write …: {source}; check …` does)
+        // are not followed by it once more.
+        if !text.contains(&next) {
             text.push_str(": ");
             text.push_str(&next);
         }
@@ -380,6 +382,20 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_quoted_inside_its_message_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("could not write `s.json`: {source}; check free space")]
+        struct Write {
+            source: std::io::Error,
+        }
+        #[derive(Debug, thiserror::Error)]
+        #[error("saving failed")]
+        struct Outer(#[source] Write);
+        let e = Outer(Write { source: std::io::Error::other("disk full") });
+        assert_eq!(error_chain(&e), "saving failed: could not write `s.json`: disk full; check free space");
+    }
 
     #[test]
     fn usable_addresses_leave_out_loopback_and_link_local() {

@@ -67,8 +67,10 @@ pub trait Hypervisor: Send + Sync {
     /// What the host is: size, CPU vendor, nesting support, versions.
     fn facts(&self) -> Result<HostFacts, ProviderError>;
 
-    /// Every network and domain on this host whose metadata names nestform as owner.
-    fn list_owned(&self) -> Result<Vec<OwnedObject>, ProviderError>;
+    /// Every network and domain on this host whose metadata names nestform as owner. An object whose
+    /// definition cannot be read is skipped when it is not nestform's and listed as unreadable when
+    /// it carries nestform's metadata, so one odd object never hides the rest.
+    fn list_owned(&self) -> Result<Owned, ProviderError>;
 
     fn read_network(&self, id: &str) -> Result<Option<NetworkStatus>, ProviderError>;
     /// Defines the network, starts it and marks it autostart.
@@ -392,6 +394,25 @@ pub struct GuestStatus {
     /// The libvirt network of each interface, in order.
     pub interfaces: Vec<String>,
     pub owner: Option<Owner>,
+}
+
+/// What [`Hypervisor::list_owned`] finds on a host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owned {
+    pub objects: Vec<OwnedObject>,
+    /// Objects that carry nestform's metadata but whose definition could not be read.
+    pub unreadable: Vec<UnreadableObject>,
+}
+
+/// An object with nestform's metadata whose definition could not be read: it cannot be adopted or
+/// compared, and is left alone with a warning.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadableObject {
+    pub kind: ObjectKind,
+    pub id: String,
+    pub name: String,
+    /// What failed to read.
+    pub reason: String,
 }
 
 /// Something on a host that nestform's metadata claims.

@@ -47,8 +47,9 @@ pub enum StateError {
     UnsupportedFormat { path: PathBuf, found: u64, current: u64 },
 
     #[error(
-        "state `{}` is locked by `{}` (pid {}, {}, since {}); wait for it to finish, \
-         or remove `{}` if that process is gone",
+        "state `{}` is locked by `{}` (pid {}, {}, since {}) through `{}`; wait for it to \
+         finish. The lock is held by that running process, not by the file: the kernel releases \
+         it when the process ends, even when it was killed, so do not remove the file",
         path.display(),
         holder.operation,
         holder.pid,
@@ -60,7 +61,19 @@ pub enum StateError {
     Locked { path: PathBuf, lock_path: PathBuf, holder: Box<LockInfo> },
 
     #[error(
-        "could not lock state `{}` through `{}`: {source}; check that its directory is writable",
+        "`{}` holds the state of an apply that could not save it to `{}`; move it over the state \
+         file (`mv {} {}`) so that nestform knows what that apply made, or remove it if the state \
+         was put right another way",
+        errored.display(),
+        path.display(),
+        errored.display(),
+        path.display()
+    )]
+    /// A command that would change the state is refused while an errored state waits.
+    Errored { path: PathBuf, errored: PathBuf },
+
+    #[error(
+        "could not lock state `{}` through `{}`: {source}",
         path.display(),
         lock_path.display()
     )]

@@ -93,19 +93,20 @@ impl StateStore {
     /// the holder when another command (in this process or another) holds it.
     pub fn lock(&self, operation: &str) -> Result<StateLock, StateError> {
         let lock_path = self.lock_path();
-        let io_error = |source| StateError::Lock {
+        let io_error = |source: std::io::Error| StateError::Lock {
             path: self.path().to_path_buf(),
             lock_path: lock_path.clone(),
-            source,
+            // What `open_lock_file` found wrong says what to do itself; a plain I/O error does not.
+            source: match source.kind() {
+                std::io::ErrorKind::Other => source,
+                kind => std::io::Error::new(
+                    kind,
+                    format!("{source}; check that the state's directory exists and is writable"),
+                ),
+            },
         };
         for _ in 0..ATTEMPTS {
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&lock_path)
-                .map_err(io_error)?;
+            let mut file = open_lock_file(&lock_path).map_err(io_error)?;
             if !FileExt::try_lock_exclusive(&file).map_err(io_error)? {
                 return Err(StateError::Locked {
                     path: self.path().to_path_buf(),
@@ -117,6 +118,14 @@ impl StateStore {
             // open and our lock we hold a lock on a removed file, which protects nothing. Start over.
             if !same_file(&file, &lock_path) {
                 continue;
+            }
+            // Planning or applying beside the record of an apply whose save failed would not know what
+            // that apply made.
+            let errored = self.errored_path();
+            if errored.exists() {
+                // Dropped at once: removes the lock file it may have just created, and unlocks.
+                drop(StateLock { file, lock_path, info: LockInfo::unknown() });
+                return Err(StateError::Errored { path: self.path().to_path_buf(), errored });
             }
             let info = LockInfo::current(operation);
             let json = serde_json::to_vec_pretty(&info).expect("lock info always serializes");
@@ -130,6 +139,35 @@ impl StateStore {
             "the lock file kept being replaced while taking it ({ATTEMPTS} attempts)"
         ))))
     }
+}
+
+/// Opens (or creates) the lock file for reading and writing without following a symbolic link and
+/// without truncating it: a link planted at `<state>.lock` must not make nestform (often run as root)
+/// write into the file it points at, and the holder's record is only replaced once the lock is ours.
+fn open_lock_file(lock_path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking, so that a FIFO planted there cannot hang the open; the flag does not
+        // change how a regular file is read or written.
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(lock_path).map_err(|err| {
+        #[cfg(unix)]
+        if err.raw_os_error() == Some(libc::ELOOP) {
+            return std::io::Error::other(
+                "it is a symbolic link, which nestform does not follow for its lock file; \
+                 remove the link",
+            );
+        }
+        err
+    })?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("it is not a regular file; remove it or move it away"));
+    }
+    Ok(file)
 }
 
 /// Reads the holder's [`LockInfo`], waiting briefly for a holder that has locked but not yet written.
@@ -197,7 +235,9 @@ mod tests {
         assert_eq!(**holder, *first.info());
         let message = err.to_string();
         let expected = format!(
-            "state `{}` is locked by `apply` (pid {}, {}, since {}); wait for it to finish, or remove `{}` if that process is gone",
+            "state `{}` is locked by `apply` (pid {}, {}, since {}) through `{}`; wait for it to finish. \
+             The lock is held by that running process, not by the file: the kernel releases it when the \
+             process ends, even when it was killed, so do not remove the file",
             store.path().display(),
             std::process::id(),
             first.info().who,
@@ -230,6 +270,59 @@ mod tests {
         let err = store.lock("apply").unwrap_err();
         assert!(matches!(err, StateError::Lock { .. }), "{err}");
         assert!(err.to_string().contains("`/nonexistent-nestform-dir/nestform.state.json.lock`"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symbolic_link_at_the_lock_path_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, store.lock_path()).unwrap();
+        let err = store.lock("apply").unwrap_err();
+        assert!(matches!(err, StateError::Lock { .. }), "{err}");
+        let message = err.to_string();
+        assert!(message.contains("is a symbolic link"), "{message}");
+        assert!(message.contains(&format!("`{}`", store.lock_path().display())), "{message}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        // A dangling link is refused too, and creates nothing where it points.
+        let dangling = dir.path().join("would-be-created");
+        std::fs::remove_file(store.lock_path()).unwrap();
+        std::os::unix::fs::symlink(&dangling, store.lock_path()).unwrap();
+        assert!(store.lock("apply").is_err());
+        assert!(!dangling.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_at_the_lock_path_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let status = Command::new("mkfifo").arg(store.lock_path()).status().unwrap();
+        assert!(status.success());
+        let err = store.lock("apply").unwrap_err();
+        assert!(err.to_string().contains("is not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn an_errored_state_beside_the_state_refuses_the_lock_until_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        store.save_errored(&crate::State::new()).unwrap();
+        let err = store.lock("apply").unwrap_err();
+        assert!(matches!(err, StateError::Errored { .. }), "{err}");
+        assert!(err.to_string().contains("`mv "), "{err}");
+        std::fs::rename(store.errored_path(), store.path()).unwrap();
+        assert!(!store.lock_path().exists(), "the refused lock leaves no lock file");
+        store.lock("apply").unwrap();
+    }
+
+    #[test]
+    fn a_missing_directory_says_what_to_check() {
+        let store = StateStore::new("/nonexistent-nestform-dir/nestform.state.json");
+        let err = store.lock("apply").unwrap_err();
+        assert!(err.to_string().contains("check that the state's directory exists and is writable"), "{err}");
     }
 
     const CHILD_ENV: &str = "NESTFORM_STATE_LOCK_CHILD";

@@ -40,6 +40,22 @@ impl StateStore {
         with_suffix(&self.path, ".lock")
     }
 
+    /// Where a state that could not be saved is written instead, as Terraform writes
+    /// `errored.tfstate`: `<path>.errored`. Copy it over the state file once saving works again.
+    pub fn errored_path(&self) -> PathBuf {
+        with_suffix(&self.path, ".errored")
+    }
+
+    /// Writes `state` (with the next serial) to [`StateStore::errored_path`], for when saving the state
+    /// file failed; the state file and its backup are left as they are.
+    pub fn save_errored(&self, state: &State) -> Result<PathBuf, StateError> {
+        let path = self.errored_path();
+        let mut next = state.clone();
+        next.serial += 1;
+        StateStore::new(path.clone()).write_file(&StateFileV1::from_state(&next).to_bytes(), false)?;
+        Ok(path)
+    }
+
     /// The saved state, or `None` when there is no state file yet.
     pub fn load(&self) -> Result<Option<State>, StateError> {
         let bytes = match std::fs::read(&self.path) {
@@ -67,6 +83,11 @@ impl StateStore {
     }
 
     pub(crate) fn write(&self, bytes: &[u8]) -> Result<(), StateError> {
+        self.write_file(bytes, true)
+    }
+
+    /// Writes `bytes` atomically, first keeping the current file as the backup when `backup` is set.
+    fn write_file(&self, bytes: &[u8], backup: bool) -> Result<(), StateError> {
         let write_error = |source| StateError::Write { path: self.path.clone(), source };
         let dir = match self.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -83,7 +104,7 @@ impl StateStore {
         temp.write_all(bytes).map_err(write_error)?;
         temp.as_file().sync_all().map_err(write_error)?;
 
-        if self.path.exists() {
+        if backup && self.path.exists() {
             self.keep_backup(dir).map_err(write_error)?;
         }
         temp.persist(&self.path).map_err(|e| write_error(e.error))?;
@@ -141,6 +162,24 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn an_errored_save_leaves_the_state_file_and_its_backup_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let mut state = sample_state();
+        store.save(&mut state).unwrap();
+        let on_disk = std::fs::read(store.path()).unwrap();
+        let mut newer = state.clone();
+        newer.resources.clear();
+        let path = store.save_errored(&newer).unwrap();
+        assert_eq!(path, dir.path().join("nestform.state.json.errored"));
+        assert_eq!(std::fs::read(store.path()).unwrap(), on_disk);
+        let errored = StateStore::new(&path).load().unwrap().unwrap();
+        assert_eq!(errored.serial, state.serial + 1);
+        assert!(errored.resources.is_empty());
+        assert_eq!(dir_entries(&dir), ["nestform.state.json", "nestform.state.json.errored"]);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use nestform_provider::{
     AgentChannel, CpuRequest, GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest,
-    NetworkStatus, ObjectKind, OwnedObject, ProviderError, SnapshotInfo, SnapshotMode,
+    NetworkStatus, ObjectKind, Owned, OwnedObject, ProviderError, SnapshotInfo, SnapshotMode,
+    UnreadableObject,
 };
 use nestform_types::Owner;
 use virt::connect::Connect;
@@ -180,6 +181,24 @@ fn grow(
     }
 }
 
+/// An object whose XML `list_owned` cannot parse: one of somebody else's is no concern of
+/// nestform's and is skipped; one whose XML names nestform's metadata namespace is listed as
+/// unreadable, for the plan to warn about.
+fn note_unreadable(
+    owned: &mut Owned,
+    kind: ObjectKind,
+    id: String,
+    name: Option<String>,
+    xml: &str,
+    reason: String,
+) {
+    if !xml.contains(nestform_types::owner::METADATA_NAMESPACE) {
+        tracing::debug!(%id, %reason, "skipping an object that is not nestform's and cannot be parsed");
+        return;
+    }
+    owned.unreadable.push(UnreadableObject { kind, id: id.clone(), name: name.unwrap_or(id), reason });
+}
+
 impl Hypervisor for LibvirtHypervisor {
     fn uri(&self) -> &str {
         &self.uri
@@ -220,20 +239,45 @@ impl Hypervisor for LibvirtHypervisor {
             .map_err(|e| ProviderError::op("set KVM module options on", &self.uri, e))
     }
 
-    fn list_owned(&self) -> Result<Vec<OwnedObject>, ProviderError> {
-        let mut owned = Vec::new();
+    fn list_owned(&self) -> Result<Owned, ProviderError> {
+        let mut owned = Owned::default();
         for net in self.conn.list_all_networks(0).map_err(op("list networks of", &self.uri))? {
             let id = net.uuid_string().map_err(op("read network of", &self.uri))?;
-            let status = self.network_status(&net, &id)?;
-            if let Some(owner) = status.owner {
-                owned.push(OwnedObject { kind: ObjectKind::Network, id, name: status.name, owner });
+            let xml = match net.xml_desc(0) {
+                Ok(xml) => xml,
+                // Gone since the list (another state's delete): nothing to list.
+                Err(e) if is(&e, ErrorNumber::NoNetwork) => continue,
+                Err(e) => return Err(op("read network", &id)(e)),
+            };
+            match parse_network(&xml) {
+                Ok(facts) => owned.objects.extend(facts.owner.map(|owner| OwnedObject {
+                    kind: ObjectKind::Network,
+                    id,
+                    name: facts.name,
+                    owner,
+                })),
+                Err(reason) => {
+                    note_unreadable(&mut owned, ObjectKind::Network, id, net.name().ok(), &xml, reason)
+                }
             }
         }
         for dom in self.conn.list_all_domains(0).map_err(op("list domains of", &self.uri))? {
             let id = dom.uuid_string().map_err(op("read domain of", &self.uri))?;
-            let facts = self.domain_facts(&dom, &id)?;
-            if let Some(owner) = facts.owner {
-                owned.push(OwnedObject { kind: ObjectKind::Guest, id, name: facts.name, owner });
+            let xml = match dom.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE) {
+                Ok(xml) => xml,
+                Err(e) if is(&e, ErrorNumber::NoDomain) => continue,
+                Err(e) => return Err(op("read domain", &id)(e)),
+            };
+            match parse_domain(&xml) {
+                Ok(facts) => owned.objects.extend(facts.owner.map(|owner| OwnedObject {
+                    kind: ObjectKind::Guest,
+                    id,
+                    name: facts.name,
+                    owner,
+                })),
+                Err(reason) => {
+                    note_unreadable(&mut owned, ObjectKind::Guest, id, dom.name().ok(), &xml, reason)
+                }
             }
         }
         Ok(owned)
@@ -255,14 +299,24 @@ impl Hypervisor for LibvirtHypervisor {
         let started = net.create().map_err(op("start network", &req.name)).and_then(|_| {
             net.set_autostart(true).map(|_| ()).map_err(op("set autostart of network", &req.name))
         });
-        if let Err(e) = started {
+        // A network that cannot be read back (libvirt writes some values back unescaped) would stay
+        // in libvirt with no state record: undo it like a failed start.
+        let read_back = started.and_then(|()| {
+            let id = net.uuid_string().map_err(op("read network", &req.name))?;
+            self.network_status(&net, &id).map_err(|e| {
+                ProviderError::op(
+                    "read back network",
+                    &req.name,
+                    format!("{e}; the network was removed again"),
+                )
+            })
+        });
+        if read_back.is_err() {
             // Leave nothing half-made behind: the engine records no id for a failed create.
             let _ = net.destroy();
             let _ = net.undefine();
-            return Err(e);
         }
-        let id = net.uuid_string().map_err(op("read network", &req.name))?;
-        self.network_status(&net, &id)
+        read_back
     }
 
     fn delete_network(&self, id: &str) -> Result<(), ProviderError> {

@@ -33,7 +33,11 @@ fn test_driver_passes_the_conformance_suite() {
     let _serial = serial();
     let keep = provider().open("test:///default").unwrap();
     conformance::run_all(&provider(), "test:///default");
-    assert_eq!(keep.list_owned().unwrap(), Vec::new(), "the suite left objects behind");
+    assert_eq!(
+        keep.list_owned().unwrap(),
+        nestform_provider::Owned::default(),
+        "the suite left objects behind"
+    );
     assert!(!pool_exists(&keep), "the storage pool outlived its last volume");
 }
 
@@ -45,7 +49,7 @@ fn test_daemon_passes_the_conformance_suite() {
     // The daemon is shared with other users; only this process's objects are checked.
     let prefix = format!("nfc-{}-", std::process::id());
     let left: Vec<_> =
-        keep.list_owned().unwrap().into_iter().filter(|o| o.name.starts_with(&prefix)).collect();
+        keep.list_owned().unwrap().objects.into_iter().filter(|o| o.name.starts_with(&prefix)).collect();
     assert_eq!(left, Vec::new(), "the suite left objects behind");
 }
 
@@ -59,7 +63,7 @@ fn the_test_driver_is_recognised() {
     assert_eq!(facts.nesting, None, "the test driver says nothing about nesting");
     assert_eq!(facts.libvirt_version, virsh_version_line("Using library: libvirt "));
     // The driver's own `test` domain and `default` network are not nestform's.
-    let owned = h.list_owned().unwrap();
+    let owned = h.list_owned().unwrap().objects;
     assert!(owned.iter().all(|o| o.name != "test" && o.name != "default"), "{owned:?}");
 }
 
@@ -143,7 +147,7 @@ fn parallel_creates_share_one_pool() {
         .collect();
     let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let ids: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok().map(|g| g.id.clone())).collect();
-    let owned = h.list_owned().unwrap();
+    let owned = h.list_owned().unwrap().objects;
     for id in &ids {
         h.delete_guest(id).unwrap();
     }
@@ -182,7 +186,8 @@ fn qemu_passes_the_conformance_suite() {
     }
     conformance::run_all(&p, &uri);
     let prefix = format!("nfc-{}-", std::process::id());
-    let left: Vec<_> = h.list_owned().unwrap().into_iter().filter(|o| o.name.starts_with(&prefix)).collect();
+    let left: Vec<_> =
+        h.list_owned().unwrap().objects.into_iter().filter(|o| o.name.starts_with(&prefix)).collect();
     assert_eq!(left, Vec::new(), "the suite left objects behind");
     if !had_pool {
         assert!(!pool_exists(&h), "the storage pool outlived its last volume");
@@ -230,4 +235,43 @@ fn qemu_preallocates_volumes() {
     assert!(meta > off, "metadata preallocation allocated `{meta}` bytes, `off` `{off}`");
     assert!(full >= 64 << 20, "full preallocation allocated only `{full}` bytes");
     assert!(falloc >= 64 << 20, "falloc preallocation allocated only `{falloc}` bytes");
+}
+
+/// libvirt writes a network's `<domain name=…>` back unescaped, so `a&b` there makes the network's
+/// XML unreadable. Somebody else's such network is skipped and ours is reported, without hiding the
+/// rest from orphan detection; and a create whose read-back fails leaves nothing behind.
+#[test]
+fn unreadable_networks_neither_hide_the_rest_nor_stay_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = |address: &str| {
+        format!(
+            r#"<metadata><nestform:owner xmlns:nestform="https://nestform.dev/xmlns/owner/1"><nestform:lineage>lin</nestform:lineage><nestform:address>{address}</nestform:address></nestform:owner></metadata>"#
+        )
+    };
+    let node = format!(
+        r#"<node>
+  <network><name>foreign-odd</name><domain name="a&amp;b"/><ip address="10.77.0.1" prefix="24"/></network>
+  <network><name>ours-odd</name>{}<domain name="c&amp;d"/><ip address="10.78.0.1" prefix="24"/></network>
+  <network><name>ours-fine</name>{}<ip address="10.79.0.1" prefix="24"/></network>
+</node>"#,
+        owner("nat_network.odd"),
+        owner("nat_network.fine")
+    );
+    let path = dir.path().join("node.xml");
+    std::fs::write(&path, node).unwrap();
+    let h = provider().open(&format!("test://{}", path.display())).unwrap();
+    let owned = h.list_owned().unwrap();
+    let names: Vec<&str> = owned.objects.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["ours-fine"]);
+    assert_eq!(owned.unreadable.len(), 1, "{:?}", owned.unreadable);
+    let odd = &owned.unreadable[0];
+    assert_eq!((odd.kind, odd.name.as_str()), (ObjectKind::Network, "ours-odd"));
+    assert!(!odd.reason.is_empty());
+
+    let mut req = sample_network(&unique_name("odd"));
+    req.domain = Some("e&f".into());
+    let err = h.create_network(&req, &sample_owner("nat_network.new")).unwrap_err();
+    assert!(err.to_string().contains(&req.name), "{err}");
+    let after = h.list_owned().unwrap();
+    assert_eq!(after, owned, "the failed create left its network behind");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nestform_provider::{
     AgentChannel, BootRequest, CpuRequest, GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest,
-    NetworkStatus, ObjectKind, OwnedObject, ProviderError, SnapshotInfo, SnapshotMode,
+    NetworkStatus, ObjectKind, Owned, OwnedObject, ProviderError, SnapshotInfo, SnapshotMode,
 };
 use nestform_types::Owner;
 
@@ -147,7 +147,7 @@ impl Hypervisor for MemoryHypervisor {
         })
     }
 
-    fn list_owned(&self) -> Result<Vec<OwnedObject>, ProviderError> {
+    fn list_owned(&self) -> Result<Owned, ProviderError> {
         self.provider.stall_point("list_owned", &self.uri)?;
         Ok(self.read(|h| {
             let nets = h.networks.values().filter_map(|n| {
@@ -163,7 +163,7 @@ impl Hypervisor for MemoryHypervisor {
                     owner,
                 })
             });
-            nets.chain(guests).collect()
+            Owned { objects: nets.chain(guests).collect(), unreadable: Vec::new() }
         }))
     }
 

@@ -14,7 +14,7 @@ fn the_suite_leaves_nothing_behind() {
     let p = MemoryProvider::new();
     conformance::run_all(&p, "memory://clean");
     let h = p.connect("memory://clean").unwrap();
-    assert_eq!(h.list_owned().unwrap(), Vec::new());
+    assert_eq!(h.list_owned().unwrap(), nestform_provider::Owned::default());
     assert_eq!(p.volumes("clean"), None, "the pool must go with the last volume");
 }
 
@@ -32,7 +32,11 @@ fn a_failing_check_still_cleans_up() {
         panic!("a check failed");
     }));
     assert!(result.is_err());
-    assert_eq!(h.list_owned().unwrap(), Vec::new(), "the guard deletes what the check created");
+    assert_eq!(
+        h.list_owned().unwrap(),
+        nestform_provider::Owned::default(),
+        "the guard deletes what the check created"
+    );
 }
 
 #[test]

@@ -17,8 +17,8 @@ use nestform_agent::AgentClient;
 
 use crate::tunnel::LibvirtTunnel;
 use nestform_provider::{
-    AgentChannel, GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest, NetworkStatus,
-    OwnedObject, ProviderError, SnapshotInfo, SnapshotMode,
+    AgentChannel, GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest, NetworkStatus, Owned,
+    ProviderError, SnapshotInfo, SnapshotMode,
 };
 use nestform_types::Owner;
 
@@ -212,7 +212,7 @@ impl Hypervisor for PromotedHost {
         Ok(facts)
     }
 
-    fn list_owned(&self) -> Result<Vec<OwnedObject>, ProviderError> {
+    fn list_owned(&self) -> Result<Owned, ProviderError> {
         self.read("list objects of", |h| h.list_owned())
     }
 
@@ -500,7 +500,7 @@ mod tests {
         let (host, id) = promoted(dir.path());
         assert_eq!(host.uri(), "memory://g1");
         assert_eq!(host.read_guest(&id).unwrap().unwrap().name, "inner-g");
-        assert_eq!(host.list_owned().unwrap().len(), 1);
+        assert_eq!(host.list_owned().unwrap().objects.len(), 1);
         // This machine's KVM module (if any) as the "guest's": whatever it has, facts carry it.
         let kvm = crate::kvm_options::read(host.agent()).unwrap();
         let facts = host.facts().unwrap();

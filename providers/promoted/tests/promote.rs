@@ -169,7 +169,7 @@ fn a_promoted_lab_guest_serves_libvirt_through_the_tunnel() {
     let generic: std::sync::Arc<dyn Hypervisor> = LibvirtProvider::new().connect(&tunnel.uri()).unwrap();
     let facts = generic.facts().unwrap();
     eprintln!("level 1 via tunnel: facts {facts:#?}");
-    let owned = generic.list_owned().unwrap();
+    let owned = generic.list_owned().unwrap().objects;
     eprintln!("level 1 via tunnel: list_owned {owned:?}");
     // The parent's domains (level 1 itself among them) are hidden from the guest's libvirtd.
     assert!(owned.is_empty(), "{owned:?}");
@@ -181,7 +181,7 @@ fn a_promoted_lab_guest_serves_libvirt_through_the_tunnel() {
     let t = Instant::now();
     let l2 = boot(&h2, &kernel, &initramfs, &agent, 2, 384);
     let created = t.elapsed();
-    let owned = h2.list_owned().unwrap();
+    let owned = h2.list_owned().unwrap().objects;
     assert_eq!(owned.len(), 1, "{owned:?}");
     let client2 = wait_for_agent(&h2, &l2.id, LEVEL2_AGENT_TIMEOUT).unwrap_or_else(|e| {
         // The level-2 console log is a file in level 1 (the provider refuses to read it through a
@@ -211,5 +211,5 @@ fn a_promoted_lab_guest_serves_libvirt_through_the_tunnel() {
     eprintln!("level 1: exec `true` round trip {:.2?} (mean of 10)", exec_true(&client, 10));
     drop(client2);
     drop(l2);
-    assert!(h2.list_owned().unwrap().is_empty(), "the level-2 guest is left");
+    assert!(h2.list_owned().unwrap().objects.is_empty(), "the level-2 guest is left");
 }

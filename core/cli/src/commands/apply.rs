@@ -86,6 +86,19 @@ fn execute(
     for (addr, error) in &applied.errors {
         eprintln!("{:?}", super::resource_report(addr, error));
     }
+    if let Some(not_saved) = &applied.not_saved {
+        report_not_saved(workdir, &applied.state, not_saved);
+    }
+    if let Some(why) = &applied.halted {
+        eprintln!(
+            "Apply stopped: saving the state failed ({why}), so no operation started after that. \
+             Fix the cause and run `nestform apply` again."
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if applied.not_saved.is_some() {
+        return Ok(ExitCode::from(1));
+    }
     if applied.cancelled {
         eprintln!("Apply interrupted: the state holds everything that finished. Run `nestform plan` to see what is left.");
         return Ok(ExitCode::from(1));
@@ -111,6 +124,38 @@ fn execute(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The last save failed: say where the state went instead, or print it, since it is the only record
+/// of what this apply made.
+fn report_not_saved(workdir: &Workdir, state: &State, not_saved: &session::NotSaved) {
+    let state_path = workdir.store().path();
+    eprintln!("Error: {}", not_saved.error);
+    match &not_saved.kept {
+        Ok(kept) => eprintln!(
+            "The state as this apply left it was written to `{}` instead. Once saving works again, \
+             move it over the state file (`mv {} {}`) before running any other command, or the \
+             resources this apply made are unknown to nestform.",
+            kept.display(),
+            kept.display(),
+            state_path.display()
+        ),
+        Err(also) => {
+            eprintln!(
+                "Writing it to `{}` failed as well ({also}). The state as this apply left it follows; \
+                 save it as `{}` once saving works again, or the resources this apply made are \
+                 unknown to nestform.",
+                workdir.store().errored_path().display(),
+                state_path.display()
+            );
+            // With the serial the failed save would have written, as the errored file would hold.
+            let next = State { serial: state.serial + 1, ..state.clone() };
+            eprintln!(
+                "{}",
+                String::from_utf8_lossy(&nestform_state::StateFileV1::from_state(&next).to_bytes())
+            );
+        }
+    }
 }
 
 fn print_event(e: &ApplyEvent) {

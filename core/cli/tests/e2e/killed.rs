@@ -1,6 +1,6 @@
-//! Applies killed with SIGKILL half-way, and the apply after them converging: every object of the
-//! state's lineage ends up recorded once, at its own address, with nothing orphaned at any level and
-//! nothing left to do.
+//! Applies killed with SIGKILL half-way, or whose state cannot be saved, and the apply after them
+//! converging: every object of the state's lineage ends up recorded once, at its own address, with
+//! nothing orphaned at any level and nothing left to do.
 //!
 //! A SIGKILL gives nestform no chance to save anything: whatever libvirt created after the state
 //! writer's last save is an orphan, which the next refresh adopts (tainted, so it is replaced) by the
@@ -177,6 +177,73 @@ fn an_apply_killed_with_sigkill_converges_on_the_next() {
     ws.run(&["plan", "-detailed-exitcode"]).code(0);
     ws.run(&["destroy", "-auto-approve"]).success();
     assert!(owned_on_test_driver(&lineage).is_empty());
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: std::path::PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mounting a tmpfs at `{}` failed: this test runs as root", at.display());
+        Tmpfs(at)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A disk that fills up mid-apply (a tmpfs of two pages holding the state): the apply starts nothing
+/// once a save failed, names each resource that is made but unrecorded, and, since the errored copy
+/// cannot be written there either, prints the state; that printed state knows every object, so the
+/// next apply from it converges with nothing lost.
+#[test]
+fn a_full_disk_stops_the_apply_and_loses_nothing() {
+    let _turn = shared_test_driver();
+    let _driver = TestDriver::connect();
+    let ws = Workspace::new();
+    ws.write("main.nf.hcl", &many("e2e9", 40));
+    let _cleanup = DestroyOnDrop(&ws);
+    let disk = Tmpfs::mount(ws.path().join("small"), "8k");
+    let r = ws.run(&["apply", "-auto-approve", "-parallelism=2", "-state=small/s.json"]);
+    r.code(1);
+    assert!(r.stderr.contains("Apply stopped: saving the state failed"), "{}", r.stderr);
+    assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+    assert!(r.stderr.contains("small/s.json.errored` failed as well"), "{}", r.stderr);
+    // The state as the apply left it, printed between a line `{` and a line `}`.
+    let start = r.stderr.find("\n{\n").expect("the state is printed") + 1;
+    let end = start + r.stderr[start..].find("\n}\n").expect("the printed state ends") + 2;
+    let printed: serde_json::Value =
+        serde_json::from_str(&r.stderr[start..end]).expect("the printed state is JSON");
+    let lineage = printed["lineage"].as_str().unwrap().to_string();
+    let owned = owned_on_test_driver(&lineage);
+    assert_eq!(owned, recorded(&printed), "the printed state records every object the apply made");
+    // Nothing started once saving failed: far fewer than the 40 guests were made.
+    let made = owned.iter().filter(|(a, _)| a.starts_with("nested_guest.")).count();
+    assert!(made < 20, "{made} of 40 guests were made after the disk filled up");
+    let unrecorded =
+        r.stderr.matches("the change is made on its host, but no saved state records it").count();
+    assert!(unrecorded >= 1, "{}", r.stderr);
+    drop(disk);
+
+    // Put back, as the message says, the next apply goes on from where it stopped.
+    ws.write("nestform.state.json", &r.stderr[start..end]);
+    ws.run(&["apply", "-auto-approve"]).success();
+    let state = state_json(&ws);
+    assert_eq!(owned_on_test_driver(&lineage), recorded(&state));
+    assert_eq!(recorded(&state).len(), 41);
+    for o in &owned {
+        assert!(recorded(&state).contains(o), "`{}` made before the disk filled up is kept", o.0);
+    }
+    ws.run(&["plan", "-detailed-exitcode"]).code(0);
 }
 
 /// Waits until the apply's debug log says guest2 is defined (and started) inside guest1, while it

@@ -8,7 +8,13 @@
 //! depends on are saved (its dependencies' tickets), so state never records something without what it
 //! stands on; and apply returns only when every change is saved. The state lock is never held while
 //! the sink writes.
+//!
+//! Once a save fails, the journal halts the apply: nothing starts any more (running operations finish
+//! and record their changes, which later saves still try to write), since every operation started
+//! after a failed save would make a change that no state records. [`Journal::finish`] names every
+//! resource whose change is made but not saved.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -28,6 +34,8 @@ struct Shared {
     /// Signalled when a change is recorded, a batch is saved, or the journal closes.
     changed: Condvar,
     sink: Arc<dyn StateSink>,
+    /// Turned `true` by the first failed save: the walk starts nothing after it.
+    halt: tokio::sync::watch::Sender<bool>,
 }
 
 struct Inner {
@@ -41,11 +49,25 @@ struct Inner {
     /// The last save's failure, with the first resource of its batch; cleared by a later success
     /// (the sink keeps failed changes in its mirror, so that success saved them too).
     failed: Option<(ResourceAddr, String)>,
+    /// The resources of every batch whose save failed, until a later save succeeds.
+    unsaved: BTreeSet<ResourceAddr>,
+    /// The first failed save of this apply (kept when a later one succeeded).
+    halted: Option<String>,
     closing: bool,
 }
 
+/// Changes that are made on the hosts but that no saved state records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unsaved {
+    /// Each resource whose change is not saved, in address order.
+    pub resources: Vec<ResourceAddr>,
+    /// Why the last save failed.
+    pub error: String,
+}
+
 impl Journal {
-    pub fn start(state: State, sink: Arc<dyn StateSink>) -> Journal {
+    /// Starts the writer thread; `halt` turns `true` when a save fails.
+    pub fn start(state: State, sink: Arc<dyn StateSink>, halt: tokio::sync::watch::Sender<bool>) -> Journal {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 state,
@@ -53,10 +75,13 @@ impl Journal {
                 recorded: 0,
                 saved: 0,
                 failed: None,
+                unsaved: BTreeSet::new(),
+                halted: None,
                 closing: false,
             }),
             changed: Condvar::new(),
             sink,
+            halt,
         });
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
@@ -80,9 +105,13 @@ impl Journal {
         inner.recorded
     }
 
-    /// Blocks until every change up to `ticket` is saved.
+    /// Blocks until every change up to `ticket` is saved. Fails at once, before anything is asked of
+    /// a host, when any save of this apply has failed.
     pub fn wait_saved(&self, ticket: u64) -> Result<(), String> {
         let mut inner = self.shared.lock();
+        if let Some(why) = &inner.halted {
+            return Err(format!("not started, since state could not be saved: {why}"));
+        }
         while inner.saved < ticket {
             if let Some((_, e)) = &inner.failed {
                 return Err(format!("state cannot be saved, so nothing that depends on it starts: {e}"));
@@ -92,16 +121,33 @@ impl Journal {
         Ok(())
     }
 
-    /// Waits until everything recorded is saved, stops the writer, and returns the state with the
-    /// save failure, if the last save failed.
-    pub fn finish(&self) -> (State, Option<(ResourceAddr, String)>) {
+    /// Why the first failed save of this apply failed (a later one may have succeeded).
+    pub fn halted(&self) -> Option<String> {
+        self.shared.lock().halted.clone()
+    }
+
+    /// Waits until everything recorded is saved, stops the writer, and returns the state with what
+    /// is not saved, if the last save failed.
+    pub fn finish(&self) -> (State, Option<Unsaved>) {
         self.shared.lock().closing = true;
         self.shared.changed.notify_all();
         if let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = writer.join();
         }
         let inner = self.shared.lock();
-        (inner.state.clone(), inner.failed.clone())
+        let unsaved = inner.failed.as_ref().map(|(_, error)| Unsaved {
+            // The writer gives up at the close after a failure: what it never handed over is unsaved too.
+            resources: inner
+                .unsaved
+                .iter()
+                .chain(inner.pending.iter().map(|(addr, _)| addr))
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            error: error.clone(),
+        });
+        (inner.state.clone(), unsaved)
     }
 }
 
@@ -128,9 +174,17 @@ impl Shared {
                 Ok(()) => {
                     inner.saved = upto;
                     inner.failed = None;
+                    inner.unsaved.clear();
                 }
                 // Kept as text: every operation waiting on the save reports it.
-                Err(e) => inner.failed = Some((batch[0].0.clone(), nestform_provider::error_chain(&*e))),
+                Err(e) => {
+                    let error = nestform_provider::error_chain(&*e);
+                    tracing::error!(%error, changes = batch.len(), "saving state failed; nothing more starts");
+                    inner.halted.get_or_insert_with(|| error.clone());
+                    inner.failed = Some((batch[0].0.clone(), error));
+                    inner.unsaved.extend(batch.iter().map(|(addr, _)| addr.clone()));
+                    self.halt.send_replace(true);
+                }
             }
             self.changed.notify_all();
             if inner.failed.is_some() && inner.closing {

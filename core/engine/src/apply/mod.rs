@@ -81,7 +81,7 @@ pub enum ApplyError {
     #[error("{0}")]
     Unsaved(String),
     /// The change was made, but the state that records it could not be saved.
-    #[error("the change is made but state cannot be saved: {0}")]
+    #[error("the change is made on its host, but no saved state records it: {0}")]
     SavedNot(String),
     /// The operation's thread panicked.
     #[error("the operation panicked: {0}")]
@@ -162,6 +162,9 @@ pub struct ApplyOutcome {
     pub errors: Vec<(ResourceAddr, ApplyError)>,
     /// True when a cancel left operations unstarted.
     pub cancelled: bool,
+    /// Why a state save failed, when one did: nothing started after it, and `errors` names every
+    /// resource whose change is made but still not recorded ([`ApplyError::SavedNot`]).
+    pub halted: Option<String>,
 }
 
 /// Applies `plan` to `state` through `hosts`.
@@ -179,7 +182,7 @@ pub async fn apply(
         Ok(g) => g,
         Err(refusals) => {
             let errors = refusals.into_iter().map(|(a, why)| (a, ApplyError::Refused(why))).collect();
-            return ApplyOutcome { state, errors, cancelled: false };
+            return ApplyOutcome { state, errors, cancelled: false, halted: None };
         }
     };
     let mut dag = Dag::new();
@@ -197,7 +200,7 @@ pub async fn apply(
             .collect();
         let at = graph.ops[*dag.node(cycle[0])].addr.clone();
         let error = ApplyError::Cycle(names.join(" -> "));
-        return ApplyOutcome { state, errors: vec![(at, error)], cancelled: false };
+        return ApplyOutcome { state, errors: vec![(at, error)], cancelled: false, halted: None };
     }
 
     let ctx = Arc::new(exec::Context {
@@ -208,7 +211,17 @@ pub async fn apply(
         stop_timeout: opts.stop_timeout,
         agent_wait: opts.agent_wait,
     });
-    let journal = Arc::new(Journal::start(state, sink));
+    // The walk stops starting operations on Ctrl-C, and when a state save fails.
+    let (halt_tx, halt_rx) = watch::channel(*opts.cancel.borrow());
+    let journal = Arc::new(Journal::start(state, sink, halt_tx.clone()));
+    let mut user_cancel = opts.cancel.clone();
+    let forward_cancel = tokio::spawn(async move {
+        while user_cancel.changed().await.is_ok() {
+            if *user_cancel.borrow_and_update() {
+                halt_tx.send_replace(true);
+            }
+        }
+    });
     let all_ops = graph.ops;
     // Each operation's ticket: the journal ticket of its own change, or of the latest change of what it
     // depends on when it changes nothing itself (a stop), so waiting on it covers everything below.
@@ -217,7 +230,7 @@ pub async fn apply(
     let still_every = opts.still_every;
     // The walk carries errors as text; the typed error of each failed operation waits here.
     let failures: Arc<std::sync::Mutex<BTreeMap<usize, ApplyError>>> = Arc::default();
-    let report = walk(&dag, opts.parallelism, opts.cancel.clone(), |id: NodeId| {
+    let report = walk(&dag, opts.parallelism, halt_rx, |id: NodeId| {
         let (ctx, journal, events, tickets) = (ctx.clone(), journal.clone(), events.clone(), tickets.clone());
         let failures = failures.clone();
         let op = all_ops[*dag.node(id)].clone();
@@ -280,6 +293,7 @@ pub async fn apply(
         }
     })
     .await;
+    forward_cancel.abort();
 
     let mut errors = Vec::new();
     for (id, outcome) in &report.outcomes {
@@ -302,8 +316,11 @@ pub async fn apply(
     }
     let cancelled = *opts.cancel.borrow() && report.outcomes.values().any(|o| *o == NodeOutcome::NotStarted);
     let (state, unsaved) = journal.finish();
-    if let Some((addr, e)) = unsaved {
-        errors.push((addr, ApplyError::SavedNot(e)));
+    let halted = journal.halted();
+    if let Some(unsaved) = unsaved {
+        for addr in unsaved.resources {
+            errors.push((addr, ApplyError::SavedNot(unsaved.error.clone())));
+        }
     }
-    ApplyOutcome { state, errors, cancelled }
+    ApplyOutcome { state, errors, cancelled, halted }
 }

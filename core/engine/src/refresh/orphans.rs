@@ -60,7 +60,22 @@ pub(super) fn survey(host: &dyn Hypervisor, lineage: &str, known: &HashSet<&str>
         .map_err(|e| e.to_string())?;
     let mut survey = Survey::default();
     let mut lineages = BTreeSet::new();
-    for object in owned {
+    for object in owned.unreadable {
+        let what = match object.kind {
+            ObjectKind::Network => "network",
+            ObjectKind::Guest => "domain",
+        };
+        survey.unusable.push(format!(
+            "the {what} `{}` ({}) carries nestform's metadata but its definition cannot be read ({}); \
+             it is left alone: look at it with `virsh {}dumpxml {}` and remove it by hand if nothing uses it",
+            object.name,
+            object.id,
+            object.reason,
+            if object.kind == ObjectKind::Network { "net-" } else { "" },
+            object.name
+        ));
+    }
+    for object in owned.objects {
         if object.owner.lineage != lineage {
             lineages.insert(object.owner.lineage.clone());
             survey.foreign.push(object.name);
@@ -324,6 +339,7 @@ pub(crate) mod tests {
         let mut all: Vec<(String, String)> = h
             .list_owned()
             .unwrap()
+            .objects
             .into_iter()
             .filter(|o| o.owner.lineage == lineage)
             .map(|o| (o.owner.address, o.id))

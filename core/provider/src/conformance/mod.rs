@@ -176,7 +176,7 @@ pub fn facts_are_sane(h: &dyn Hypervisor) {
 /// `guest_definition` gives the same text for the same request, reflects the request, and creates
 /// nothing on the host.
 pub fn guest_definition_is_pure(h: &dyn Hypervisor) {
-    let before = h.list_owned().unwrap_or_else(|e| panic!("list_owned failed: {e}"));
+    let before = h.list_owned().unwrap_or_else(|e| panic!("list_owned failed: {e}")).objects;
     let name = unique_name("def");
     let owner = sample_owner("nested_guest.def");
     let req = sample_guest(&name, &["somewhere"], true);
@@ -189,7 +189,7 @@ pub fn guest_definition_is_pure(h: &dyn Hypervisor) {
     let mut other_disk = req.clone();
     other_disk.disks.push(disk("data", 32 * MIB));
     assert_ne!(first, h.guest_definition(&other_disk, &owner), "the definition ignores disks");
-    let after = h.list_owned().unwrap_or_else(|e| panic!("list_owned failed: {e}"));
+    let after = h.list_owned().unwrap_or_else(|e| panic!("list_owned failed: {e}")).objects;
     assert_eq!(before, after, "guest_definition changed what the host holds");
 }
 
@@ -397,7 +397,7 @@ pub fn list_owned_finds_only_owned(h: &dyn Hypervisor) {
         .unwrap_or_else(|e| panic!("create_guest failed: {e}"));
     cleanup.guest(&guest.id);
 
-    let listed = h.list_owned().unwrap_or_else(|e| panic!("list_owned failed: {e}"));
+    let listed = h.list_owned().unwrap_or_else(|e| panic!("list_owned failed: {e}")).objects;
     let find = |id: &str| listed.iter().find(|o| o.id == id);
     let n = find(&net.id).unwrap_or_else(|| panic!("list_owned misses network `{net_name}`: {listed:?}"));
     assert_eq!((n.kind, n.name.as_str(), &n.owner), (ObjectKind::Network, net_name.as_str(), &net_owner));
@@ -419,7 +419,7 @@ pub fn list_owned_finds_only_owned(h: &dyn Hypervisor) {
 
     h.delete_guest(&guest.id).unwrap_or_else(|e| panic!("delete_guest failed: {e}"));
     h.delete_network(&net.id).unwrap_or_else(|e| panic!("delete_network failed: {e}"));
-    let after = h.list_owned().unwrap_or_else(|e| panic!("list_owned failed: {e}"));
+    let after = h.list_owned().unwrap_or_else(|e| panic!("list_owned failed: {e}")).objects;
     assert!(
         after.iter().all(|o| o.id != guest.id && o.id != net.id),
         "deleted objects are still listed: {after:?}"

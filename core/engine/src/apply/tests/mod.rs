@@ -146,6 +146,9 @@ fn next_plan(state: &State, base: &Plan, actions: &[(&str, Action, bool)]) -> Pl
 struct Snapshots {
     /// How long each persist takes, as a slow disk would.
     delay: Duration,
+    /// Persists from this one on (counting from 0) fail, as on a disk that filled up; the mirror
+    /// still takes their changes, as the [`StateSink`] contract asks.
+    fail_from: usize,
     mirror: Mutex<State>,
     saved: Mutex<Vec<State>>,
     changed: Mutex<Vec<BTreeSet<ResourceAddr>>>,
@@ -155,6 +158,7 @@ impl Snapshots {
     fn new(state: &State) -> Self {
         Snapshots {
             delay: Duration::ZERO,
+            fail_from: usize::MAX,
             mirror: Mutex::new(state.clone()),
             saved: Mutex::default(),
             changed: Mutex::default(),
@@ -172,8 +176,12 @@ impl StateSink for Snapshots {
                 None => mirror.resources.remove(addr),
             };
         }
+        let mut changed = self.changed.lock().unwrap();
+        changed.push(changes.iter().map(|(a, _)| a.clone()).collect());
+        if changed.len() > self.fail_from {
+            return Err("No space left on device (os error 28)".into());
+        }
         self.saved.lock().unwrap().push(mirror.clone());
-        self.changed.lock().unwrap().push(changes.iter().map(|(a, _)| a.clone()).collect());
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use nestform_state::State;
 use tokio::sync::{mpsc, watch};
 
 use super::{addr, basic, change, guest, host_uri, plan_of, run_with, test_options, Snapshots, L0_URI};
-use crate::apply::{apply, Phase};
+use crate::apply::{apply, ApplyError, Phase};
 use crate::hosts::Hosts;
 use crate::plan::Action;
 
@@ -134,4 +134,58 @@ async fn a_long_operation_says_it_is_still_running() {
     assert!(running.windows(2).all(|w| w[0] < w[1]), "elapsed grows: {running:?}");
     assert_eq!(phases.first(), Some(&Phase::Started), "{phases:?}");
     assert!(matches!(phases.last(), Some(Phase::Finished { .. })), "nothing after the end: {phases:?}");
+}
+
+/// A disk that fills up mid-apply: once a save fails nothing starts any more, since every change made
+/// after it would be unrecorded, and the outcome names exactly the resources made but not saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_save_starts_nothing_more_and_names_what_is_unrecorded() {
+    let provider = MemoryProvider::new();
+    provider.set_delay(Duration::from_millis(20));
+    let hosts = Hosts::new(provider.backends());
+    let mut changes = vec![change("kvm_host.l0", Action::Create, Some(host_uri(L0_URI)), 0)];
+    for i in 0..40 {
+        let name = format!("g{i}");
+        changes.push(change(
+            &format!("nested_guest.{name}"),
+            Action::Create,
+            Some(guest(&name, "kvm_host.l0", &[])),
+            1,
+        ));
+    }
+    let sink = Arc::new(Snapshots { fail_from: 4, ..Snapshots::new(&State::new()) });
+    let (_cancel_tx, cancel) = watch::channel(false);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut opts = test_options(cancel, tx);
+    opts.parallelism = 3;
+    let outcome = apply(&plan_of("l", changes), State::new(), &hosts, opts, sink.clone()).await;
+
+    let why = outcome.halted.as_deref().expect("the apply says it stopped");
+    assert!(why.contains("No space left on device"), "{why}");
+    let made: BTreeSet<String> =
+        (0..40).map(|i| format!("g{i}")).filter(|g| provider.guest("l0", g).is_some()).collect();
+    let saved = sink.saved.lock().unwrap().last().cloned().unwrap_or_default();
+    let saved_guests: BTreeSet<String> = saved
+        .resources
+        .keys()
+        .filter_map(|a| a.to_string().strip_prefix("nested_guest.").map(str::to_string))
+        .collect();
+    let unrecorded: BTreeSet<String> = outcome
+        .errors
+        .iter()
+        .filter(|(_, e)| matches!(e, ApplyError::SavedNot(_)))
+        .map(|(a, _)| a.to_string().trim_start_matches("nested_guest.").to_string())
+        .collect();
+    // Every guest that exists is either in the last saved state or named as unrecorded.
+    let expected: BTreeSet<String> = made.difference(&saved_guests).cloned().collect();
+    assert_eq!(unrecorded, expected, "made {made:?}, saved {saved_guests:?}");
+    assert!(!unrecorded.is_empty(), "the failed save held changes");
+    // What ran when the save failed finished, and nothing started after it: at most the operations
+    // running at the time and those of the failed batch went unrecorded, instead of most of the 40.
+    assert!(
+        made.len() <= saved_guests.len() + 2 * 3,
+        "{} guests made, {} saved",
+        made.len(),
+        saved_guests.len()
+    );
 }

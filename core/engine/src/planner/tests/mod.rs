@@ -8,8 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use nestform_provider::{
-    GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest, NetworkStatus, OwnedObject,
-    ProviderError,
+    GuestRequest, GuestStatus, HostFacts, Hypervisor, NetworkRequest, NetworkStatus, Owned, ProviderError,
 };
 use nestform_state::{ResourceState, State};
 use nestform_types::*;
@@ -220,7 +219,7 @@ impl Hypervisor for XmlOnly {
     fn facts(&self) -> Result<HostFacts, ProviderError> {
         Err(ProviderError::Unsupported("facts".into()))
     }
-    fn list_owned(&self) -> Result<Vec<OwnedObject>, ProviderError> {
+    fn list_owned(&self) -> Result<Owned, ProviderError> {
         Err(ProviderError::Unsupported("list_owned".into()))
     }
     fn read_network(&self, _: &str) -> Result<Option<NetworkStatus>, ProviderError> {
