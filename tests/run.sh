@@ -20,6 +20,8 @@ done
 
 cargo fmt --all -- --check
 cargo test --workspace --locked --no-fail-fast
+# The libvirt provider's conformance suite against real QEMU (guests with disks, started and stopped).
+NESTFORM_QEMU_URI=qemu:///system cargo test --locked -p nestform-provider-libvirt --test conformance -- --ignored
 # One lab guest booted straight through the provider, printing boot-to-agent time, the exec round
 # trip and file throughput over the channel.
 cargo test --locked -p nestform-lab-boot --test boot -- --ignored --test-threads 1 --nocapture

@@ -14,6 +14,7 @@ use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::error::ErrorNumber;
 use virt::network::Network;
+use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 
 use crate::domain::{domain_xml, parse_domain, volume_name, DomainFacts};
@@ -146,6 +147,26 @@ impl LibvirtHypervisor {
             bridge: facts.bridge,
             owner: facts.owner,
         })
+    }
+
+    /// Removes a volume of this name that no domain uses: the leftover of a guest whose domain was
+    /// undefined by hand, or of an older nestform that made volumes before domains. A volume some
+    /// domain uses is refused, since it is that guest's disk.
+    fn clear_leftover_volume(&self, pool: &StoragePool, name: &str) -> Result<(), ProviderError> {
+        let Some(vol) = storage::lookup_volume(pool, name)? else { return Ok(()) };
+        for dom in self.conn.list_all_domains(0).map_err(op("list domains of", &self.uri))? {
+            let Ok(xml) = dom.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE) else { continue };
+            if parse_domain(&xml).is_ok_and(|f| f.volumes.iter().any(|(_, v)| v == name)) {
+                let user = dom.name().unwrap_or_default();
+                return Err(ProviderError::op(
+                    "create volume",
+                    name,
+                    format!("it exists and is a disk of domain `{user}`"),
+                ));
+            }
+        }
+        tracing::info!(volume = name, "removing a volume no domain uses before making it anew");
+        vol.delete(0).map_err(op("delete volume", name))
     }
 
     /// Deletes the named volumes, then the pool if that emptied it.
@@ -334,8 +355,10 @@ impl Hypervisor for LibvirtHypervisor {
         }
     }
 
+    /// The domain is defined first and its volumes made after it, and a delete removes the volumes
+    /// before the domain: a volume never exists without the domain that owns it (by its metadata), so
+    /// a kill at any point leaves at worst an owned domain, which the next refresh adopts and replaces.
     fn create_guest(&self, req: &GuestRequest, owner: &Owner) -> Result<GuestStatus, ProviderError> {
-        // Refuse a taken name before touching volumes, which may be that guest's.
         if self.conn.lookup_domain_by_name(&req.name).is_ok() {
             return Err(ProviderError::op(
                 "define domain",
@@ -343,6 +366,8 @@ impl Hypervisor for LibvirtHypervisor {
                 "a domain of this name already exists",
             ));
         }
+        let xml = self.definition(req, owner, None);
+        let dom = self.conn.define_domain_xml(&xml).map_err(op("define domain", &req.name))?;
         let mut created = Vec::new();
         // A guest without disks needs no pool; making one would leave it empty.
         let volumes = if req.disks.is_empty() {
@@ -351,33 +376,22 @@ impl Hypervisor for LibvirtHypervisor {
             storage::with_pool(&self.conn, &self.pool_dir, |pool| {
                 for disk in &req.disks {
                     let name = volume_name(&req.name, disk);
+                    self.clear_leftover_volume(pool, &name)?;
                     storage::create_volume(pool, &name, disk)?;
                     created.push(name);
                 }
                 Ok(())
             })
         };
-        let undo = |created: &[String]| {
-            let _ = self.delete_volumes(created);
-        };
-        if let Err(e) = volumes {
-            undo(&created);
+        let started = volumes.and_then(|()| match req.running {
+            true => dom.create().map(drop).map_err(op("start domain", &req.name)),
+            false => Ok(()),
+        });
+        if let Err(e) = started {
+            // Leave nothing half-made behind: the engine records no id for a failed create.
+            let _ = self.delete_volumes(&created);
+            let _ = dom.undefine();
             return Err(e);
-        }
-        let xml = self.definition(req, owner, None);
-        let dom = match self.conn.define_domain_xml(&xml) {
-            Ok(dom) => dom,
-            Err(e) => {
-                undo(&created);
-                return Err(op("define domain", &req.name)(e));
-            }
-        };
-        if req.running {
-            if let Err(e) = dom.create() {
-                let _ = dom.undefine();
-                undo(&created);
-                return Err(op("start domain", &req.name)(e));
-            }
         }
         let id = dom.uuid_string().map_err(op("read domain", &req.name))?;
         self.guest_status(&dom, &id)
@@ -401,6 +415,10 @@ impl Hypervisor for LibvirtHypervisor {
             ));
         }
         let active = dom.is_active().map_err(op("read domain", &req.name))?;
+        // Defined before new volumes are made, as in a create: a kill in between leaves a definition
+        // naming a volume that is missing, which the next refresh sees and the next update makes.
+        let xml = self.definition(req, owner, Some(id));
+        self.conn.define_domain_xml(&xml).map_err(op("define domain", &req.name))?;
         let mut not_resized = Vec::new();
         if !req.disks.is_empty() {
             storage::with_pool(&self.conn, &self.pool_dir, |pool| {
@@ -421,8 +439,6 @@ impl Hypervisor for LibvirtHypervisor {
                 Ok(())
             })?;
         }
-        let xml = self.definition(req, owner, Some(id));
-        self.conn.define_domain_xml(&xml).map_err(op("define domain", &req.name))?;
         let wanted: Vec<_> = req.disks.iter().map(|d| volume_name(&req.name, d)).collect();
         let removed: Vec<_> =
             old.volumes.into_iter().map(|(_, v)| v).filter(|v| !wanted.contains(v)).collect();
@@ -478,6 +494,9 @@ impl Hypervisor for LibvirtHypervisor {
         }
         // Managed save, snapshot and checkpoint metadata and NVRAM would otherwise make libvirt refuse
         // or leave files behind; a driver that knows none of these flags gets a plain undefine.
+        // Volumes before the definition that owns them (see `create_guest`).
+        let volumes: Vec<_> = facts.volumes.into_iter().map(|(_, v)| v).collect();
+        self.delete_volumes(&volumes)?;
         let flags = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
             | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
             | virt::sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
@@ -496,8 +515,6 @@ impl Hypervisor for LibvirtHypervisor {
             }
             Err(e) => return Err(op("undefine domain", &facts.name)(e)),
         }
-        let volumes: Vec<_> = facts.volumes.into_iter().map(|(_, v)| v).collect();
-        self.delete_volumes(&volumes)?;
         // QEMU's logs of a guest nestform made go with it, on a host whose files nestform can reach.
         if self.domain_type != "test" && crate::facts::is_local(&self.uri) {
             let qemu_log =

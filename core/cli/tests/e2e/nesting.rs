@@ -38,6 +38,18 @@ nodes = {
 }
 "#;
 
+/// `examples/inception` scaled to a 2-core machine: guest3 gets what a busybox userland and the agent
+/// need; each level holds the next plus its own libvirtd and QEMU.
+pub(crate) const TOWER_SCALED: &str = r#"
+disk_gib = 1
+vcpus    = 1
+memory = {
+  guest1 = "3GiB"
+  guest2 = "1792MiB"
+  guest3 = "384MiB"
+}
+"#;
+
 /// Destroys, with the scaled variables, whatever the test applied, also when it fails half-way.
 pub(crate) struct Destroy<'a>(pub(crate) &'a Workspace);
 
@@ -131,20 +143,7 @@ fn exec(ws: &Workspace, guest: &str, script: &str) -> (String, Duration) {
 #[ignore = "the nesting suite: minutes of real guests; `tests/run.sh` runs it on its own"]
 fn the_inception_tower_stands_to_guest3_and_comes_down_with_guest1() {
     let _turn = take_turn();
-    // guest3 gets what a busybox userland and the agent need; each level holds the next plus its
-    // own libvirtd and QEMU.
-    let ws = example(
-        "inception",
-        r#"
-disk_gib = 1
-vcpus    = 1
-memory = {
-  guest1 = "3GiB"
-  guest2 = "1792MiB"
-  guest3 = "384MiB"
-}
-"#,
-    );
+    let ws = example("inception", TOWER_SCALED);
     let cleanup = Destroy(&ws);
 
     // Benchmarks do not run yet: the tower is everything guest3 needs.
