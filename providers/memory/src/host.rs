@@ -163,7 +163,7 @@ impl Hypervisor for MemoryHypervisor {
                     owner,
                 })
             });
-            Owned { objects: nets.chain(guests).collect(), unreadable: Vec::new() }
+            Owned { objects: nets.chain(guests).collect(), unreadable: h.unreadable.clone() }
         }))
     }
 

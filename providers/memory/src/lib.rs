@@ -98,6 +98,9 @@ struct HostWorld {
     guests: BTreeMap<String, GuestRecord>,
     /// The storage pool's volumes, by volume name, with their capacity; `None` while there is no pool.
     pool: Option<BTreeMap<String, u64>>,
+    /// Objects with nestform's metadata whose definition cannot be read
+    /// ([`MemoryProvider::add_unreadable`]).
+    unreadable: Vec<nestform_provider::UnreadableObject>,
     /// Parameters of the fake KVM module that `set_kvm_module_options` changed (over `nested = Y`).
     kvm_parameters: BTreeMap<String, String>,
 }
@@ -253,6 +256,13 @@ impl MemoryProvider {
         let w = self.lock();
         let pool = w.hosts.get(host)?.pool.as_ref()?;
         Some(pool.iter().map(|(n, c)| (n.clone(), *c)).collect())
+    }
+
+    /// Puts an object on `host` that carries nestform's metadata but whose definition cannot be read,
+    /// as libvirt leaves one when it writes a value back unescaped.
+    pub fn add_unreadable(&self, host: &str, object: nestform_provider::UnreadableObject) {
+        let mut w = self.lock();
+        w.hosts.entry(host.to_string()).or_default().unreadable.push(object);
     }
 
     /// Changes a guest behind nestform's back (drift). Returns whether the guest exists.

@@ -544,4 +544,37 @@ pub(crate) mod tests {
         assert_eq!((lan.action, lan.id.as_deref()), (Action::Replace, Some(id.as_str())));
         assert_eq!(lan.reasons, [ChangeReason::Orphan]);
     }
+
+    #[test]
+    fn an_unreadable_object_of_ours_is_warned_about_and_hides_no_orphan() {
+        let provider = MemoryProvider::new();
+        let conf = Conf::default().host("l0").network("lan", "kvm_host.l0");
+        let recorded = conf.applied();
+        let h = hosts(&provider).connect_uri(&addr("kvm_host.l0"), L0).unwrap();
+        let req = crate::request::network_request(match &conf.0[1].1 {
+            ResourceSpec::NatNetwork(n) => n,
+            _ => unreachable!("the second resource is the network"),
+        });
+        let owner = Owner { lineage: recorded.lineage.clone(), address: "nat_network.lan".into() };
+        h.create_network(&req, &owner).unwrap();
+        provider.add_unreadable(
+            L0,
+            nestform_provider::UnreadableObject {
+                kind: ObjectKind::Network,
+                id: "0e0e".into(),
+                name: "odd".into(),
+                reason: "parse network `0e0e` failed: Cannot find ';' after '&'".into(),
+            },
+        );
+        let (planned, warnings) = plan(&conf, &recorded, &hosts(&provider), false);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("the network `odd` (0e0e) carries nestform's metadata"),
+            "{}",
+            warnings[0]
+        );
+        assert!(warnings[0].contains("virsh net-dumpxml odd"), "{}", warnings[0]);
+        // The orphan beside it is still found.
+        assert_eq!(find(&planned, "nat_network.lan").reasons, [ChangeReason::Orphan]);
+    }
 }
