@@ -56,6 +56,19 @@ impl SourceRange {
         SourceRange { file: file.clone(), span }
     }
 
+    /// The character at byte `offset` of the file, where a parse error points. The parser's offset
+    /// may fall inside a multi-byte character (the fuzzer found one inside `𓮡`) or past the end: it
+    /// is moved back to where that character starts, so that rendering never slices a character.
+    pub fn parse_error(file: &Arc<SourceFile>, offset: usize) -> Self {
+        let text = &file.text;
+        let mut at = offset.min(text.len());
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let end = text[at..].chars().next().map_or(at, |c| at + c.len_utf8());
+        SourceRange::new(file, at..end)
+    }
+
     /// The 1-based line and column (in characters) where the range starts.
     pub fn line_col(&self) -> (usize, usize) {
         let start = self.span.start.min(self.file.text.len());

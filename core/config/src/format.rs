@@ -17,10 +17,9 @@ use crate::diag::{Diagnostic, Diagnostics, SourceFile, SourceRange};
 pub fn format_source(text: &str) -> Result<String, Diagnostics> {
     let file = std::sync::Arc::new(SourceFile::new("input", text));
     let mut body = hcl::edit::parser::parse_body(text).map_err(|e| {
-        let at = e.location().offset().min(text.len());
         Diagnostics::from(
             Diagnostic::error(format!("cannot parse: {}", e.message()))
-                .with_range(SourceRange::new(&file, at..at))
+                .with_range(SourceRange::parse_error(&file, e.location().offset()))
                 .with_label(e.message().to_string())
                 .with_help("fix the syntax before formatting"),
         )

@@ -215,10 +215,9 @@ impl Loader {
         let body = match hcl::edit::parser::parse_body(&file.text) {
             Ok(b) => b,
             Err(e) => {
-                let at = e.location().offset().min(file.text.len());
                 self.error(
                     Diagnostic::error(format!("cannot parse `{}`: {}", file.name, e.message()))
-                        .with_range(SourceRange::new(file, at..at))
+                        .with_range(SourceRange::parse_error(file, e.location().offset()))
                         .with_help("a variable file holds only attributes, like `name = \"value\"`"),
                 );
                 return vec![];

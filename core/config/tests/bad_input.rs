@@ -394,3 +394,21 @@ fn timeouts_are_decoded_beside_the_spec() {
     // Not part of what the guest is: its spec (and so its state and diff) holds no timeouts.
     assert!(!serde_json::to_string(&g.spec).unwrap().contains("45m"));
 }
+
+/// Found by the fuzzer (`tests/fuzz.rs`): the parser's error offset can fall inside a multi-byte
+/// character, and rendering the diagnostic sliced that character and panicked. The error now points
+/// at the whole character.
+#[test]
+fn a_syntax_error_at_a_multi_byte_character_is_reported_not_a_panic() {
+    for text in ["disk é", "kvm_host \"l0\" {\n  uri = \"x\"\n}\n𓮡", "nested_guest \"g\" { Ა }"] {
+        let out = problems(text);
+        assert!(out.contains("cannot parse `main.nf.hcl`"), "{text:?}: {out}");
+    }
+    let diags = diagnostics("disk é");
+    let range = diags.iter().next().unwrap().range.as_ref().unwrap();
+    let shown = &range.file.text[range.span.clone()];
+    assert!(shown.chars().count() <= 1, "{shown:?}");
+    // The same for `nestform fmt`.
+    let err = nestform_config::format_source("disk é").unwrap_err();
+    assert!(render_plain(&err).contains("cannot parse"));
+}

@@ -49,18 +49,27 @@ fn load_checked(text: String) -> Result<(), TestCaseError> {
         // Deeply nested input recurses; give it what the CLI's main thread has.
         .stack_size(8 << 20)
         .spawn(move || {
-            let result = load_sources(vec![SourceFile::new("main.nf.hcl", source)], &Default::default());
-            let diags = match result {
-                Ok(config) => config.warnings,
-                Err(diags) => diags,
-            };
-            let rendered = render_plain(&diags);
-            let _ = tx.send((diags, rendered));
+            let loaded = std::panic::catch_unwind(|| {
+                let result = load_sources(vec![SourceFile::new("main.nf.hcl", source)], &Default::default());
+                let diags = match result {
+                    Ok(config) => config.warnings,
+                    Err(diags) => diags,
+                };
+                let rendered = render_plain(&diags);
+                (diags, rendered)
+            });
+            let _ = tx.send(loaded.map_err(|panic| {
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            }));
         })
         .unwrap();
     let (diags, rendered) = rx
         .recv_timeout(Duration::from_secs(10))
-        .map_err(|_| TestCaseError::fail("loading took over 10 s or panicked"))?;
+        .map_err(|_| TestCaseError::fail("loading took over 10 s"))?
+        .map_err(|panic| TestCaseError::fail(format!("loading panicked: {}", panic.unwrap_or_default())))?;
     check_ranges(&diags, &text)?;
     // Wrapped at 100 columns with a frame drawn around it: compare letters and digits only.
     let letters = |t: &str| t.chars().filter(|c| c.is_alphanumeric()).collect::<String>();

@@ -17,12 +17,10 @@ impl Loader {
         let body = match hcl::edit::parser::parse_body(&file.text) {
             Ok(body) => body,
             Err(e) => {
-                let at = e.location().offset().min(file.text.len());
-                let end = file.text[at..].chars().next().map_or(at, |c| at + c.len_utf8());
                 self.parse_failed = true;
                 self.error(
                     Diagnostic::error(format!("cannot parse `{}`: {}", file.name, e.message()))
-                        .with_range(SourceRange::new(file, at..end))
+                        .with_range(SourceRange::parse_error(file, e.location().offset()))
                         .with_label(e.message().to_string())
                         .with_help("fix the syntax here; blocks look like `nested_guest \"NAME\" { ... }` and attributes like `key = value`"),
                 );
