@@ -524,10 +524,9 @@ pub(crate) mod tests {
         assert!(again.is_empty(), "{again:#?}");
     }
 
-    #[test]
-    fn a_network_defined_anew_before_the_kill_takes_the_place_of_the_one_gone() {
-        // An update of a network's addressing deletes it and defines it again, with a new id; killed
-        // before the save, the state still names the old id.
+    /// A host and network recorded as applied, and on the host a second network of this state at the
+    /// same address that the state does not record (its id is returned).
+    fn applied_network_with_an_orphan() -> (MemoryProvider, Conf, State, String) {
         let provider = MemoryProvider::new();
         let conf = Conf::default().host("l0").network("lan", "kvm_host.l0");
         let recorded = conf.applied();
@@ -538,6 +537,14 @@ pub(crate) mod tests {
         });
         let owner = Owner { lineage: recorded.lineage.clone(), address: "nat_network.lan".into() };
         let id = h.create_network(&req, &owner).unwrap().id;
+        (provider, conf, recorded, id)
+    }
+
+    #[test]
+    fn a_network_defined_anew_before_the_kill_takes_the_place_of_the_one_gone() {
+        // An update of a network's addressing deletes it and defines it again, with a new id; killed
+        // before the save, the state still names the old id.
+        let (provider, conf, recorded, id) = applied_network_with_an_orphan();
         let (planned, warnings) = plan(&conf, &recorded, &hosts(&provider), false);
         assert!(warnings.is_empty(), "{warnings:?}");
         let lan = find(&planned, "nat_network.lan");
@@ -547,16 +554,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_unreadable_object_of_ours_is_warned_about_and_hides_no_orphan() {
-        let provider = MemoryProvider::new();
-        let conf = Conf::default().host("l0").network("lan", "kvm_host.l0");
-        let recorded = conf.applied();
-        let h = hosts(&provider).connect_uri(&addr("kvm_host.l0"), L0).unwrap();
-        let req = crate::request::network_request(match &conf.0[1].1 {
-            ResourceSpec::NatNetwork(n) => n,
-            _ => unreachable!("the second resource is the network"),
-        });
-        let owner = Owner { lineage: recorded.lineage.clone(), address: "nat_network.lan".into() };
-        h.create_network(&req, &owner).unwrap();
+        let (provider, conf, recorded, _) = applied_network_with_an_orphan();
         provider.add_unreadable(
             L0,
             nestform_provider::UnreadableObject {
