@@ -4,7 +4,7 @@
 //!   connected components), topological order, and DOT output.
 //! - [`walk`]: runs one async task per node as soon as that node's own dependencies have finished, at
 //!   most `parallelism` at once; a failed node skips everything that depends on it while independent work
-//!   goes on; a cancel signal (a `tokio::sync::watch::Receiver<bool>`) stops new starts and lets running
+//!   goes on; a stop (any `Fn() -> bool`, asked before each start) stops new starts and lets running
 //!   ones finish.
 //!
 //! ```
@@ -20,8 +20,7 @@
 //! dag.add_dependency(guest, net);
 //! assert_eq!(dag.topological_order().unwrap(), vec![host, net, guest]);
 //!
-//! let (_cancel, cancel_rx) = tokio::sync::watch::channel(false);
-//! let report = walk(&dag, 4, cancel_rx, move |id| async move {
+//! let report = walk(&dag, 4, || false, move |id| async move {
 //!     if id == net { Err("network `lan` overlaps `default`".to_string()) } else { Ok(()) }
 //! })
 //! .await;

@@ -2,14 +2,14 @@
 //! dependencies have succeeded (not in waves), at most `parallelism` at once.
 //!
 //! A failed node skips everything that (transitively) depends on it while independent branches go on.
-//! Cancellation is a `tokio::sync::watch::Receiver<bool>` turning `true` (chosen over tokio-util's
-//! `CancellationToken` so the crate needs nothing beyond tokio, and because a `watch` channel is what a
-//! Ctrl-C handler naturally feeds): no new node starts, running ones finish, the rest are `NotStarted`.
+//! A stop is a plain `Fn() -> bool` the walker asks before each start, rather than a channel: the
+//! caller may have several reasons to stop (a Ctrl-C, a failed save), and a channel forwarded from
+//! another would reach the walker late, after it started one node too many. Once it says `true`, no
+//! new node starts, running ones finish, the rest are `NotStarted`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::graph::{Dag, NodeId};
@@ -81,20 +81,18 @@ impl WalkReport {
 /// `parallelism` (at least 1) running at once; among ready nodes the one added first starts first.
 ///
 /// When a node fails, everything that depends on it (transitively) is `Skipped` while independent
-/// nodes go on. When `cancel` becomes `true`, no new node starts; running ones finish; the rest are
-/// `NotStarted` (except the dependents of a node that fails after the cancel, which are `Skipped`, the
-/// more useful answer). If the sender of `cancel` is dropped the walk simply runs to the end. Nodes
-/// on a cycle never become ready and are reported `NotStarted`; check [`Dag::cycles`] first.
+/// nodes go on. `stop` is asked before every start: once it says `true`, no new node starts; running
+/// ones finish; the rest are `NotStarted` (except the dependents of a node that fails after the stop,
+/// which are `Skipped`, the more useful answer). It is asked in the walker's own task, so whatever a
+/// node set before it finished is seen before the next node starts: a node that asks for a stop is
+/// the last one started. Nodes on a cycle never become ready and are reported `NotStarted`; check
+/// [`Dag::cycles`] first.
 ///
 /// Each future is spawned on the current tokio runtime, so it must be `Send + 'static`; a panic in
 /// one is reported as that node's failure.
-pub async fn walk<N, F, Fut>(
-    dag: &Dag<N>,
-    parallelism: usize,
-    mut cancel: watch::Receiver<bool>,
-    work: F,
-) -> WalkReport
+pub async fn walk<N, S, F, Fut>(dag: &Dag<N>, parallelism: usize, stop: S, work: F) -> WalkReport
 where
+    S: Fn() -> bool,
     F: Fn(NodeId) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
@@ -105,32 +103,15 @@ where
     let mut ready: BTreeSet<NodeId> = dag.node_ids().filter(|id| waiting[id] == 0).collect();
     let mut running: JoinSet<Result<(), String>> = JoinSet::new();
     let mut running_ids: HashMap<tokio::task::Id, NodeId> = HashMap::new();
-    // Once the sender is gone no cancel can come; stop polling `changed`, which would return at once.
-    let mut cancel_open = true;
 
     loop {
-        let cancelled = *cancel.borrow_and_update();
-        if !cancelled {
-            while running.len() < parallelism {
-                let Some(id) = ready.pop_first() else { break };
-                let handle = running.spawn(work(id));
-                running_ids.insert(handle.id(), id);
-            }
+        // Nothing can start between two joins, so a stop needs no waking: it is asked here, each time.
+        while running.len() < parallelism && !ready.is_empty() && !stop() {
+            let id = ready.pop_first().expect("ready is not empty");
+            let handle = running.spawn(work(id));
+            running_ids.insert(handle.id(), id);
         }
-        if running.is_empty() {
-            break;
-        }
-
-        let joined = tokio::select! {
-            joined = running.join_next_with_id() => joined,
-            changed = cancel.changed(), if cancel_open && !cancelled => {
-                if changed.is_err() {
-                    cancel_open = false;
-                }
-                continue;
-            }
-        };
-        let Some(joined) = joined else { continue };
+        let Some(joined) = running.join_next_with_id().await else { break };
         let (task, result) = match joined {
             Ok((task, result)) => (task, result),
             Err(error) => {
@@ -184,7 +165,7 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
@@ -237,8 +218,8 @@ mod tests {
         }
     }
 
-    fn no_cancel() -> watch::Receiver<bool> {
-        watch::channel(false).1
+    fn no_cancel() -> bool {
+        false
     }
 
     fn dag(nodes: usize, edges: &[(usize, usize)]) -> (Dag<usize>, Vec<NodeId>) {
@@ -256,7 +237,7 @@ mod tests {
         let edges = [(1, 0), (2, 0), (3, 1), (3, 2), (5, 4), (6, 5), (7, 6), (7, 3)];
         let (dag, ids) = dag(8, &edges);
         let trace = Arc::new(Trace::default());
-        let report = walk(&dag, 4, no_cancel(), traced(&trace, &[], |id| 5 + id.index() as u64 % 3)).await;
+        let report = walk(&dag, 4, no_cancel, traced(&trace, &[], |id| 5 + id.index() as u64 % 3)).await;
         assert!(report.all_succeeded(), "{report:?}");
         for (dependent, dependency) in edges {
             assert!(
@@ -270,7 +251,7 @@ mod tests {
     async fn parallelism_bound_is_never_exceeded_and_is_reached() {
         let (dag, _) = dag(12, &[]);
         let trace = Arc::new(Trace::default());
-        let report = walk(&dag, 3, no_cancel(), traced(&trace, &[], |_| 20)).await;
+        let report = walk(&dag, 3, no_cancel, traced(&trace, &[], |_| 20)).await;
         assert!(report.all_succeeded());
         assert_eq!(trace.max_running.load(Ordering::SeqCst), 3);
     }
@@ -281,7 +262,7 @@ mod tests {
         let (dag, ids) = dag(4, &[(2, 1), (3, 0)]);
         let trace = Arc::new(Trace::default());
         let report =
-            walk(&dag, 4, no_cancel(), traced(&trace, &[], |id| if id.index() == 0 { 200 } else { 5 })).await;
+            walk(&dag, 4, no_cancel, traced(&trace, &[], |id| if id.index() == 0 { 200 } else { 5 })).await;
         assert!(report.all_succeeded());
         // 2 waited only for 1 (5 ms), so it finished while 0 (200 ms) was still running.
         let events = trace.events.lock().unwrap();
@@ -295,7 +276,7 @@ mod tests {
         // 1 fails. 2 and 3 depend on it (3 through 2); 4 depends on 3 and 0. 0, 5, 6 are independent.
         let (dag, ids) = dag(7, &[(1, 0), (2, 1), (3, 2), (4, 3), (4, 0), (6, 5)]);
         let trace = Arc::new(Trace::default());
-        let report = walk(&dag, 2, no_cancel(), traced(&trace, &[1], |_| 5)).await;
+        let report = walk(&dag, 2, no_cancel, traced(&trace, &[1], |_| 5)).await;
         assert_eq!(report.failed(), vec![(ids[1], "node `n1` failed")]);
         assert_eq!(report.skipped(), vec![(ids[2], ids[1]), (ids[3], ids[1]), (ids[4], ids[1])]);
         assert_eq!(report.succeeded(), vec![ids[0], ids[5], ids[6]]);
@@ -308,7 +289,7 @@ mod tests {
         // Branch A: 0 fails at once. Branch B: 1 <- 2 <- 3, which starts and runs after the failure.
         let (dag, ids) = dag(4, &[(2, 1), (3, 2)]);
         let trace = Arc::new(Trace::default());
-        let report = walk(&dag, 1, no_cancel(), traced(&trace, &[0], |_| 5)).await;
+        let report = walk(&dag, 1, no_cancel, traced(&trace, &[0], |_| 5)).await;
         assert_eq!(report.outcomes[&ids[0]], NodeOutcome::Failed("node `n0` failed".into()));
         for id in &ids[1..] {
             assert_eq!(report.outcomes[id], NodeOutcome::Succeeded);
@@ -319,7 +300,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panic_is_the_nodes_failure() {
         let (dag, ids) = dag(2, &[(1, 0)]);
-        let report = walk(&dag, 2, no_cancel(), |id: NodeId| async move {
+        let report = walk(&dag, 2, no_cancel, |id: NodeId| async move {
             if id.index() == 0 {
                 panic!("boom");
             }
@@ -334,18 +315,18 @@ mod tests {
     async fn cancellation_lets_running_nodes_finish_and_starts_no_more() {
         // A chain 0 <- 1 <- 2 plus independent 3 and 4, one at a time. Node 0 cancels while it runs.
         let (dag, ids) = dag(5, &[(1, 0), (2, 1)]);
-        let (tx, rx) = watch::channel(false);
-        let tx = Arc::new(tx);
+        let stop = Arc::new(AtomicBool::new(false));
         let started = Arc::new(Mutex::new(Vec::new()));
-        let report = walk(&dag, 1, rx, {
+        let asked = Arc::clone(&stop);
+        let report = walk(&dag, 1, move || asked.load(Ordering::SeqCst), {
             let started = Arc::clone(&started);
             move |id: NodeId| {
-                let tx = Arc::clone(&tx);
+                let stop = Arc::clone(&stop);
                 let started = Arc::clone(&started);
                 async move {
                     started.lock().unwrap().push(id);
                     if id.index() == 0 {
-                        tx.send(true).unwrap();
+                        stop.store(true, Ordering::SeqCst);
                         // Keep running after the cancel: the walker must wait for this to finish.
                         tokio::time::sleep(Duration::from_millis(30)).await;
                     }
@@ -362,28 +343,41 @@ mod tests {
     #[tokio::test]
     async fn cancelled_before_start_runs_nothing() {
         let (dag, ids) = dag(3, &[]);
-        let (_tx, rx) = watch::channel(true);
-        let report = walk(&dag, 2, rx, |_| async { Ok(()) }).await;
+        let report = walk(&dag, 2, || true, |_| async { Ok(()) }).await;
         assert_eq!(report.not_started(), ids);
     }
 
-    #[tokio::test]
-    async fn dropped_cancel_sender_does_not_stop_the_walk() {
-        let (dag, ids) = dag(3, &[(1, 0), (2, 1)]);
-        let (tx, rx) = watch::channel(false);
-        drop(tx);
-        let report = walk(&dag, 1, rx, |_| async {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            Ok(())
-        })
-        .await;
-        assert_eq!(report.succeeded(), ids);
+    /// The apply once forwarded Ctrl-C to the walker through a second channel and a task; now and then
+    /// the walker started the next node before that task ran (CI saw it). A stop asked as a node's very
+    /// last act must be seen before anything else starts, every time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_asked_as_a_nodes_last_act_is_seen_before_the_next_start() {
+        for round in 0..200 {
+            let (dag, ids) = dag(8, &[]);
+            let stop = Arc::new(AtomicBool::new(false));
+            let started = Arc::new(AtomicUsize::new(0));
+            let asked = Arc::clone(&stop);
+            let (s, st) = (Arc::clone(&stop), Arc::clone(&started));
+            let report = walk(&dag, 1, move || asked.load(Ordering::SeqCst), move |id: NodeId| {
+                let (stop, started) = (Arc::clone(&s), Arc::clone(&st));
+                async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    if id.index() == 2 {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    Ok(())
+                }
+            })
+            .await;
+            assert_eq!(started.load(Ordering::SeqCst), 3, "round {round}");
+            assert_eq!(report.not_started(), ids[3..].to_vec(), "round {round}");
+        }
     }
 
     #[tokio::test]
     async fn nodes_on_a_cycle_never_start() {
         let (dag, ids) = dag(3, &[(1, 2), (2, 1)]);
-        let report = walk(&dag, 2, no_cancel(), |_| async { Ok(()) }).await;
+        let report = walk(&dag, 2, no_cancel, |_| async { Ok(()) }).await;
         assert_eq!(report.succeeded(), vec![ids[0]]);
         assert_eq!(report.not_started(), vec![ids[1], ids[2]]);
     }
@@ -392,13 +386,13 @@ mod tests {
     fn the_walk_future_is_send_when_its_inputs_are() {
         fn assert_send<T: Send>(_: T) {}
         let dag: Dag<String> = Dag::new();
-        assert_send(walk(&dag, 1, no_cancel(), |_| async { Ok(()) }));
+        assert_send(walk(&dag, 1, no_cancel, |_| async { Ok(()) }));
     }
 
     #[tokio::test]
     async fn empty_graph_walks_to_an_empty_report() {
         let dag: Dag<()> = Dag::new();
-        let report = walk(&dag, 0, no_cancel(), |_| async { Ok(()) }).await;
+        let report = walk(&dag, 0, no_cancel, |_| async { Ok(()) }).await;
         assert!(report.outcomes.is_empty());
         assert!(report.all_succeeded());
     }

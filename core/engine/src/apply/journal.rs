@@ -34,8 +34,6 @@ struct Shared {
     /// Signalled when a change is recorded, a batch is saved, or the journal closes.
     changed: Condvar,
     sink: Arc<dyn StateSink>,
-    /// Turned `true` by the first failed save: the walk starts nothing after it.
-    halt: tokio::sync::watch::Sender<bool>,
 }
 
 struct Inner {
@@ -66,8 +64,8 @@ pub(crate) struct Unsaved {
 }
 
 impl Journal {
-    /// Starts the writer thread; `halt` turns `true` when a save fails.
-    pub fn start(state: State, sink: Arc<dyn StateSink>, halt: tokio::sync::watch::Sender<bool>) -> Journal {
+    /// Starts the writer thread.
+    pub fn start(state: State, sink: Arc<dyn StateSink>) -> Journal {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 state,
@@ -81,7 +79,6 @@ impl Journal {
             }),
             changed: Condvar::new(),
             sink,
-            halt,
         });
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
@@ -121,7 +118,8 @@ impl Journal {
         Ok(())
     }
 
-    /// Why the first failed save of this apply failed (a later one may have succeeded).
+    /// Why the first failed save of this apply failed (a later one may have succeeded). The walk asks
+    /// before each start, so nothing starts after a failed save.
     pub fn halted(&self) -> Option<String> {
         self.shared.lock().halted.clone()
     }
@@ -183,7 +181,6 @@ impl Shared {
                     inner.halted.get_or_insert_with(|| error.clone());
                     inner.failed = Some((batch[0].0.clone(), error));
                     inner.unsaved.extend(batch.iter().map(|(addr, _)| addr.clone()));
-                    self.halt.send_replace(true);
                 }
             }
             self.changed.notify_all();

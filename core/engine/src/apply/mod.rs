@@ -211,17 +211,13 @@ pub async fn apply(
         stop_timeout: opts.stop_timeout,
         agent_wait: opts.agent_wait,
     });
-    // The walk stops starting operations on Ctrl-C, and when a state save fails.
-    let (halt_tx, halt_rx) = watch::channel(*opts.cancel.borrow());
-    let journal = Arc::new(Journal::start(state, sink, halt_tx.clone()));
-    let mut user_cancel = opts.cancel.clone();
-    let forward_cancel = tokio::spawn(async move {
-        while user_cancel.changed().await.is_ok() {
-            if *user_cancel.borrow_and_update() {
-                halt_tx.send_replace(true);
-            }
-        }
-    });
+    let journal = Arc::new(Journal::start(state, sink));
+    // The walk stops starting operations on Ctrl-C, and when a state save fails. Both are asked
+    // directly before each start: a channel forwarded by a task could tell the walk too late.
+    let stop = {
+        let (cancel, journal) = (opts.cancel.clone(), journal.clone());
+        move || *cancel.borrow() || journal.halted().is_some()
+    };
     let all_ops = graph.ops;
     // Each operation's ticket: the journal ticket of its own change, or of the latest change of what it
     // depends on when it changes nothing itself (a stop), so waiting on it covers everything below.
@@ -230,7 +226,7 @@ pub async fn apply(
     let still_every = opts.still_every;
     // The walk carries errors as text; the typed error of each failed operation waits here.
     let failures: Arc<std::sync::Mutex<BTreeMap<usize, ApplyError>>> = Arc::default();
-    let report = walk(&dag, opts.parallelism, halt_rx, |id: NodeId| {
+    let report = walk(&dag, opts.parallelism, stop, |id: NodeId| {
         let (ctx, journal, events, tickets) = (ctx.clone(), journal.clone(), events.clone(), tickets.clone());
         let failures = failures.clone();
         let op = all_ops[*dag.node(id)].clone();
@@ -293,7 +289,6 @@ pub async fn apply(
         }
     })
     .await;
-    forward_cancel.abort();
 
     let mut errors = Vec::new();
     for (id, outcome) in &report.outcomes {
