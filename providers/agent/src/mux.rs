@@ -83,6 +83,26 @@ pub struct Conn {
     demux: Mutex<Option<JoinHandle<Option<BoxedReader>>>>,
     /// The writer, kept when the peer starts a new handshake so the channel can be handed back.
     retired: Mutex<Option<Box<dyn Write + Send>>>,
+    /// What the connection reaches (a guest's name), for [`describe_all`].
+    label: Mutex<String>,
+    /// Frames read by the demultiplexer, and when it read the last one.
+    frames_in: std::sync::atomic::AtomicU64,
+    last_frame_in: Mutex<Option<Instant>>,
+}
+
+/// Every connection of this process, for [`describe_all`].
+static CONNS: Mutex<Vec<std::sync::Weak<Conn>>> = Mutex::new(Vec::new());
+
+/// Every live connection of this process with each open stream's flow-control state: what a caller
+/// logs when an answer does not come, to tell a request stuck on this side (waiting for credit) from
+/// one sent and never answered.
+pub fn describe_all() -> String {
+    let conns: Vec<Arc<Conn>> = {
+        let mut all = lock(&CONNS);
+        all.retain(|c| c.strong_count() > 0);
+        all.iter().filter_map(std::sync::Weak::upgrade).collect()
+    };
+    conns.iter().map(|c| c.describe()).collect::<Vec<_>>().join("; ")
 }
 
 /// The reading half of a channel, as the connection holds it.
@@ -107,7 +127,11 @@ impl Conn {
             next_id: AtomicU32::new(1),
             demux: Mutex::new(None),
             retired: Mutex::new(None),
+            label: Mutex::new("unnamed".into()),
+            frames_in: 0.into(),
+            last_frame_in: Mutex::new(None),
         });
+        lock(&CONNS).push(Arc::downgrade(&conn));
         let demux_conn = Arc::clone(&conn);
         let handle = thread::Builder::new()
             .name("nestform-agent-demux".into())
@@ -130,6 +154,54 @@ impl Conn {
     /// Why the connection ended, once it has.
     pub fn failure(&self) -> Option<String> {
         lock(&self.failure).clone()
+    }
+
+    /// Names what the connection reaches, for [`Conn::describe`].
+    pub fn set_label(&self, label: &str) {
+        *lock(&self.label) = label.to_string();
+    }
+
+    /// The connection and each open stream: data bytes sent and received, credit left to send,
+    /// bytes received and not yet taken by the consumer, and how long ago each side last sent.
+    pub fn describe(&self) -> String {
+        let ago = |at: Option<Instant>| {
+            at.map_or("never".to_string(), |t| format!("{:.1}s ago", t.elapsed().as_secs_f64()))
+        };
+        let mut streams: Vec<Arc<Stream>> = lock(&self.streams).values().cloned().collect();
+        streams.sort_by_key(|s| s.id);
+        let parts: Vec<String> = streams
+            .iter()
+            .map(|s| {
+                let st = lock(&s.state);
+                let waiting = st
+                    .awaiting_credit
+                    .map(|t| format!(", waiting for credit for {:.1}s", t.elapsed().as_secs_f64()))
+                    .unwrap_or_default();
+                format!(
+                    "stream {}: sent {} B (last {}), received {} B (last heard {}), credit {} B, untaken {} B in {} items{}{}{}",
+                    s.id,
+                    st.sent,
+                    ago(st.last_sent),
+                    st.received,
+                    ago(st.last_heard),
+                    st.send_credit,
+                    st.recv_outstanding,
+                    st.inbox.len(),
+                    waiting,
+                    if st.peer_closed { ", closed by the peer" } else { "" },
+                    if st.local_closed { ", closed here" } else { "" },
+                )
+            })
+            .collect();
+        format!(
+            "connection to `{}`{}: {} frames in (last {}), {} streams open [{}]",
+            lock(&self.label),
+            self.failure().map(|f| format!(" (ended: {f})")).unwrap_or_default(),
+            self.frames_in.load(Ordering::Relaxed),
+            ago(*lock(&self.last_frame_in)),
+            parts.len(),
+            parts.join(" | ")
+        )
     }
 
     /// Number of streams not yet closed by both sides.
@@ -252,6 +324,8 @@ impl Conn {
                     return None;
                 }
             };
+            self.frames_in.fetch_add(1, Ordering::Relaxed);
+            *lock(&self.last_frame_in) = Some(Instant::now());
             if noticed || self.failure().is_some() {
                 // After a failure only keep draining, so that the notice (or a peer's write) finishes.
                 continue;
@@ -350,6 +424,13 @@ struct StreamState {
     /// When the peer last sent anything on this stream (a keepalive and credit count): what an idle
     /// limit measures.
     last_heard: Option<Instant>,
+    /// Data bytes sent and received on this stream, and when this side last sent any: what a stall's
+    /// report shows ([`Conn::describe`]).
+    sent: u64,
+    received: u64,
+    last_sent: Option<Instant>,
+    /// When this side began waiting for credit, while it waits.
+    awaiting_credit: Option<Instant>,
 }
 
 /// One stream of a connection, usable from several threads (e.g. one sending stdin while another reads
@@ -392,6 +473,7 @@ impl Stream {
         match frame.kind {
             FrameKind::Data | FrameKind::ErrData => {
                 state.recv_outstanding += frame.body.len() as u64;
+                state.received += frame.body.len() as u64;
                 if state.recv_outstanding > u64::from(WINDOW) {
                     return Err(format!("stream `{}` sent past its credit", self.id));
                 }
@@ -550,10 +632,14 @@ impl Stream {
                     if state.send_credit > 0 {
                         break;
                     }
+                    state.awaiting_credit.get_or_insert_with(Instant::now);
                     state = self.wait(state, None, idle)?;
                 }
                 let n = bytes.len().min(DATA_CHUNK).min(state.send_credit as usize);
                 state.send_credit -= n as u64;
+                state.awaiting_credit = None;
+                state.sent += n as u64;
+                state.last_sent = Some(Instant::now());
                 n
             };
             self.conn.send(Frame::new(self.id, kind, bytes[..n].to_vec()))?;
@@ -659,6 +745,47 @@ mod tests {
 
     fn soon() -> Option<Instant> {
         Some(Instant::now() + Duration::from_secs(10))
+    }
+
+    #[test]
+    fn a_stall_report_tells_a_sender_waiting_for_credit_from_an_unanswered_request() {
+        // The agent side takes the stream and never reads it: its credit is never returned.
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let keep = Arc::clone(&kept);
+        let on_open: OnOpen = Box::new(move |stream, _| lock(&keep).push(stream));
+        let (client, agent) = pair(on_open);
+        client.set_label("guest-a");
+        let stuck = client.open(b"stuck".to_vec()).unwrap();
+        let quiet = client.open(b"quiet".to_vec()).unwrap();
+        quiet.send_data(false, b"a request").unwrap();
+        let sender = {
+            let stuck = Arc::clone(&stuck);
+            thread::spawn(move || {
+                stuck.send_data_within(
+                    false,
+                    &vec![7u8; WINDOW as usize + 10],
+                    Some(Duration::from_millis(300)),
+                )
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let report = loop {
+            let report = client.describe();
+            if report.contains("waiting for credit") || Instant::now() > deadline {
+                break report;
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        assert!(report.starts_with("connection to `guest-a`: "), "{report}");
+        assert!(report.contains(&format!("stream {}: sent {WINDOW} B", stuck.id())), "{report}");
+        assert!(report.contains("credit 0 B") && report.contains("waiting for credit for"), "{report}");
+        // The other stream sent its request and waits on nothing here: nothing came back.
+        assert!(report.contains(&format!("stream {}: sent 9 B", quiet.id())), "{report}");
+        assert!(report.contains("received 0 B"), "{report}");
+        assert_eq!(sender.join().unwrap(), Err(StreamEnd::Timeout));
+        // Both connections of this process are in the process-wide report.
+        let all = describe_all();
+        assert!(all.contains("connection to `guest-a`") && all.contains(&agent.describe()[..20]), "{all}");
     }
 
     #[test]

@@ -112,6 +112,13 @@ impl PromotedHost {
         Ok(fresh)
     }
 
+    /// Where the bytes of a call that got no answer are: the tunnel's connections and every agent
+    /// connection of this process with its streams' flow-control state.
+    fn describe_path(&self) -> String {
+        let tunnel = self.tunnel.as_ref().map_or_else(|| "no tunnel".to_string(), LibvirtTunnel::describe);
+        format!("{tunnel}; {}", nestform_agent::mux::describe_all())
+    }
+
     /// Runs `f`, which only reads, on the connection; made once more on a new connection when it
     /// does not return within the read limit.
     fn read<T: Send + 'static>(
@@ -122,12 +129,12 @@ impl PromotedHost {
         let f = Arc::new(f);
         let conn = self.current();
         let g = Arc::clone(&f);
-        if let Some(result) = within(&conn, self.read_patience, move |h| g(h)) {
+        if let Some(result) = within(&conn, operation, &self.uri, self.read_patience, move |h| g(h)) {
             return result;
         }
-        tracing::warn!(host = %self.uri, operation, patience = ?self.read_patience, "a call to libvirtd in the guest did not return; connecting again");
+        tracing::warn!(host = %self.uri, operation, patience = ?self.read_patience, path = %self.describe_path(), "a call to libvirtd in the guest did not return; connecting again");
         let fresh = self.replace(&conn)?;
-        within(&fresh, self.read_patience, move |h| f(h)).unwrap_or_else(|| {
+        within(&fresh, operation, &self.uri, self.read_patience, move |h| f(h)).unwrap_or_else(|| {
             Err(self.failed(
                 operation,
                 format!(
@@ -156,10 +163,10 @@ impl PromotedHost {
         f: impl FnOnce(&dyn Hypervisor) -> Result<T, ProviderError> + Send + 'static,
     ) -> Result<T, ProviderError> {
         let conn = self.current();
-        if let Some(result) = within(&conn, patience, f) {
+        if let Some(result) = within(&conn, operation, &self.uri, patience, f) {
             return result;
         }
-        tracing::warn!(host = %self.uri, operation, ?patience, "a call to libvirtd in the guest did not return");
+        tracing::warn!(host = %self.uri, operation, ?patience, path = %self.describe_path(), "a call to libvirtd in the guest did not return");
         let replaced = self.replace(&conn).err().map(|e| format!(" (connecting again failed too: {e})"));
         Err(self.failed(
             operation,
@@ -173,16 +180,23 @@ impl PromotedHost {
 }
 
 /// `f(conn)` on a thread of its own, given up on after `patience` (`None`); a call given up on ends
-/// when its connection does.
+/// when its connection does. One that returns after all says so, with how long it took: a late
+/// answer is a slow libvirtd, none at all a lost one.
 fn within<T: Send + 'static>(
     conn: &Arc<dyn Hypervisor>,
+    operation: &'static str,
+    uri: &str,
     patience: Duration,
     f: impl FnOnce(&dyn Hypervisor) -> Result<T, ProviderError> + Send + 'static,
 ) -> Option<Result<T, ProviderError>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let conn = Arc::clone(conn);
+    let (uri, started) = (uri.to_string(), std::time::Instant::now());
     std::thread::spawn(move || {
-        let _ = tx.send(f(&*conn));
+        let result = f(&*conn);
+        if tx.send(result).is_err() {
+            tracing::warn!(host = %uri, operation, after = ?started.elapsed(), "a call to libvirtd in the guest that was given up on returned after all");
+        }
     });
     rx.recv_timeout(patience).ok()
 }

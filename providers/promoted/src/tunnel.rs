@@ -55,11 +55,71 @@ pub struct LibvirtTunnel {
     dir: Option<tempfile::TempDir>,
 }
 
+/// What one connection carried, for [`LibvirtTunnel::describe`]: bytes each way, when the last went
+/// each way, and since when a write is under way (the relay waits for the agent's credit there).
+#[derive(Default)]
+struct Pumped {
+    up: std::sync::atomic::AtomicU64,
+    down: std::sync::atomic::AtomicU64,
+    times: Mutex<PumpTimes>,
+}
+
+#[derive(Default)]
+struct PumpTimes {
+    opened: Option<std::time::Instant>,
+    last_up: Option<std::time::Instant>,
+    last_down: Option<std::time::Instant>,
+    writing_up_since: Option<std::time::Instant>,
+    writing_down_since: Option<std::time::Instant>,
+}
+
+impl Pumped {
+    fn moved(&self, up: bool, n: usize) {
+        let now = std::time::Instant::now();
+        let mut t = self.times.lock().unwrap();
+        if up {
+            self.up.fetch_add(n as u64, Ordering::Relaxed);
+            (t.last_up, t.writing_up_since) = (Some(now), None);
+        } else {
+            self.down.fetch_add(n as u64, Ordering::Relaxed);
+            (t.last_down, t.writing_down_since) = (Some(now), None);
+        }
+    }
+
+    fn writing(&self, up: bool) {
+        let mut t = self.times.lock().unwrap();
+        *(if up { &mut t.writing_up_since } else { &mut t.writing_down_since }) =
+            Some(std::time::Instant::now());
+    }
+
+    fn describe(&self, id: u64) -> String {
+        let ago = |at: Option<std::time::Instant>| {
+            at.map_or("never".to_string(), |t| format!("{:.1}s ago", t.elapsed().as_secs_f64()))
+        };
+        let t = self.times.lock().unwrap();
+        let mut text = format!(
+            "connection {id} (opened {}): up {} B (last {}), down {} B (last {})",
+            ago(t.opened),
+            self.up.load(Ordering::Relaxed),
+            ago(t.last_up),
+            self.down.load(Ordering::Relaxed),
+            ago(t.last_down)
+        );
+        if let Some(since) = t.writing_up_since {
+            text += &format!(", writing to the guest for {:.1}s", since.elapsed().as_secs_f64());
+        }
+        if let Some(since) = t.writing_down_since {
+            text += &format!(", writing to the local client for {:.1}s", since.elapsed().as_secs_f64());
+        }
+        text
+    }
+}
+
 /// What the acceptor and the connection threads share with the tunnel.
 struct Shared {
     stop: AtomicBool,
-    /// The local end of each open connection, to close them on drop.
-    open: Mutex<HashMap<u64, UnixStream>>,
+    /// The local end of each open connection, to close them on drop, with what it carried.
+    open: Mutex<HashMap<u64, (UnixStream, Arc<Pumped>)>>,
     /// Signalled when a connection ends.
     closed: Condvar,
     /// The last failure to open a relay, for diagnosis (the libvirt client only sees end-of-file).
@@ -120,6 +180,16 @@ impl LibvirtTunnel {
         self.shared.open.lock().unwrap().len()
     }
 
+    /// Each open connection: bytes each way and when they last moved, and a write under way. What a
+    /// caller logs when a call through the tunnel gets no answer.
+    pub fn describe(&self) -> String {
+        let open = self.shared.open.lock().unwrap();
+        let mut ids: Vec<_> = open.keys().copied().collect();
+        ids.sort_unstable();
+        let parts: Vec<String> = ids.iter().map(|id| open[id].1.describe(*id)).collect();
+        format!("tunnel `{}`: {} connections open [{}]", self.path.display(), parts.len(), parts.join(" | "))
+    }
+
     /// Why the last relay could not be opened, if one could not.
     pub fn last_error(&self) -> Option<String> {
         self.shared.last_error.lock().unwrap().clone()
@@ -135,7 +205,7 @@ impl Drop for LibvirtTunnel {
             let _ = acceptor.join();
         }
         let open = self.shared.open.lock().unwrap();
-        for local in open.values() {
+        for (local, _) in open.values() {
             let _ = local.shutdown(Shutdown::Both);
         }
         // Bounded: a relay whose guest stopped answering must not hang the caller.
@@ -158,13 +228,15 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, client: &AgentClie
         let Ok(registered) = local.try_clone() else { continue };
         next_id += 1;
         shared.accepted.fetch_add(1, Ordering::SeqCst);
-        shared.open.lock().unwrap().insert(next_id, registered);
+        let pumped = Arc::new(Pumped::default());
+        pumped.times.lock().unwrap().opened = Some(std::time::Instant::now());
+        shared.open.lock().unwrap().insert(next_id, (registered, Arc::clone(&pumped)));
         let id = next_id;
         let (conn_shared, client, remote) = (Arc::clone(shared), client.clone(), remote.to_string());
         // The relay is opened on the connection's own thread: a slow agent never blocks accepting.
         let spawned = thread::Builder::new().name(format!("nestform-tunnel-{id}")).spawn(move || {
             match client.open_relay(&remote) {
-                Ok(relay) => pump(local, relay),
+                Ok(relay) => pump(local, relay, &pumped),
                 // Dropping `local` closes it: the libvirt client reads end-of-file at once.
                 Err(e) => *conn_shared.last_error.lock().unwrap() = Some(format!("relay to `{remote}`: {e}")),
             }
@@ -179,8 +251,9 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, client: &AgentClie
 
 /// Copies bytes both ways until both directions ended; this thread takes guest to local, a second
 /// one local to guest.
-fn pump(local: UnixStream, mut relay: nestform_agent::RelayStream) {
+fn pump(local: UnixStream, mut relay: nestform_agent::RelayStream, pumped: &Arc<Pumped>) {
     let mut writer = relay.writer();
+    let up = Arc::clone(pumped);
     let upstream = local.try_clone().map(|mut from_local| {
         thread::spawn(move || {
             let mut buf = vec![0u8; 64 << 10];
@@ -188,7 +261,10 @@ fn pump(local: UnixStream, mut relay: nestform_agent::RelayStream) {
                 match from_local.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if writer.write_all(&buf[..n]).is_err() {
+                        up.writing(true);
+                        let written = writer.write_all(&buf[..n]);
+                        up.moved(true, n);
+                        if written.is_err() {
                             // The guest side is gone: make the local client see it too.
                             let _ = from_local.shutdown(Shutdown::Both);
                             return;
@@ -206,7 +282,10 @@ fn pump(local: UnixStream, mut relay: nestform_agent::RelayStream) {
         match relay.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if to_local.write_all(&buf[..n]).is_err() {
+                pumped.writing(false);
+                let written = to_local.write_all(&buf[..n]);
+                pumped.moved(false, n);
+                if written.is_err() {
                     break;
                 }
             }
@@ -291,6 +370,14 @@ mod tests {
         // A connection still open when the tunnel goes is closed, not leaked.
         let mut open = UnixStream::connect(tunnel.path()).unwrap();
         open.write_all(b"unfinished").unwrap();
+        // A stall's report shows what each open connection carried.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !tunnel.describe().contains("up 10 B") && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let report = tunnel.describe();
+        assert!(report.contains("1 connections open [connection 4 (opened "), "{report}");
+        assert!(report.contains("up 10 B (last ") && report.contains("down 0 B (last never)"), "{report}");
         let t = std::time::Instant::now();
         drop(tunnel);
         assert!(t.elapsed() < DRAIN_TIMEOUT, "drop waited {:?}", t.elapsed());

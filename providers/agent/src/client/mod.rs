@@ -248,6 +248,9 @@ impl OpStream {
             Some((at, after)) if Instant::now() >= at => after,
             _ => self.idle.or(self.deadline.map(|(_, after)| after)).unwrap_or_default(),
         };
+        // Where the call's bytes are, while the streams still show it: this one waiting for credit
+        // is a request stuck on this side; sent with nothing heard back is an answer that never came.
+        tracing::warn!(op = self.op, guest = %self.guest, ?after, stream = self.stream.id(), path = %crate::mux::describe_all(), "an agent call got no answer");
         ClientError::NoAnswer { op: self.op, guest: self.guest.clone(), after }
     }
 
@@ -343,6 +346,7 @@ impl AgentClient {
         }
         let keepalive = welcome.capabilities.iter().any(|c| c == "keepalive");
         let conn = Conn::start(reader, Box::new(writer), shutdown, None);
+        conn.set_label(&options.guest);
         let inner = ClientInner {
             conn,
             welcome,
@@ -367,6 +371,11 @@ impl AgentClient {
     /// Why the connection ended, once it has.
     pub fn disconnected(&self) -> Option<String> {
         self.inner.conn.failure()
+    }
+
+    /// The connection's streams and their flow-control state (see [`crate::mux::Conn::describe`]).
+    pub fn describe(&self) -> String {
+        self.inner.conn.describe()
     }
 
     fn open(&self, request: &Request, op: &'static str) -> Result<OpStream, ClientError> {
