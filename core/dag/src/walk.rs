@@ -358,16 +358,21 @@ mod tests {
             let started = Arc::new(AtomicUsize::new(0));
             let asked = Arc::clone(&stop);
             let (s, st) = (Arc::clone(&stop), Arc::clone(&started));
-            let report = walk(&dag, 1, move || asked.load(Ordering::SeqCst), move |id: NodeId| {
-                let (stop, started) = (Arc::clone(&s), Arc::clone(&st));
-                async move {
-                    started.fetch_add(1, Ordering::SeqCst);
-                    if id.index() == 2 {
-                        stop.store(true, Ordering::SeqCst);
+            let report = walk(
+                &dag,
+                1,
+                move || asked.load(Ordering::SeqCst),
+                move |id: NodeId| {
+                    let (stop, started) = (Arc::clone(&s), Arc::clone(&st));
+                    async move {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        if id.index() == 2 {
+                            stop.store(true, Ordering::SeqCst);
+                        }
+                        Ok(())
                     }
-                    Ok(())
-                }
-            })
+                },
+            )
             .await;
             assert_eq!(started.load(Ordering::SeqCst), 3, "round {round}");
             assert_eq!(report.not_started(), ids[3..].to_vec(), "round {round}");
