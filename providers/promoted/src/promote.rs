@@ -35,8 +35,8 @@ mod scripts;
 
 pub use qemu_conf::{qemu_conf_with_settings, QEMU_CONF_SETTINGS};
 use scripts::{
-    already_promoted_script, daemons_script, KvmReport, DEVPTS_SCRIPT, HIDE_SCRIPT, KVM_SCRIPT,
-    OWN_POOL_SCRIPT, PRIVATE_DIRS_SCRIPT, RESTART_LIBVIRTD, ROOT_FS,
+    already_promoted_script, daemons_script, ready_check_script, restart_libvirtd, KvmReport, DEVPTS_SCRIPT,
+    HIDE_SCRIPT, KVM_SCRIPT, OWN_POOL_SCRIPT, PRIVATE_DIRS_SCRIPT, ROOT_FS,
 };
 
 /// The guest's QEMU driver configuration, edited by [`start_libvirt`].
@@ -51,8 +51,9 @@ pub const LIBVIRT_SOCKET: &str = "/var/run/libvirt/libvirt-sock";
 /// How [`start_libvirt`] behaves.
 #[derive(Clone, Debug)]
 pub struct PromoteOptions {
-    /// How long to wait for libvirtd to answer after starting it. The first start probes QEMU's
-    /// capabilities, which under TCG takes tens of seconds.
+    /// How long to wait for libvirtd to answer after starting it, counted from its last progress
+    /// (see `wait_ready`). The first start probes QEMU's capabilities, which under TCG takes tens of
+    /// seconds a binary, minutes in a loaded level 2.
     pub ready_timeout: Duration,
     /// Hide the parent's persistent domains, networks and storage pools from the guest's libvirtd.
     pub hide_parent_objects: bool,
@@ -289,26 +290,34 @@ fn libvirtd_runs(client: &AgentClient) -> Result<bool, PromoteError> {
 /// starts), and waits until it answers: for a libvirtd that answered `virsh version` but then hung on
 /// a caller's request. Returns what `virsh version` answered.
 pub fn restart_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<String, PromoteError> {
-    checked(client, "restarting a libvirtd that does not answer", RESTART_LIBVIRTD)?;
+    checked(client, "restarting a libvirtd that does not answer", &restart_libvirtd())?;
     checked(client, "starting the libvirt daemons", &daemons_script())
         .map_err(|e| with_log_tail(client, e))?;
     wait_ready(client, opts.ready_timeout)
 }
 
 /// Waits until libvirtd's socket exists and `virsh version` answers; returns virsh's output.
+///
+/// A new libvirtd answers nothing until it has probed each QEMU binary's capabilities (a QEMU started
+/// with `-machine none`, one after another, each result cached under `/var/cache/libvirt/qemu/capabilities`). Under
+/// emulation each probe takes minutes, so `timeout` is counted from the last sign of progress (another
+/// probe started, another result cached), not from the start: seen in a loaded level 2, a first
+/// start answered after more than three minutes of probes, and a restart at three minutes killed the
+/// second probe half-way. While a probe runs, `virsh` is not asked (it would only wait for the probe).
 fn wait_ready(client: &AgentClient, timeout: Duration) -> Result<String, PromoteError> {
     nestform_provider::progress::step("waiting for libvirtd's first answer (QEMU capability probes)");
-    let deadline = Instant::now() + timeout;
-    // Exit 2: libvirtd is gone (it failed after daemonizing), so waiting longer is pointless.
-    let check = format!(
-        "[ -f /run/libvirtd.pid ] && kill -0 \"$(cat /run/libvirtd.pid)\" 2>/dev/null \
-           || {{ echo 'libvirtd is not running'; exit 2; }}; \
-         test -S {LIBVIRT_SOCKET} || {{ echo 'no socket yet'; exit 1; }}; \
-         virsh -c qemu:///system version 2>&1"
-    );
+    let mut last_progress = Instant::now();
+    let check = ready_check_script();
     let mut last = String::from("nothing tried");
-    while Instant::now() < deadline {
+    let mut progress = String::new();
+    let mut waited = Duration::ZERO;
+    loop {
+        let deadline = last_progress + timeout;
+        if Instant::now() >= deadline {
+            break;
+        }
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        let asked = Instant::now();
         let r = match client
             .exec(ExecRequest::new(["sh", "-c", &check]).timeout(left.min(Duration::from_secs(60))))
         {
@@ -320,10 +329,18 @@ fn wait_ready(client: &AgentClient, timeout: Duration) -> Result<String, Promote
             }
             Err(source) => return Err(PromoteError::Agent { step: "asking libvirtd", source }),
         };
+        waited += asked.elapsed();
         let out = String::from_utf8_lossy(&r.stdout).trim().to_string();
         tracing::debug!(status = ?r.status.code, answer = %out.lines().next().unwrap_or(""), "asked libvirtd");
         if r.status.success() {
+            tracing::debug!(?waited, "libvirtd answered");
             return Ok(out);
+        }
+        if r.status.code == Some(3) && out != progress {
+            // Another probe, or another result cached: libvirtd is getting on.
+            tracing::debug!(%out, "libvirtd makes progress");
+            progress.clone_from(&out);
+            last_progress = Instant::now();
         }
         last = if out.is_empty() { format!("{:?}", r.status) } else { out };
         if r.status.code == Some(2) {

@@ -148,15 +148,45 @@ start libvirtd {LIBVIRTD_LOG}
     )
 }
 
-/// Kills the guest's libvirtd (hung: it does not answer) so the daemons script starts a new one.
-pub(super) const RESTART_LIBVIRTD: &str = r#"
+/// Prints the pid of each running QEMU capability probe, a line each: libvirt starts them with
+/// `-machine none,accel=...` (the `[=]` keeps the pattern from matching `grep`'s own command line).
+pub(super) const PROBE_PIDS: &str =
+    r#"grep -lsa 'none,accel[=]' /proc/[0-9]*/cmdline | sed 's#/proc/\([0-9]*\)/cmdline#\1#'"#;
+
+/// Where libvirtd caches what it probed of each QEMU binary.
+const QEMU_CAPS_CACHE: &str = "/var/cache/libvirt/qemu/capabilities";
+
+/// Asks whether libvirtd answers: exits 0 with `virsh version`'s output when it does; 1 when its
+/// socket is not there yet; 2 when libvirtd is gone (it failed after daemonizing, so waiting longer
+/// is pointless); 3 while it probes QEMU, with a line that says which probes run and how many
+/// results are cached (`virsh` would only wait for the probe).
+pub(super) fn ready_check_script() -> String {
+    format!(
+        r#"[ -f /run/libvirtd.pid ] && kill -0 "$(cat /run/libvirtd.pid)" 2>/dev/null || {{ echo 'libvirtd is not running'; exit 2; }}
+probes=$({PROBE_PIDS} | tr '\n' ' '); probes=${{probes% }}
+cached=$(ls {QEMU_CAPS_CACHE} 2>/dev/null | wc -l)
+[ -z "$probes" ] || {{ echo "probing QEMU (process $probes, $cached results cached)"; exit 3; }}
+test -S {LIBVIRT_SOCKET} || {{ echo "no socket yet ($cached results cached)"; exit 1; }}
+virsh -c qemu:///system version 2>&1
+"#
+    )
+}
+
+/// Kills the guest's libvirtd (hung: it does not answer) so the daemons script starts a new one,
+/// and any QEMU capability probe it left (a probe outlives its libvirtd and would run on unused).
+pub(super) fn restart_libvirtd() -> String {
+    format!(
+        r#"
 pid=$(cat /run/libvirtd.pid 2>/dev/null)
 [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
 for i in $(seq 50); do [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+for probe in $({PROBE_PIDS}); do kill -9 "$probe" 2>/dev/null; done
 rm -f /run/libvirtd.pid
 echo "== restarted after it stopped answering" >> /var/log/libvirt/libvirtd.log
 exit 0
-"#;
+"#
+    )
+}
 
 #[cfg(test)]
 mod tests {
@@ -164,22 +194,29 @@ mod tests {
 
     #[test]
     fn the_scripts_are_valid_shell() {
-        for script in [
-            ROOT_FS,
-            KVM_SCRIPT,
-            DEVPTS_SCRIPT,
-            PRIVATE_DIRS_SCRIPT,
-            HIDE_SCRIPT,
-            OWN_POOL_SCRIPT,
-            RESTART_LIBVIRTD,
-        ]
-        .map(String::from)
-        .into_iter()
-        .chain([daemons_script(), already_promoted_script()])
+        for script in [ROOT_FS, KVM_SCRIPT, DEVPTS_SCRIPT, PRIVATE_DIRS_SCRIPT, HIDE_SCRIPT, OWN_POOL_SCRIPT]
+            .map(String::from)
+            .into_iter()
+            .chain([daemons_script(), already_promoted_script(), restart_libvirtd(), ready_check_script()])
         {
             let out = std::process::Command::new("sh").args(["-n", "-c", &script]).output().expect("sh runs");
             assert!(out.status.success(), "{}\n{script}", String::from_utf8_lossy(&out.stderr));
         }
+    }
+
+    #[test]
+    fn probes_are_found_by_their_command_line_and_nothing_else_is() {
+        // A stand-in for a probe: a process whose arguments say `-machine none,accel=tcg`.
+        let mut probe = std::process::Command::new("sh")
+            .args(["-c", "sleep 30", "qemu-system-x86_64", "-machine", "none,accel=tcg"])
+            .spawn()
+            .unwrap();
+        let out = std::process::Command::new("sh").args(["-c", PROBE_PIDS]).output().unwrap();
+        let _ = probe.kill();
+        let _ = probe.wait();
+        let pids: Vec<u32> =
+            String::from_utf8_lossy(&out.stdout).split_whitespace().map(|p| p.parse().unwrap()).collect();
+        assert_eq!(pids, [probe.id()], "{}", String::from_utf8_lossy(&out.stderr));
     }
 
     #[test]
