@@ -451,3 +451,106 @@ fn inner_domains(ws: &Workspace) -> Vec<String> {
     let names = in_guest1(ws, &["virsh", "-c", "qemu:///system", "list", "--all", "--name"]);
     names.split_whitespace().map(String::from).collect()
 }
+
+/// Removes every level-0 domain whose name starts with `{tag}-`, with its disks, when dropped: what
+/// a kill left and a failed test did not get to repair (the state's destroy only knows what it
+/// records). Whatever ran inside such a domain goes with it.
+struct RemoveTagged(&'static str);
+
+impl Drop for RemoveTagged {
+    fn drop(&mut self) {
+        let names = crate::lab::virsh(&["list", "--all", "--name"]);
+        for name in names.split_whitespace().filter(|n| n.starts_with(&format!("{}-", self.0))) {
+            let _ = Command::new("virsh").args(["-c", "qemu:///system", "destroy", name]).output();
+            let _ = Command::new("virsh")
+                .args(["-c", "qemu:///system", "undefine", name, "--remove-all-storage", "--nvram"])
+                .output();
+        }
+    }
+}
+
+/// SIGKILL of `nestform apply` at five points of a real two-level tower, each on a fresh build of it:
+/// level 1 booting, its promotion half-way, a level-1 network being made, level 2 being defined, and
+/// level 2 booting. After each kill the state file is whole; the next apply converges (a plan after it
+/// is empty), each level holds exactly the guests and networks the state records, and destroy leaves
+/// nothing. By hand (about 15 minutes):
+/// `cargo test -p nestform --test e2e killed::sigkill_at_five -- --ignored --nocapture`.
+#[test]
+#[ignore = "by hand: five kills of an apply of real guests"]
+fn sigkill_at_five_points_of_a_real_tower_converges_with_no_orphan_at_any_level() {
+    let _turn = crate::lab::take_turn();
+    let tag = "nfe2k5";
+    let ws = Workspace::new();
+    ws.write("main.nf.hcl", &crate::lab::two_levels(tag, 23, "", ""));
+    let _tagged = RemoveTagged(tag);
+    let cleanup = DestroyOnDrop(&ws);
+    // The line after which the kill comes, and how long after it.
+    let points = [
+        ("nested_guest.guest1: Creating", Duration::from_secs(2)),
+        ("kvm_host.guest1: Creating", Duration::from_secs(8)),
+        ("nat_network.inner: Creating", Duration::ZERO),
+        ("nested_guest.guest2: Creating", Duration::from_secs(3)),
+        ("nested_guest.guest2: Still creating", Duration::ZERO),
+    ];
+    for (marker, after) in points {
+        let started = Instant::now();
+        let mut child = spawn_apply(&ws, &[], Stdio::piped());
+        let lines = lines_of(child.stdout.take().expect("the apply's stdout"));
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(900);
+        while !seen.iter().any(|l: &String| l.starts_with(marker)) {
+            match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("`{marker}` never came:\n{}", seen.join("\n")),
+            }
+        }
+        std::thread::sleep(after);
+        kill(child);
+        let killed_at = started.elapsed();
+        // Whole, or not there yet: never half a file.
+        let text = ws.read("nestform.state.json");
+        assert!(
+            text.is_empty() || serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+            "{marker}: the state is damaged:\n{text}"
+        );
+
+        let start = Instant::now();
+        let r = ws.run(&["apply", "-auto-approve"]);
+        assert_eq!(r.code, 0, "{marker}: the next apply failed:\n{}\n{}", r.stdout, r.stderr);
+        let converged = start.elapsed();
+        ws.run(&["plan", "-detailed-exitcode"]).code(0);
+        let state = state_json(&ws);
+        let id = |addr: &str| {
+            recorded(&state).into_iter().find(|(a, _)| a == addr).map(|(_, id)| id).unwrap_or_default()
+        };
+        // Level 0 holds guest1, the one the state records; guest1 holds guest2 and the network.
+        let outer: Vec<String> = crate::lab::virsh(&["list", "--all", "--uuid"])
+            .split_whitespace()
+            .filter(|u| crate::lab::virsh(&["domname", u]).trim().starts_with(&format!("{tag}-")))
+            .map(String::from)
+            .collect();
+        assert_eq!(outer, [id("nested_guest.guest1")], "{marker}: level 0 holds other guests of this test");
+        let uuids = in_guest1(&ws, &["virsh", "-c", "qemu:///system", "list", "--all", "--uuid"]);
+        assert_eq!(
+            uuids.split_whitespace().collect::<Vec<_>>(),
+            [id("nested_guest.guest2")],
+            "{marker}: level 1"
+        );
+        let nets = in_guest1(&ws, &["virsh", "-c", "qemu:///system", "net-list", "--all", "--uuid"]);
+        assert_eq!(
+            nets.split_whitespace().collect::<Vec<_>>(),
+            [id("nat_network.inner")],
+            "{marker}: level 1 networks"
+        );
+
+        ws.run(&["destroy", "-auto-approve"]).success();
+        let domains = crate::lab::virsh(&["list", "--all", "--name"]);
+        assert!(!domains.contains(tag), "{marker}: domains left after destroy: {domains}");
+        eprintln!(
+            "killed at `{marker}` + {after:?} ({:.1} s into the apply); the next apply converged in {:.1} s",
+            killed_at.as_secs_f64(),
+            converged.as_secs_f64()
+        );
+    }
+    drop(cleanup);
+}

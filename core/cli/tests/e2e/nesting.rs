@@ -72,6 +72,15 @@ pub(crate) struct Line {
 
 /// Runs `nestform ARGS` in `ws`, timestamping each line of its output as it arrives.
 pub(crate) fn run_timed(ws: &Workspace, args: &[&str]) -> (i32, Vec<Line>, String) {
+    run_watched(ws, args, |_| {})
+}
+
+/// [`run_timed`], showing each line to `watch` as it arrives (to act in the middle of a run).
+pub(crate) fn run_watched(
+    ws: &Workspace,
+    args: &[&str],
+    mut watch: impl FnMut(&Line),
+) -> (i32, Vec<Line>, String) {
     let start = Instant::now();
     let mut child = Command::new(nestform_bin())
         .arg(format!("-chdir={}", ws.path().display()))
@@ -88,6 +97,7 @@ pub(crate) fn run_timed(ws: &Workspace, args: &[&str]) -> (i32, Vec<Line>, Strin
         .lines()
         .map_while(Result::ok)
         .map(|text| Line { at: start.elapsed(), text })
+        .inspect(|line| watch(line))
         .collect();
     let code = child.wait().unwrap().code().unwrap_or(-1);
     (code, lines, errors.join().unwrap())
