@@ -43,6 +43,9 @@ pub const WRITE_PATIENCE: Duration = Duration::from_secs(600);
 /// again there, so one lost answer deep in the nesting costs a minute and a half, not the run.
 pub struct PromotedHost {
     conn: Mutex<Arc<dyn Hypervisor>>,
+    /// The tunnel connection the current libvirt connection goes through, closed when that one is
+    /// replaced: the call that stalled on it then returns, and everything it held is freed.
+    tunnel_conn: Mutex<Option<u64>>,
     uri: String,
     reconnect: Option<Reconnect>,
     agent: AgentClient,
@@ -62,6 +65,7 @@ impl PromotedHost {
         PromotedHost {
             uri: inner.uri().to_string(),
             conn: Mutex::new(inner),
+            tunnel_conn: Mutex::new(None),
             reconnect: None,
             agent,
             console_dir: crate::console::CONSOLE_LOG_DIR.to_string(),
@@ -73,6 +77,8 @@ impl PromotedHost {
 
     /// Keeps `tunnel`, which the connection goes through, open as long as this host lives.
     pub fn owning(mut self, tunnel: LibvirtTunnel) -> Self {
+        // The connection this host was made with is the tunnel's newest.
+        *self.tunnel_conn.get_mut().unwrap_or_else(|p| p.into_inner()) = tunnel.newest_connection();
         self.tunnel = Some(tunnel);
         self
     }
@@ -97,7 +103,8 @@ impl PromotedHost {
     }
 
     /// Puts a new connection in place of `stalled` (unless another caller did already) and returns
-    /// it. The stalled one is dropped here; its call ends when its tunnel closes.
+    /// it. The stalled one's tunnel connection is closed, so the call waiting on it returns and frees
+    /// its thread, its libvirt connection and the agent's relay in the guest.
     fn replace(&self, stalled: &Arc<dyn Hypervisor>) -> Result<Arc<dyn Hypervisor>, ProviderError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if !Arc::ptr_eq(&conn, stalled) {
@@ -109,6 +116,17 @@ impl PromotedHost {
         nestform_provider::progress::step("reconnecting to libvirtd (a call got no answer)");
         let fresh = reconnect()?;
         *conn = fresh.clone();
+        if let Some(tunnel) = &self.tunnel {
+            // libvirt's connect is a round trip through the tunnel, so the new connection is the
+            // tunnel's newest by now.
+            let mut through = self.tunnel_conn.lock().unwrap_or_else(|p| p.into_inner());
+            let old = through.take();
+            *through = tunnel.newest_connection().filter(|new| Some(*new) != old);
+            if let Some(old) = old {
+                tracing::debug!(host = %self.uri, connection = old, "closing the stalled connection's way through the tunnel");
+                tunnel.close_connection(old);
+            }
+        }
         Ok(fresh)
     }
 
@@ -132,7 +150,7 @@ impl PromotedHost {
         if let Some(result) = within(&conn, operation, &self.uri, self.read_patience, move |h| g(h)) {
             return result;
         }
-        tracing::warn!(host = %self.uri, operation, patience = ?self.read_patience, path = %self.describe_path(), "a call to libvirtd in the guest did not return; connecting again");
+        tracing::warn!(host = %self.uri, operation, patience = ?self.read_patience, path = %self.describe_path(), guest = %crate::promote::libvirtd_now(&self.agent), "a call to libvirtd in the guest did not return; connecting again");
         let fresh = self.replace(&conn)?;
         within(&fresh, operation, &self.uri, self.read_patience, move |h| f(h)).unwrap_or_else(|| {
             Err(self.failed(
@@ -166,7 +184,7 @@ impl PromotedHost {
         if let Some(result) = within(&conn, operation, &self.uri, patience, f) {
             return result;
         }
-        tracing::warn!(host = %self.uri, operation, ?patience, path = %self.describe_path(), "a call to libvirtd in the guest did not return");
+        tracing::warn!(host = %self.uri, operation, ?patience, path = %self.describe_path(), guest = %crate::promote::libvirtd_now(&self.agent), "a call to libvirtd in the guest did not return");
         let replaced = self.replace(&conn).err().map(|e| format!(" (connecting again failed too: {e})"));
         Err(self.failed(
             operation,
@@ -506,6 +524,131 @@ mod tests {
         assert!(host.read_guest(&id).unwrap().is_some());
         assert_eq!(reconnects.load(Ordering::SeqCst), 1);
         p.release_stalls();
+    }
+
+    /// A libvirt connection stand-in that goes through a tunnel as libvirt's does: one socket, made
+    /// when it connects. `read_guest` on a stalled one waits for an answer that never comes, until
+    /// its socket ends; then it says so in `released`.
+    struct ThroughTunnel {
+        socket: std::os::unix::net::UnixStream,
+        stalls: bool,
+        released: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl ThroughTunnel {
+        fn connect(
+            tunnel: &std::path::Path,
+            stalls: bool,
+            released: &Arc<std::sync::atomic::AtomicBool>,
+        ) -> Arc<dyn Hypervisor> {
+            // A round trip, as libvirt's handshake is: the tunnel has taken the connection after it.
+            use std::io::{Read, Write};
+            let mut socket = std::os::unix::net::UnixStream::connect(tunnel).unwrap();
+            socket.write_all(b"hello").unwrap();
+            socket.read_exact(&mut [0u8; 1]).unwrap();
+            Arc::new(ThroughTunnel { socket, stalls, released: Arc::clone(released) })
+        }
+    }
+
+    impl Hypervisor for ThroughTunnel {
+        fn uri(&self) -> &str {
+            "through-tunnel://g1"
+        }
+        fn read_guest(&self, _: &str) -> Result<Option<GuestStatus>, ProviderError> {
+            if !self.stalls {
+                return Ok(None);
+            }
+            use std::io::{Read, Write};
+            let _ = (&self.socket).write_all(b"a request");
+            let _ = (&self.socket).read(&mut [0u8; 16]);
+            self.released.store(true, Ordering::SeqCst);
+            Err(ProviderError::op("read guest", "x", "the connection ended"))
+        }
+        fn facts(&self) -> Result<HostFacts, ProviderError> {
+            unimplemented!()
+        }
+        fn list_owned(&self) -> Result<Owned, ProviderError> {
+            unimplemented!()
+        }
+        fn read_network(&self, _: &str) -> Result<Option<NetworkStatus>, ProviderError> {
+            unimplemented!()
+        }
+        fn create_network(&self, _: &NetworkRequest, _: &Owner) -> Result<NetworkStatus, ProviderError> {
+            unimplemented!()
+        }
+        fn delete_network(&self, _: &str) -> Result<(), ProviderError> {
+            unimplemented!()
+        }
+        fn create_guest(&self, _: &GuestRequest, _: &Owner) -> Result<GuestStatus, ProviderError> {
+            unimplemented!()
+        }
+        fn update_guest(&self, _: &str, _: &GuestRequest, _: &Owner) -> Result<GuestStatus, ProviderError> {
+            unimplemented!()
+        }
+        fn start_guest(&self, _: &str) -> Result<(), ProviderError> {
+            unimplemented!()
+        }
+        fn stop_guest(&self, _: &str, _: Duration) -> Result<(), ProviderError> {
+            unimplemented!()
+        }
+        fn delete_guest(&self, _: &str) -> Result<(), ProviderError> {
+            unimplemented!()
+        }
+        fn guest_definition(&self, _: &GuestRequest, _: &Owner) -> String {
+            unimplemented!()
+        }
+    }
+
+    #[test]
+    fn a_stalled_call_is_released_when_its_connection_is_replaced() {
+        // The guest's "libvirtd": a socket server that answers each connection's hello and nothing
+        // after it.
+        let guest = tempfile::tempdir().unwrap();
+        let sock = guest.path().join("libvirt-sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut held = Vec::new();
+            for mut conn in listener.incoming().map_while(Result::ok) {
+                let _ = conn.read_exact(&mut [0u8; 5]);
+                let _ = conn.write_all(b"!");
+                held.push(conn);
+            }
+        });
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let config = Arc::new(nestform_agent::agent::AgentConfig {
+            relay_allow: vec![sock.clone()],
+            ..Default::default()
+        });
+        std::thread::spawn(move || {
+            let _ = nestform_agent::serve_session(theirs, &config);
+        });
+        let agent = AgentClient::handshake(ours).unwrap();
+        let tunnel = LibvirtTunnel::to_socket(&agent, sock.to_str().unwrap()).unwrap();
+        let path = tunnel.path().to_path_buf();
+
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let first = ThroughTunnel::connect(&path, true, &released);
+        let again = path.clone();
+        let mut host = PromotedHost::new(first, agent)
+            .owning(tunnel)
+            .reconnecting(Box::new(move || Ok(ThroughTunnel::connect(&again, false, &Arc::default()))));
+        host.read_patience = Duration::from_millis(300);
+
+        // The read stalls, is made again on a new connection, and answers there.
+        assert_eq!(host.read_guest("x").unwrap(), None);
+        // The stalled call returned: its way through the tunnel was closed under it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !released.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(released.load(Ordering::SeqCst), "the stalled call still waits");
+        // And its relay is gone with it: only the new connection is open.
+        let tunnel = host.tunnel.as_ref().unwrap();
+        while tunnel.open_connections() > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(tunnel.open_connections(), 1, "{}", tunnel.describe());
     }
 
     #[test]

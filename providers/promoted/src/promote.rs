@@ -36,7 +36,7 @@ mod scripts;
 pub use qemu_conf::{qemu_conf_with_settings, QEMU_CONF_SETTINGS};
 use scripts::{
     already_promoted_script, daemons_script, ready_check_script, restart_libvirtd, KvmReport, DEVPTS_SCRIPT,
-    HIDE_SCRIPT, KVM_SCRIPT, OWN_POOL_SCRIPT, PRIVATE_DIRS_SCRIPT, ROOT_FS,
+    HIDE_SCRIPT, KVM_SCRIPT, OWN_POOL_SCRIPT, PRIVATE_DIRS_SCRIPT, PROBE_PIDS, ROOT_FS,
 };
 
 /// The guest's QEMU driver configuration, edited by [`start_libvirt`].
@@ -349,6 +349,26 @@ fn wait_ready(client: &AgentClient, timeout: Duration) -> Result<String, Promote
         std::thread::sleep(Duration::from_millis(500));
     }
     Err(PromoteError::NotReady { timeout, last, log_tail: log_tail(client) })
+}
+
+/// What libvirtd in the guest is doing, for a warning about a call it did not answer: the QEMU
+/// capability probes running, whether libvirtd lives and where its threads wait in the kernel, and
+/// the end of its log. Asked through the agent, so it comes even when libvirtd answers nothing.
+pub fn libvirtd_now(client: &AgentClient) -> String {
+    let script = format!(
+        r#"echo "probes: $({PROBE_PIDS} | tr '\n' ' ')"
+pid=$(cat /run/libvirtd.pid 2>/dev/null)
+if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  echo "libvirtd $pid: threads waiting in: $(for t in /proc/$pid/task/*; do cat $t/wchan 2>/dev/null; echo; done | sort | uniq -c | tr '\n' ' ')"
+else
+  echo "libvirtd is not running"
+fi
+echo "log:"; tail -n 12 {LIBVIRTD_LOG} 2>/dev/null"#
+    );
+    match client.exec(ExecRequest::new(["sh", "-c", &script]).timeout(Duration::from_secs(10))) {
+        Ok(r) => String::from_utf8_lossy(&r.stdout).trim_end().replace('\n', " | "),
+        Err(e) => format!("(cannot ask the guest: {e})"),
+    }
 }
 
 /// The end of both daemons' logs in the guest, for error messages.

@@ -62,6 +62,8 @@ struct Pumped {
     up: std::sync::atomic::AtomicU64,
     down: std::sync::atomic::AtomicU64,
     times: Mutex<PumpTimes>,
+    /// The relay's writer once it is open, to end it from outside ([`LibvirtTunnel::close_connection`]).
+    relay: Mutex<Option<nestform_agent::RelayWriter>>,
 }
 
 #[derive(Default)]
@@ -190,6 +192,21 @@ impl LibvirtTunnel {
         format!("tunnel `{}`: {} connections open [{}]", self.path.display(), parts.len(), parts.join(" | "))
     }
 
+    /// The id of the connection accepted last and still open: the one a libvirt connection made just
+    /// now goes through.
+    pub fn newest_connection(&self) -> Option<u64> {
+        self.shared.open.lock().unwrap().keys().max().copied()
+    }
+
+    /// Ends connection `id` at both ends: its local client reads end-of-file (a libvirt call waiting
+    /// on it returns an error), and its relay closes, which frees the agent's connection to the
+    /// socket in the guest even when nothing comes back through the relay any more.
+    pub fn close_connection(&self, id: u64) {
+        if let Some((local, pumped)) = self.shared.open.lock().unwrap().get(&id) {
+            end(local, pumped);
+        }
+    }
+
     /// Why the last relay could not be opened, if one could not.
     pub fn last_error(&self) -> Option<String> {
         self.shared.last_error.lock().unwrap().clone()
@@ -205,8 +222,8 @@ impl Drop for LibvirtTunnel {
             let _ = acceptor.join();
         }
         let open = self.shared.open.lock().unwrap();
-        for (local, _) in open.values() {
-            let _ = local.shutdown(Shutdown::Both);
+        for (local, pumped) in open.values() {
+            end(local, pumped);
         }
         // Bounded: a relay whose guest stopped answering must not hang the caller.
         let (open, _) =
@@ -215,6 +232,15 @@ impl Drop for LibvirtTunnel {
         if let Some(dir) = self.dir.take() {
             let _ = dir.close();
         }
+    }
+}
+
+/// Ends one connection at both ends. The relay too: its guest side may never close by itself (a
+/// server that holds the connection, a stalled path), and the agent keeps its socket until it ends.
+fn end(local: &UnixStream, pumped: &Pumped) {
+    let _ = local.shutdown(Shutdown::Both);
+    if let Some(relay) = pumped.relay.lock().unwrap().as_ref() {
+        relay.close();
     }
 }
 
@@ -253,6 +279,7 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, client: &AgentClie
 /// one local to guest.
 fn pump(local: UnixStream, mut relay: nestform_agent::RelayStream, pumped: &Arc<Pumped>) {
     let mut writer = relay.writer();
+    *pumped.relay.lock().unwrap() = Some(relay.writer());
     let up = Arc::clone(pumped);
     let upstream = local.try_clone().map(|mut from_local| {
         thread::spawn(move || {

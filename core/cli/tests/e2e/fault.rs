@@ -67,7 +67,11 @@ fn a_two_level_lab_with_siblings_comes_up_three_times_in_a_row_without_a_recover
             destroyed.as_secs_f64(),
             used.len()
         );
-        assert!(used.is_empty(), "run {run} needed a recovery: {used:?}\n{}", all_text(&lines));
+        let warned = crate::nesting::warnings(&ws);
+        for w in &warned {
+            eprintln!("fault: run {run}: {w}");
+        }
+        assert!(used.is_empty(), "run {run} needed a recovery: {used:?}\n{}\n{warned:#?}", all_text(&lines));
     }
 }
 

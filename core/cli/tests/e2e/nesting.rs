@@ -86,6 +86,9 @@ pub(crate) fn run_watched(
         .arg(format!("-chdir={}", ws.path().display()))
         .args(args)
         .env("NO_COLOR", "1")
+        // Every stall's report (see `warnings`), and the promotion steps' times.
+        .env("NESTFORM_LOG", "warn,nestform_provider_promoted=debug")
+        .env("NESTFORM_LOG_PATH", ws.path().join(LOG))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -101,6 +104,16 @@ pub(crate) fn run_watched(
         .collect();
     let code = child.wait().unwrap().code().unwrap_or(-1);
     (code, lines, errors.join().unwrap())
+}
+
+/// The log file of every [`run_timed`] in a workspace.
+const LOG: &str = "nestform.log";
+
+/// The warnings the runs in `ws` logged: each call that got no answer, with where its bytes were
+/// and what libvirtd in the guest was doing.
+pub(crate) fn warnings(ws: &Workspace) -> Vec<String> {
+    let log = std::fs::read_to_string(ws.path().join(LOG)).unwrap_or_default();
+    log.lines().filter(|l| l.contains(" WARN ")).map(String::from).collect()
 }
 
 /// Prints where each promotion's time went (its `Creation complete after ... (steps)` line) and
