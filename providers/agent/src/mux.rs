@@ -90,6 +90,11 @@ pub struct Conn {
     last_frame_in: Mutex<Option<Instant>>,
 }
 
+/// How long ago `at` was, as a stall report says it ("12.3s ago", or "never").
+pub fn ago(at: Option<Instant>) -> String {
+    at.map_or("never".to_string(), |t| format!("{:.1}s ago", t.elapsed().as_secs_f64()))
+}
+
 /// Every connection of this process, for [`describe_all`].
 static CONNS: Mutex<Vec<std::sync::Weak<Conn>>> = Mutex::new(Vec::new());
 
@@ -164,9 +169,6 @@ impl Conn {
     /// The connection and each open stream: data bytes sent and received, credit left to send,
     /// bytes received and not yet taken by the consumer, and how long ago each side last sent.
     pub fn describe(&self) -> String {
-        let ago = |at: Option<Instant>| {
-            at.map_or("never".to_string(), |t| format!("{:.1}s ago", t.elapsed().as_secs_f64()))
-        };
         let mut streams: Vec<Arc<Stream>> = lock(&self.streams).values().cloned().collect();
         streams.sort_by_key(|s| s.id);
         let parts: Vec<String> = streams

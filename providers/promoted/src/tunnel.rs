@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nestform_agent::AgentClient;
 
@@ -57,61 +57,62 @@ pub struct LibvirtTunnel {
 
 /// What one connection carried, for [`LibvirtTunnel::describe`]: bytes each way, when the last went
 /// each way, and since when a write is under way (the relay waits for the agent's credit there).
-#[derive(Default)]
 struct Pumped {
-    up: std::sync::atomic::AtomicU64,
-    down: std::sync::atomic::AtomicU64,
-    times: Mutex<PumpTimes>,
+    moved: Mutex<Moved>,
     /// The relay's writer once it is open, to end it from outside ([`LibvirtTunnel::close_connection`]).
     relay: Mutex<Option<nestform_agent::RelayWriter>>,
 }
 
+/// One direction of a connection: up (to the guest) or down (to the local client).
 #[derive(Default)]
-struct PumpTimes {
-    opened: Option<std::time::Instant>,
-    last_up: Option<std::time::Instant>,
-    last_down: Option<std::time::Instant>,
-    writing_up_since: Option<std::time::Instant>,
-    writing_down_since: Option<std::time::Instant>,
+struct Way {
+    bytes: u64,
+    last: Option<Instant>,
+    writing_since: Option<Instant>,
+}
+
+struct Moved {
+    opened: Instant,
+    up: Way,
+    down: Way,
 }
 
 impl Pumped {
-    fn moved(&self, up: bool, n: usize) {
-        let now = std::time::Instant::now();
-        let mut t = self.times.lock().unwrap();
-        if up {
-            self.up.fetch_add(n as u64, Ordering::Relaxed);
-            (t.last_up, t.writing_up_since) = (Some(now), None);
-        } else {
-            self.down.fetch_add(n as u64, Ordering::Relaxed);
-            (t.last_down, t.writing_down_since) = (Some(now), None);
-        }
+    fn new() -> Self {
+        let moved = Moved { opened: Instant::now(), up: Way::default(), down: Way::default() };
+        Pumped { moved: Mutex::new(moved), relay: Mutex::new(None) }
+    }
+
+    fn way(&self, up: bool, f: impl FnOnce(&mut Way)) {
+        let mut m = self.moved.lock().unwrap();
+        f(if up { &mut m.up } else { &mut m.down });
     }
 
     fn writing(&self, up: bool) {
-        let mut t = self.times.lock().unwrap();
-        *(if up { &mut t.writing_up_since } else { &mut t.writing_down_since }) =
-            Some(std::time::Instant::now());
+        self.way(up, |w| w.writing_since = Some(Instant::now()));
+    }
+
+    fn moved(&self, up: bool, n: usize) {
+        self.way(up, |w| {
+            (w.bytes, w.last, w.writing_since) = (w.bytes + n as u64, Some(Instant::now()), None)
+        });
     }
 
     fn describe(&self, id: u64) -> String {
-        let ago = |at: Option<std::time::Instant>| {
-            at.map_or("never".to_string(), |t| format!("{:.1}s ago", t.elapsed().as_secs_f64()))
-        };
-        let t = self.times.lock().unwrap();
+        use nestform_agent::mux::ago;
+        let m = self.moved.lock().unwrap();
         let mut text = format!(
             "connection {id} (opened {}): up {} B (last {}), down {} B (last {})",
-            ago(t.opened),
-            self.up.load(Ordering::Relaxed),
-            ago(t.last_up),
-            self.down.load(Ordering::Relaxed),
-            ago(t.last_down)
+            ago(Some(m.opened)),
+            m.up.bytes,
+            ago(m.up.last),
+            m.down.bytes,
+            ago(m.down.last)
         );
-        if let Some(since) = t.writing_up_since {
-            text += &format!(", writing to the guest for {:.1}s", since.elapsed().as_secs_f64());
-        }
-        if let Some(since) = t.writing_down_since {
-            text += &format!(", writing to the local client for {:.1}s", since.elapsed().as_secs_f64());
+        for (way, to) in [(&m.up, "the guest"), (&m.down, "the local client")] {
+            if let Some(since) = way.writing_since {
+                text += &format!(", writing to {to} for {:.1}s", since.elapsed().as_secs_f64());
+            }
         }
         text
     }
@@ -254,8 +255,7 @@ fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>, client: &AgentClie
         let Ok(registered) = local.try_clone() else { continue };
         next_id += 1;
         shared.accepted.fetch_add(1, Ordering::SeqCst);
-        let pumped = Arc::new(Pumped::default());
-        pumped.times.lock().unwrap().opened = Some(std::time::Instant::now());
+        let pumped = Arc::new(Pumped::new());
         shared.open.lock().unwrap().insert(next_id, (registered, Arc::clone(&pumped)));
         let id = next_id;
         let (conn_shared, client, remote) = (Arc::clone(shared), client.clone(), remote.to_string());
