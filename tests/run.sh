@@ -25,12 +25,12 @@ NESTFORM_QEMU_URI=qemu:///system cargo test --locked -p nestform-provider-libvir
 # One lab guest booted straight through the provider, printing boot-to-agent time, the exec round
 # trip and file throughput over the channel.
 cargo test --locked -p nestform-lab-boot --test boot -- --ignored --test-threads 1 --nocapture
-# The nesting suite, applied for real and scaled down, printing its figures: the OpenStack-style lab
-# (one promoted guest, three nodes on two networks inside it) and the article's tower to guest3
-# (`examples/inception`: three levels, exec at each, a no-op re-plan, destroy).
+# The nesting suite, applied for real and scaled down, printing its figures: the article's tower to
+# guest3 (`examples/inception`: three levels, exec at each, a no-op re-plan, destroy).
 cargo test --locked -p nestform --test e2e nesting:: -- --ignored --test-threads 1 --nocapture
-# The fault suite's CI run: the OpenStack-style lab (two levels, three siblings) built, used and
-# destroyed three times in a row; it fails when any run needed a recovery (a repeated step, a
+# The fault suite's CI run: the OpenStack-style lab (one promoted guest, three sibling nodes on two
+# networks inside it) built, used and destroyed three times in a row, the last time after its lab
+# guest was powered off by hand; it fails when any run needed a recovery (a repeated step, a
 # restarted libvirtd, a new connection after a lost answer). The fault suite's other tests (execs
 # beside the tower, libvirtd and the agent killed) are run by hand; each says how.
 cargo test --locked -p nestform --test e2e fault::a_two_level_lab -- --ignored --test-threads 1 --nocapture
