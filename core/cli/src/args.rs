@@ -73,6 +73,8 @@ pub enum Command {
     Show(ShowArgs),
     /// Show output values
     Output(OutputArgs),
+    /// Show the benchmarks' results: a row per benchmark and target, with the level below compared
+    Report(ReportArgs),
     /// Print the dependency graph in DOT, one cluster per nesting level
     Graph(GraphArgs),
     /// Inspect the state
@@ -260,6 +262,13 @@ pub struct OutputArgs {
     /// Print a string output without quotes
     #[arg(long)]
     pub raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Print every sample and each target's summary as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

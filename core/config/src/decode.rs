@@ -37,7 +37,9 @@ fn schema(ty: ResourceType) -> (&'static [&'static str], &'static [&'static str]
         ResourceType::NestedGuest => {
             (&["host", "name", "vcpus", "memory", "cpu", "running"], &["disk", "network", "lab", "timeouts"])
         }
-        ResourceType::Benchmark => (&["kind", "targets", "size", "iterations", "repeat"], &[]),
+        ResourceType::Benchmark => {
+            (&["kind", "targets", "size", "sizes", "cold", "iterations", "repeat", "warmup"], &[])
+        }
     }
 }
 

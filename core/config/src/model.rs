@@ -93,13 +93,10 @@ mod tests {
         ranges.insert("vcpus".to_string(), SourceRange::new(&file, 29..30));
         let rc = ResourceConfig {
             addr: "nested_guest.g".parse().unwrap(),
-            spec: ResourceSpec::Benchmark(nestform_types::BenchmarkSpec {
-                kind: nestform_types::BenchmarkKind::Boot,
-                targets: vec![],
-                size: None,
-                iterations: None,
-                repeat: 1,
-            }),
+            spec: ResourceSpec::Benchmark(nestform_types::BenchmarkSpec::article(
+                nestform_types::BenchmarkKind::Boot,
+                vec![],
+            )),
             range: SourceRange::new(&file, 0..16),
             attr_ranges: ranges,
             depends_on: BTreeSet::new(),

@@ -106,6 +106,23 @@ pub fn nonzero_size(v: &Value, name: &str) -> Result<ByteSize, Mismatch> {
     Ok(size)
 }
 
+/// A list whose elements `conv` converts, each named `NAME[i]` in messages.
+pub fn list<T>(
+    v: &Value,
+    name: &str,
+    conv: impl Fn(&Value, &str) -> Result<T, Mismatch>,
+) -> Result<Vec<T>, Mismatch> {
+    match v {
+        Value::Array(items) => {
+            items.iter().enumerate().map(|(i, item)| conv(item, &format!("{name}[{i}]"))).collect()
+        }
+        _ => Err(mismatch(
+            format!("`{name}` must be a list, got {}", describe(v)),
+            format!("write `{name} = [...]`"),
+        )),
+    }
+}
+
 /// One of a fixed set of words, such as a disk `cache` mode.
 pub fn word<T>(v: &Value, name: &str, words: &[&str], parse: fn(&str) -> Option<T>) -> Result<T, Mismatch> {
     let s = string(v, name)?;

@@ -30,6 +30,49 @@ macro_rules! snap {
     };
 }
 
+snap!(
+    a_sha256_file_larger_than_half_a_guests_memory,
+    r#"
+nested_guest "g1" {
+  host   = kvm_host.l0
+  vcpus  = 1
+  memory = "384MiB"
+  lab {}
+}
+
+benchmark "hash" {
+  kind    = "sha256"
+  targets = [kvm_host.l0, nested_guest.g1]
+}
+"#
+);
+
+snap!(
+    benchmark_settings_of_another_kind,
+    r#"
+nested_guest "g1" {
+  host   = kvm_host.l0
+  vcpus  = 1
+  memory = "1GiB"
+  lab {}
+}
+
+benchmark "hash" {
+  kind       = "sha256"
+  targets    = [nested_guest.g1]
+  size       = "64MiB"
+  iterations = 10
+  sizes      = []
+}
+
+benchmark "boot" {
+  kind    = "boot"
+  targets = [kvm_host.l0, nested_guest.g1]
+  repeat  = 2
+}
+"#
+);
+
 snap!(parse_error, "nested_guest \"g1\" {\n  vcpus = = 2\n}\n");
 
 snap!(unknown_block_type, "nested_gest \"g1\" {\n}\n");

@@ -135,6 +135,7 @@ fn main() {
         provider: Arc::new(LibvirtProvider::new()),
         guests: Arc::new(fake.clone()),
         boot: Arc::new(nestform_provider_memory::DiskBoot),
+        bench: Arc::new(nestform_bench::Runners),
     });
     let h = hosts.connect_uri(&host_addr(), URI).expect("libvirt's test driver answers");
     let lineage = "bench-lineage";

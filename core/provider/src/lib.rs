@@ -4,11 +4,13 @@
 //!                         ┌─▶ dyn Provider ──connect(uri)──▶ dyn Hypervisor   networks, guests, snapshots
 //!   nestform-engine ──▶ Backends
 //!                         ├─▶ dyn Guests ──agent / promote──▶ dyn GuestAgent, dyn Hypervisor
-//!                         └─▶ dyn BootAssets ──boot(spec)───▶ BootRequest
+//!                         ├─▶ dyn BootAssets ──boot(spec)───▶ BootRequest
+//!                         └─▶ dyn Benchmarks ──run(benchmark, target agent)──▶ measured runs
 //!
 //!   implemented by: nestform-provider-libvirt (Provider, over the virt crate)
 //!                   nestform-provider-promoted (Guests: agents, promoted hosts as Hypervisors)
 //!                   nestform-lab-boot (BootAssets of lab guests)
+//!                   nestform-bench (Benchmarks: the article's measurements, the controller as a target)
 //!                   nestform-provider-memory (all three, the fake)
 //! ```
 //!
@@ -23,10 +25,12 @@
 //!
 //! [`conformance`] is the suite every implementation must pass, written once.
 
+pub mod bench;
 pub mod conformance;
 pub mod guest;
 pub mod progress;
 
+pub use bench::{BenchRun, Benchmarks, Measured};
 pub use guest::{
     error_chain, AgentError, AgentWait, BootAssets, BoxError, CommandOutput, CommandStatus, GaveUp,
     GuestAddress, GuestAgent, GuestCommand, GuestFacts, GuestRef, Guests, OutputStream, PromoteRequest,
@@ -48,6 +52,8 @@ pub struct Backends {
     pub guests: Arc<dyn Guests>,
     /// What lab guests boot.
     pub boot: Arc<dyn BootAssets>,
+    /// The runners of the benchmark kinds.
+    pub bench: Arc<dyn Benchmarks>,
 }
 
 /// Opens connections to hypervisors.

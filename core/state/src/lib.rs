@@ -35,7 +35,7 @@ pub struct State {
 }
 
 /// One resource instance.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResourceState {
     /// The provider's id: the libvirt UUID of a domain or network, the URI of a level-0 `kvm_host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

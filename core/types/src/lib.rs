@@ -18,9 +18,11 @@
 //!   from these types.
 //! - [`size`]: `ByteSize`, the `"4GiB"` / `"512MiB"` sizes the language accepts.
 //! - [`owner`]: the metadata nestform writes into every libvirt object it creates.
+//! - [`bench`]: what benchmarks measure, as state keeps it: every run a `Sample`, per target a `Summary`.
 //! - [`kvm`]: `kvm_module_options` compared with what the KVM module has, in one spelling.
 
 pub mod addr;
+pub mod bench;
 pub mod kvm;
 pub mod owner;
 pub mod size;

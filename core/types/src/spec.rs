@@ -285,26 +285,81 @@ pub struct LabInstall {
     pub modules: Option<String>,
 }
 
-/// `benchmark "NAME"`: a measurement taken on each target, with results stored in state.
+/// `benchmark "NAME"`: a measurement taken on each target, with results stored in state. The
+/// configuration fills each kind's defaults (the article's), so a plan shows what will run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BenchmarkSpec {
     pub kind: BenchmarkKind,
     /// Where to measure: `kvm_host` and `nested_guest` addresses.
     pub targets: Vec<ResourceAddr>,
-    /// Data size, for `block_read` (bytes read) and `sha256` (bytes hashed).
+    /// `sha256`: the bytes hashed; `network`: the bytes served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<ByteSize>,
-    /// Iterations, for `shell_loop`.
+    /// `block_read`: how much of the disk each read covers, one series per size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sizes: Vec<ByteSize>,
+    /// `block_read`: whose caches are dropped before the first read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold: Option<ColdCache>,
+    /// `shell_loop`: the loop's iterations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iterations: Option<u64>,
-    /// How often each measurement is repeated; results keep every run.
+    /// Measured runs on each target; results keep every one.
     #[serde(default = "default_repeat")]
     pub repeat: u32,
+    /// Runs before the measured ones, whose figures are discarded.
+    #[serde(default)]
+    pub warmup: u32,
 }
 
 fn default_repeat() -> u32 {
     1
+}
+
+impl BenchmarkSpec {
+    /// The loop's iterations when none are written.
+    pub const DEFAULT_ITERATIONS: u64 = 100_000;
+
+    /// A benchmark of `kind` on `targets` with the article's settings: a 2 GB file hashed, a 2.5 GB
+    /// file served, disk reads of 1 to 32 GB with the target's caches dropped first, three measured
+    /// runs after one warm-up (boot: one, when the guest was created; block reads: the first read
+    /// is the cold one).
+    pub fn article(kind: BenchmarkKind, targets: Vec<ResourceAddr>) -> Self {
+        use BenchmarkKind::*;
+        BenchmarkSpec {
+            kind,
+            targets,
+            size: match kind {
+                Sha256 => Some(ByteSize::gib(2)),
+                Network => Some(ByteSize::mib(2560)),
+                _ => None,
+            },
+            sizes: match kind {
+                BlockRead => [1, 2, 4, 8, 16, 32].map(ByteSize::gib).to_vec(),
+                _ => vec![],
+            },
+            cold: (kind == BlockRead).then_some(ColdCache::Target),
+            iterations: (kind == ShellLoop).then_some(Self::DEFAULT_ITERATIONS),
+            repeat: if kind == Boot { 1 } else { 3 },
+            warmup: u32::from(matches!(kind, Sha256 | ShellLoop | Network)),
+        }
+    }
+}
+
+/// Whose caches a `block_read` drops before its first read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ColdCache {
+    /// The target's own.
+    Target,
+    /// The target's and every level's below it on its path: the article saw lower levels' caches
+    /// make guests read faster than their hypervisor.
+    Path,
+}
+
+enum_words! {
+    ColdCache { Target = "target", Path = "path" }
 }
 
 /// The measurements of the nested-KVM article.

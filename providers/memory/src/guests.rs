@@ -25,6 +25,8 @@ impl MemoryProvider {
             provider: Arc::new(self.clone()),
             guests: Arc::new(self.clone()),
             boot: Arc::new(DiskBoot),
+            // Its guests' agents run commands on this machine, so the real runners measure there.
+            bench: Arc::new(nestform_bench::Runners),
         }
     }
 }

@@ -122,6 +122,16 @@ fn execute(
             outln!("\nOutputs:\n")?;
             out!("{}", super::output::render_outputs(&applied.state.outputs))?;
         }
+        let measured = plan.changes.iter().any(|c| {
+            c.addr.ty == nestform_types::ResourceType::Benchmark
+                && matches!(
+                    c.action,
+                    nestform_engine::plan::Action::Create | nestform_engine::plan::Action::Replace
+                )
+        });
+        if measured {
+            out!("{}", super::benchmarks::after_apply(&applied.state))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -159,6 +169,20 @@ fn report_not_saved(workdir: &Workdir, state: &State, not_saved: &session::NotSa
 }
 
 fn print_event(e: &ApplyEvent) {
+    let measuring = e.addr.ty == nestform_types::ResourceType::Benchmark && e.op == OpKind::Create;
+    if measuring {
+        // A benchmark's progress is the run under way: `benchmark.sha256: nested_guest.guest2 run 2/3`.
+        match &e.phase {
+            Phase::Started => return progress!("{}: Measuring...", e.addr),
+            Phase::Running { elapsed, step: Some(step) } => {
+                return progress!("{}: {step} [{} elapsed]", e.addr, human(*elapsed))
+            }
+            Phase::Finished { elapsed, .. } => {
+                return progress!("{}: Measured after {}", e.addr, human(*elapsed))
+            }
+            _ => {}
+        }
+    }
     let (doing, done) = match e.op {
         OpKind::Create => ("Creating...", "Creation complete"),
         OpKind::Update => ("Modifying...", "Modifications complete"),

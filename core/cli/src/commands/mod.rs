@@ -1,6 +1,7 @@
 //! One module per verb. Each parses its flags into the engine's types, calls the engine, and renders.
 
 mod apply;
+mod benchmarks;
 mod fmt;
 mod graph;
 mod guest;
@@ -44,6 +45,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Report> {
         Command::Destroy(a) => apply::destroy(&workdir, a),
         Command::Show(a) => show::run(&workdir, a),
         Command::Output(a) => output::run(&workdir, a),
+        Command::Report(a) => benchmarks::run(&workdir, a),
         Command::Graph(a) => graph::run(&workdir, a),
         Command::State(StateCommand::List { addresses }) => state::list(&workdir, addresses),
         Command::State(StateCommand::Show { address }) => state::show(&workdir, address),
@@ -66,6 +68,7 @@ pub fn backends() -> Backends {
         guests: Arc::new(nestform_provider_promoted::Promoter::new(Arc::clone(&libvirt))),
         provider: libvirt,
         boot: Arc::new(nestform_lab_boot::LabBoot),
+        bench: Arc::new(nestform_bench::Runners),
     }
 }
 

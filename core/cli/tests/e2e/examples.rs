@@ -65,9 +65,10 @@ fn quickstart_plans_against_the_test_driver() {
     // libvirt's in-process test driver: refresh really connects, and nothing outside this process is touched.
     let r = run_in(copy.path(), &["plan", "-var", "uri=test:///default", "-detailed-exitcode"]);
     r.code(2);
-    // Refresh reached the host (no warning about it), and the plan covers the host, network and guests.
+    // Refresh reached the host (no warning about it), and the plan covers the host, network, guests
+    // and the three benchmarks.
     assert!(!r.stderr.contains("cannot"), "{}", r.stderr);
-    assert!(r.stdout.contains("Plan: 4 to add, 0 to change, 0 to replace, 0 to destroy."), "{}", r.stdout);
+    assert!(r.stdout.contains("Plan: 7 to add, 0 to change, 0 to replace, 0 to destroy."), "{}", r.stdout);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! guests there and one real lab guest on `qemu:///system` (like `lab`); everything else needs no daemon.
 
 mod basics;
+mod benchmarks;
 mod examples;
 mod fault;
 mod killed;

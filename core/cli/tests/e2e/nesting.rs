@@ -44,8 +44,10 @@ nodes = {
 /// `examples/inception` scaled to a 2-core machine: guest3 gets what a busybox userland and the agent
 /// need; each level holds the next plus its own libvirtd and QEMU.
 pub(crate) const TOWER_SCALED: &str = r#"
-disk_gib = 1
-vcpus    = 1
+disk_gib              = 1
+vcpus                 = 1
+sha256_size           = "64MiB"
+shell_loop_iterations = 20000
 memory = {
   guest1 = "3GiB"
   guest2 = "1792MiB"

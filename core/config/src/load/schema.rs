@@ -39,7 +39,9 @@ pub(crate) fn spec_fields(ty: ResourceType) -> &'static [&'static str] {
         ResourceType::NestedGuest => {
             &["host", "name", "vcpus", "memory", "cpu", "disks", "networks", "running", "install"]
         }
-        ResourceType::Benchmark => &["kind", "targets", "size", "iterations", "repeat"],
+        ResourceType::Benchmark => {
+            &["kind", "targets", "size", "sizes", "cold", "iterations", "repeat", "warmup"]
+        }
     }
 }
 
@@ -134,8 +136,11 @@ mod tests {
                 kind: BenchmarkKind::Boot,
                 targets: vec![host],
                 size: Some(ByteSize::mib(1)),
+                sizes: vec![ByteSize::mib(1)],
+                cold: Some(nestform_types::ColdCache::Target),
                 iterations: Some(1),
                 repeat: 1,
+                warmup: 1,
             }),
         ];
         for (ty, spec) in ResourceType::ALL.into_iter().zip(specs) {

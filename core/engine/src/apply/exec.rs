@@ -67,8 +67,16 @@ pub(crate) struct Context {
 impl Context {
     /// Runs `op`. Blocking: call it from `spawn_blocking`. A failure may still change state (a guest
     /// created whose agent never answered is recorded, tainted), so the error carries an update too.
-    pub fn run(&self, op: &Op) -> Result<StateUpdate, (StateUpdate, ApplyError)> {
+    /// A benchmark's run reads its targets' records from `now`, the state as the apply left it.
+    pub fn run(
+        &self,
+        op: &Op,
+        now: impl FnOnce() -> State,
+    ) -> Result<StateUpdate, (StateUpdate, ApplyError)> {
         let c = &self.plan.changes[op.change];
+        if let (Some(ResourceSpec::Benchmark(spec)), false) = (&c.spec, op.kind.is_down()) {
+            return self.measure(c, spec, &now());
+        }
         // Swept: the outer guest's delete (done before this one) took it along; nothing is left to
         // ask of the hosts inside, which are gone with it.
         if op.swept_by.is_some() {
@@ -248,7 +256,7 @@ impl Context {
     }
 
     /// The hypervisor of the host `addr` lives on, after the plan or as recorded.
-    fn host(
+    pub(super) fn host(
         &self,
         view: &View<'_>,
         addr: &ResourceAddr,
@@ -315,7 +323,12 @@ impl Context {
 
     /// The state record of a created or updated resource: the configured attributes (the spec, with
     /// the plan's `after` over it) plus the computed ones.
-    fn put(&self, c: &ResourceChange, id: String, computed: &[(&str, serde_json::Value)]) -> StateUpdate {
+    pub(super) fn put(
+        &self,
+        c: &ResourceChange,
+        id: String,
+        computed: &[(&str, serde_json::Value)],
+    ) -> StateUpdate {
         let mut attributes =
             c.spec.as_ref().map(|s| serde_json::Value::Object(s.attributes())).unwrap_or_default();
         if let Some(serde_json::Value::Object(after)) = &c.after {

@@ -102,6 +102,11 @@ impl Journal {
         inner.recorded
     }
 
+    /// The state as recorded so far (saved or not).
+    pub fn state(&self) -> State {
+        self.shared.lock().state.clone()
+    }
+
     /// Blocks until every change up to `ticket` is saved. Fails at once, before anything is asked of
     /// a host, when any save of this apply has failed.
     pub fn wait_saved(&self, ticket: u64) -> Result<(), String> {

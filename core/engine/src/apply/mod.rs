@@ -12,6 +12,7 @@
 mod exec;
 pub(crate) use exec::stop_cleanly;
 mod journal;
+mod measure;
 pub mod ops;
 
 #[cfg(test)]
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use nestform_dag::graph::{Dag, NodeId};
 use nestform_dag::walk::{walk, NodeOutcome};
 use nestform_state::{ResourceState, State};
-use nestform_types::ResourceAddr;
+use nestform_types::{ResourceAddr, ResourceType};
 use tokio::sync::{mpsc, watch};
 
 use crate::hosts::Hosts;
@@ -83,6 +84,9 @@ pub enum ApplyError {
     /// The change was made, but the state that records it could not be saved.
     #[error("the change is made on its host, but no saved state records it: {0}")]
     SavedNot(String),
+    /// A benchmark failed on some of its targets (the others' results are recorded).
+    #[error("the benchmark failed {0}")]
+    Measure(String),
     /// The operation's thread panicked.
     #[error("the operation panicked: {0}")]
     Panicked(String),
@@ -167,10 +171,21 @@ pub struct ApplyOutcome {
     pub halted: Option<String>,
 }
 
+/// How one operation of an apply ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    Succeeded,
+    Failed(String),
+    /// Something it depends on failed or was skipped.
+    Skipped,
+    /// Cancelled (or a state save failed) before it started.
+    NotStarted,
+}
+
 /// Applies `plan` to `state` through `hosts`.
 ///
 /// Refuses the whole plan (returning `state` unchanged, with one error per refused resource) when any
-/// change cannot be applied by this version: resources inside promoted hosts, benchmarks to run.
+/// change cannot be applied: a guest without an id to find it by, a benchmark its runners cannot take.
 pub async fn apply(
     plan: &Plan,
     state: State,
@@ -178,7 +193,7 @@ pub async fn apply(
     opts: ApplyOptions,
     sink: Arc<dyn StateSink>,
 ) -> ApplyOutcome {
-    let graph = match ops::build(plan, &state) {
+    let graph = match ops::build(plan, &state, &*hosts.backends().bench) {
         Ok(g) => g,
         Err(refusals) => {
             let errors = refusals.into_iter().map(|(a, why)| (a, ApplyError::Refused(why))).collect();
@@ -218,7 +233,8 @@ pub async fn apply(
         let (cancel, journal) = (opts.cancel.clone(), journal.clone());
         move || *cancel.borrow() || journal.halted().is_some()
     };
-    let all_ops = graph.ops;
+    let all_ops = Arc::new(graph.ops);
+    let all_deps = Arc::new(graph.deps);
     // Each operation's ticket: the journal ticket of its own change, or of the latest change of what it
     // depends on when it changes nothing itself (a stop), so waiting on it covers everything below.
     let tickets: Arc<Vec<AtomicU64>> = Arc::new((0..all_ops.len()).map(|_| AtomicU64::new(0)).collect());
@@ -226,13 +242,11 @@ pub async fn apply(
     let still_every = opts.still_every;
     // The walk carries errors as text; the typed error of each failed operation waits here.
     let failures: Arc<std::sync::Mutex<BTreeMap<usize, ApplyError>>> = Arc::default();
-    let report = walk(&dag, opts.parallelism, stop, |id: NodeId| {
+    let run_op = |index: usize| {
         let (ctx, journal, events, tickets) = (ctx.clone(), journal.clone(), events.clone(), tickets.clone());
         let failures = failures.clone();
-        let op = all_ops[*dag.node(id)].clone();
-        let index = *dag.node(id);
-        let below =
-            dag.dependencies(id).map(|d| tickets[*dag.node(d)].load(Ordering::Acquire)).max().unwrap_or(0);
+        let op = all_ops[index].clone();
+        let below = all_deps[index].iter().map(|&d| tickets[d].load(Ordering::Acquire)).max().unwrap_or(0);
         async move {
             let send = |phase| {
                 // The receiver going away (a CLI that stopped listening) must not stop the apply.
@@ -250,7 +264,7 @@ pub async fn apply(
             let task_steps = steps.clone();
             let mut task = tokio::task::spawn_blocking(move || {
                 journal.wait_saved(below).map_err(ApplyError::Unsaved)?;
-                let (update, failure) = match task_steps.run(|| ctx.run(&task_op)) {
+                let (update, failure) = match task_steps.run(|| ctx.run(&task_op, || journal.state())) {
                     Ok(update) => (update, None),
                     Err((update, e)) => (update, Some(e)),
                 };
@@ -259,8 +273,7 @@ pub async fn apply(
                 failure.map_or(Ok(()), Err)
             });
             // A long operation says it is still at it, as Terraform's "Still creating..." does.
-            let mut still =
-                tokio::time::interval_at(tokio::time::Instant::now() + still_every, still_every);
+            let mut still = tokio::time::interval_at(tokio::time::Instant::now() + still_every, still_every);
             let result = loop {
                 tokio::select! {
                     done = &mut task => break done.unwrap_or_else(|e| Err(ApplyError::Panicked(e.to_string()))),
@@ -287,18 +300,54 @@ pub async fn apply(
                 }
             }
         }
-    })
-    .await;
+    };
+
+    // Two walks: every operation but the benchmarks' runs, as parallel as allowed; then the
+    // benchmarks, one at a time, so that nothing else of the apply takes the CPU from them. A
+    // benchmark whose targets did not come up is skipped; the others still run.
+    let measures = |i: usize| all_ops[i].addr.ty == ResourceType::Benchmark && !all_ops[i].kind.is_down();
+    let mut outcomes: BTreeMap<usize, Outcome> = BTreeMap::new();
+    for benchmarks in [false, true] {
+        let mut phase = Dag::new();
+        let mut in_phase: BTreeMap<usize, NodeId> = BTreeMap::new();
+        for i in (0..all_ops.len()).filter(|&i| measures(i) == benchmarks) {
+            let earlier_failed =
+                all_deps[i].iter().any(|d| outcomes.get(d).is_some_and(|o| *o != Outcome::Succeeded));
+            if earlier_failed {
+                outcomes.insert(i, Outcome::Skipped);
+                continue;
+            }
+            in_phase.insert(i, phase.add_node(i));
+        }
+        for (&i, &id) in &in_phase {
+            for d in &all_deps[i] {
+                if let Some(&dep) = in_phase.get(d) {
+                    phase.add_dependency(id, dep);
+                }
+            }
+        }
+        let parallelism = if benchmarks { 1 } else { opts.parallelism };
+        let report = walk(&phase, parallelism, stop.clone(), |id: NodeId| run_op(*phase.node(id))).await;
+        for (id, outcome) in report.outcomes {
+            let outcome = match outcome {
+                NodeOutcome::Succeeded => Outcome::Succeeded,
+                NodeOutcome::Failed(text) => Outcome::Failed(text),
+                NodeOutcome::Skipped { .. } => Outcome::Skipped,
+                NodeOutcome::NotStarted => Outcome::NotStarted,
+            };
+            outcomes.insert(*phase.node(id), outcome);
+        }
+    }
 
     let mut errors = Vec::new();
-    for (id, outcome) in &report.outcomes {
-        let op = &all_ops[*dag.node(*id)];
+    for (&index, outcome) in &outcomes {
+        let op = &all_ops[index];
         match outcome {
-            NodeOutcome::Failed(text) => {
-                let typed = failures.lock().unwrap_or_else(|p| p.into_inner()).remove(dag.node(*id));
+            Outcome::Failed(text) => {
+                let typed = failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&index);
                 errors.push((op.addr.clone(), typed.unwrap_or_else(|| ApplyError::Panicked(text.clone()))))
             }
-            NodeOutcome::Skipped { .. } | NodeOutcome::NotStarted => {
+            Outcome::Skipped | Outcome::NotStarted => {
                 let _ = opts.events.send(ApplyEvent {
                     addr: op.addr.clone(),
                     op: op.kind,
@@ -306,10 +355,10 @@ pub async fn apply(
                     swept_by: op.swept_by.clone(),
                 });
             }
-            NodeOutcome::Succeeded => {}
+            Outcome::Succeeded => {}
         }
     }
-    let cancelled = *opts.cancel.borrow() && report.outcomes.values().any(|o| *o == NodeOutcome::NotStarted);
+    let cancelled = *opts.cancel.borrow() && outcomes.values().any(|o| *o == Outcome::NotStarted);
     let (state, unsaved) = journal.finish();
     let halted = journal.halted();
     if let Some(unsaved) = unsaved {

@@ -102,8 +102,12 @@ pub(crate) type Refusals = Vec<(ResourceAddr, String)>;
 
 /// Checks that every change can be applied and builds the operation graph; refuses the whole plan
 /// (touching nothing) when any change cannot be.
-pub(crate) fn build(plan: &Plan, state: &State) -> Result<OpGraph, Refusals> {
-    let refusals = validate(plan, &View::new(plan, state));
+pub(crate) fn build(
+    plan: &Plan,
+    state: &State,
+    runners: &dyn nestform_provider::Benchmarks,
+) -> Result<OpGraph, Refusals> {
+    let refusals = validate(plan, &View::new(plan, state), runners);
     if !refusals.is_empty() {
         return Err(refusals);
     }
@@ -414,8 +418,38 @@ impl<'a> View<'a> {
     }
 }
 
+/// Why a benchmark cannot run on `target`, if it cannot: a guest without nestform's agent, or a
+/// level-0 host that is not this machine (a benchmark runs there through nothing but the controller
+/// itself).
+fn unmeasurable(view: &View<'_>, target: &ResourceAddr) -> Option<String> {
+    let guest = match (target.ty, view.host_kind(target, true)) {
+        (ResourceType::KvmHost, Some(HostKind::Uri(uri))) => {
+            return (!is_local(&uri)).then(|| {
+                format!(
+                    "it is reached by `{uri}`, another machine, where nestform has no agent; measure a guest \
+                     there instead, or run nestform on that machine"
+                )
+            })
+        }
+        (ResourceType::KvmHost, Some(HostKind::Promoted(g))) => g,
+        (ResourceType::KvmHost, None) => return Some("the host has neither `uri` nor `guest`".into()),
+        _ => target.clone(),
+    };
+    (!view.runs_agent(&guest))
+        .then(|| format!("`{guest}` has no nestform agent to measure in; give it a `lab {{}}` install"))
+}
+
+/// Whether a libvirt URI names this machine: no host part (`qemu:///system`), or `localhost`.
+fn is_local(uri: &str) -> bool {
+    let Some((_, rest)) = uri.split_once("://") else { return true };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = host.rsplit('@').next().unwrap_or_default();
+    let host = host.split(':').next().unwrap_or_default();
+    host.is_empty() || host == "localhost" || host == "127.0.0.1" || host == "[::1]"
+}
+
 /// Every reason the plan cannot be applied by this version, before anything runs.
-fn validate(plan: &Plan, view: &View<'_>) -> Refusals {
+fn validate(plan: &Plan, view: &View<'_>, runners: &dyn nestform_provider::Benchmarks) -> Refusals {
     let mut refusals = Vec::new();
     for c in &plan.changes {
         let active = c.action != Action::NoOp || c.restart;
@@ -428,10 +462,18 @@ fn validate(plan: &Plan, view: &View<'_>) -> Refusals {
             refuse("the plan has no configuration for it".to_string());
             continue;
         }
-        if c.addr.ty == ResourceType::Benchmark {
-            if builds {
-                refuse("running benchmarks is not supported yet (a later version adds it)".to_string());
+        if let (Some(ResourceSpec::Benchmark(b)), true) = (&c.spec, builds) {
+            if let Err(e) = runners.check(b) {
+                refuse(nestform_provider::error_chain(&*e));
             }
+            for target in &b.targets {
+                if let Some(why) = unmeasurable(view, target) {
+                    refuse(format!("its target `{target}` cannot be measured: {why}"));
+                }
+            }
+            continue;
+        }
+        if c.addr.ty == ResourceType::Benchmark {
             continue;
         }
         if c.addr.ty == ResourceType::KvmHost {

@@ -69,13 +69,10 @@ async fn refuses_promoting_a_guest_without_an_agent_and_benchmarks_up_front() {
         Some(guest("inner", "kvm_host.l1", &[])),
         2,
     ));
-    let bench = nestform_types::BenchmarkSpec {
-        kind: nestform_types::BenchmarkKind::Boot,
-        targets: vec![addr("nested_guest.g1")],
-        size: None,
-        iterations: None,
-        repeat: 1,
-    };
+    let bench = nestform_types::BenchmarkSpec::article(
+        nestform_types::BenchmarkKind::Boot,
+        vec![addr("nested_guest.g1")],
+    );
     plan.changes.push(change("benchmark.boot", Action::Create, Some(ResourceSpec::Benchmark(bench)), 0));
     let state = State::new();
     let r = run(&plan, state.clone(), &hosts).await;
@@ -88,9 +85,9 @@ async fn refuses_promoting_a_guest_without_an_agent_and_benchmarks_up_front() {
     );
     let refused: BTreeMap<_, _> =
         r.outcome.errors.iter().map(|(a, e)| (a.to_string(), e.to_string())).collect();
-    // g1 has no `lab` install, so no agent to reach its libvirt through; the guest inside it is fine
-    // in itself. Nothing runs when anything is refused.
+    // g1 has no `lab` install, so no agent to reach its libvirt through, nor to measure it in; the
+    // guest inside it is fine in itself. Nothing runs when anything is refused.
     assert_eq!(refused.len(), 2, "{refused:?}");
     assert!(refused["kvm_host.l1"].contains("no nestform agent"), "{refused:?}");
-    assert!(refused["benchmark.boot"].contains("benchmarks"));
+    assert!(refused["benchmark.boot"].contains("has no nestform agent to measure in"), "{refused:?}");
 }

@@ -18,6 +18,7 @@ use super::*;
 use crate::plan::{Action, Plan, ResourceChange, PLAN_FORMAT_VERSION};
 
 mod actions;
+mod benchmarks;
 mod failures;
 mod lab_guests;
 mod module_options;

@@ -68,13 +68,10 @@ fn replace_cascades_to_everything_inside() {
 #[test]
 fn benchmarks_of_a_replaced_target_are_replaced() {
     let bench = |targets: &[&str]| {
-        ResourceSpec::Benchmark(BenchmarkSpec {
-            kind: BenchmarkKind::Boot,
-            targets: targets.iter().map(|t| addr(t)).collect(),
-            size: None,
-            iterations: None,
-            repeat: 1,
-        })
+        ResourceSpec::Benchmark(BenchmarkSpec::article(
+            BenchmarkKind::Boot,
+            targets.iter().map(|t| addr(t)).collect(),
+        ))
     };
     let conf = three_levels()
         .add("benchmark.boot3", bench(&["nested_guest.g3"]))
