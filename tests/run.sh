@@ -11,6 +11,13 @@ trap 'bash tests/setup-host.sh --stop-netns "$netns" || true' EXIT
 bash tests/setup-host.sh --netns "$netns"
 # Lab guests boot a kernel of their own: the host's, or Debian's generic one fetched (not installed).
 bash tests/guest-kernel.sh
+# The benchmark report's test renders the page in a real browser: Debian's headless Chromium.
+if ! command -v chromium >/dev/null; then
+  echo "tests/run.sh: installing chromium (the report test renders its page with it)"
+  apt-get update -qq
+  apt-get install -y -qq -o Dpkg::Use-Pty=0 chromium >/dev/null
+fi
+export NESTFORM_REQUIRE_CHROMIUM=1
 # What the host's libvirt holds before the suite starts: its definitions outlive the daemon, so an
 # earlier run that was killed shows here, and the tests then leave what they did not make alone.
 for what in list pool-list net-list; do

@@ -73,7 +73,8 @@ pub enum Command {
     Show(ShowArgs),
     /// Show output values
     Output(OutputArgs),
-    /// Show the benchmarks' results: a row per benchmark and target, with the level below compared
+    /// Show the benchmarks' results: a row per benchmark and target, with the level below compared;
+    /// `-o DIR` writes them as a page with charts, CSV and NDJSON
     Report(ReportArgs),
     /// Print the dependency graph in DOT, one cluster per nesting level
     Graph(GraphArgs),
@@ -269,6 +270,9 @@ pub struct ReportArgs {
     /// Print every sample and each target's summary as JSON
     #[arg(long)]
     pub json: bool,
+    /// Write DIR/index.html (charts), DIR/samples.ndjson and DIR/results.csv
+    #[arg(short = 'o', long = "out", value_name = "DIR", conflicts_with = "json")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -341,6 +345,17 @@ mod tests {
         let Command::Snapshot(SnapshotCommand::Revert(a)) = cli.command else { panic!() };
         assert_eq!((a.address.as_str(), a.name.as_str()), ("nested_guest.g", "s1"));
         assert!(Cli::try_parse_from(v(&["nestform", "snapshot", "create", "nested_guest.g"])).is_err());
+    }
+
+    #[test]
+    fn report_writes_to_a_directory_given_short_or_long() {
+        for flags in [&["-o", "out"][..], &["-out", "out"], &["-out=out"], &["--out", "out"]] {
+            let argv: Vec<&str> = ["nestform", "report"].iter().chain(flags).copied().collect();
+            let cli = Cli::try_parse_from(normalize(v(&argv))).unwrap();
+            let Command::Report(r) = cli.command else { panic!() };
+            assert_eq!(r.out, Some(PathBuf::from("out")), "{flags:?}");
+        }
+        assert!(Cli::try_parse_from(normalize(v(&["nestform", "report", "-o", "d", "-json"]))).is_err());
     }
 
     #[test]

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     };
     ui::init(cli.no_color);
     ui::init_log();
-    match commands::run(cli) {
+    let code = match commands::run(cli) {
         Ok(code) => code,
         // Output cut short by its reader (`nestform show -json | head -1`): done, quietly.
         Err(report) if report.downcast_ref::<ui::StdoutClosed>().is_some() => ExitCode::SUCCESS,
@@ -29,5 +29,9 @@ fn main() -> ExitCode {
             eprintln!("{report:?}");
             ExitCode::from(1)
         }
-    }
+    };
+    // Agent channels still open (sessions the engine kept for reuse) are closed with libvirtd's
+    // answer before the process ends: a client that vanishes with one open can deadlock libvirtd.
+    nestform_provider_libvirt::abort_open_channels(std::time::Duration::from_secs(10));
+    code
 }

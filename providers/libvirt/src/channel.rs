@@ -7,6 +7,10 @@
 //! ([`AGENT_CHANNELS`](crate::AGENT_CHANNELS)) and a client takes the first one free, so clients
 //! never take a channel from each other.
 //!
+//! A channel is aborted before its connection closes, and [`abort_open_channels`] aborts what is
+//! still open when the process ends: libvirtd deadlocks when a client goes away with a channel open
+//! (see there).
+//!
 //! The console tail comes from the log file libvirt's `virtlogd` keeps of the serial port
 //! (`<serial type="pty"><log file=...>`, see `domain`), which holds the boot messages from the very
 //! first line; it is a file on the host the URI names, so it is only read for local connections. On
@@ -17,7 +21,8 @@ use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use nestform_agent::{ShutdownHandle, Transport};
 use nestform_provider::{AgentChannel, Hypervisor, ProviderError};
@@ -82,6 +87,64 @@ impl Drop for ChannelStream {
             virt::sys::virStreamFree(self.stream.as_ptr());
         }
     }
+}
+
+/// Every channel this process opened that may still be open.
+static OPEN: Mutex<Vec<Weak<ChannelStream>>> = Mutex::new(Vec::new());
+
+fn register(stream: &Arc<ChannelStream>) {
+    let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+    open.retain(|w| w.strong_count() > 0);
+    open.push(Arc::downgrade(stream));
+}
+
+/// Aborts every agent channel this process still has open, each abort answered by libvirtd, within
+/// `limit` in all; returns how many it aborted. Call it before the process ends.
+///
+/// Why: libvirtd (its remote daemon's `daemonStreamEvent`) holds the client's private lock while it
+/// handles an event of one of the client's streams, and when handing data to the client fails
+/// because the client is going away, it closes the client right there; the close hook
+/// (`remoteClientFreePrivateCallbacks`) takes that same lock. Its main loop then waits for itself
+/// forever (seen in gdb: libvirtd's main thread in `virNetServerClientClose` under a stream event,
+/// blocked on a mutex whose owner is that very thread), and from then on it answers no client at
+/// all: every call and every agent channel through it stalls. A process that ends with a channel
+/// open is that race: its connection closes while the guest's agent may still be sending. An abort
+/// that libvirtd answered has removed the stream first, so the close that follows is harmless.
+pub fn abort_open_channels(limit: Duration) -> usize {
+    let open: Vec<Arc<ChannelStream>> = {
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        open.drain(..).filter_map(|w| w.upgrade()).filter(|s| !s.closed.load(Ordering::SeqCst)).collect()
+    };
+    let count = open.len();
+    if count == 0 {
+        return 0;
+    }
+    // Each abort waits for libvirtd's answer; one that is already wedged must not hold the exit.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in open {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            stream.abort();
+            let _ = tx.send(());
+        });
+    }
+    drop(tx);
+    let deadline = Instant::now() + limit;
+    let mut done = 0;
+    while done < count {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(()) => done += 1,
+            Err(_) => {
+                tracing::warn!(
+                    open = count,
+                    aborted = done,
+                    "libvirtd did not answer every channel abort in time"
+                );
+                break;
+            }
+        }
+    }
+    count
 }
 
 /// The reading half of a [`LibvirtChannel`].
@@ -225,7 +288,9 @@ pub fn open_domain_channel(
         match dom.open_channel(Some(name), &stream.stream, 0) {
             Ok(()) => {
                 tracing::debug!(guest = %guest, channel = %name, "agent channel open");
-                return Ok(LibvirtChannel { stream: Arc::new(stream) });
+                let stream = Arc::new(stream);
+                register(&stream);
+                return Ok(LibvirtChannel { stream });
             }
             Err(e) => {
                 // Never opened: nothing to abort, only the reference to free (in `Drop`).

@@ -35,6 +35,7 @@ use std::sync::{Arc, Once};
 
 use nestform_provider::{Hypervisor, Provider, ProviderError};
 
+pub use channel::abort_open_channels;
 pub use domain::ROOT_SHARE_TAG;
 pub use facts::tcg_cpu_for;
 pub use hypervisor::LibvirtHypervisor;

@@ -36,7 +36,7 @@ mod scripts;
 pub use qemu_conf::{qemu_conf_with_settings, QEMU_CONF_SETTINGS};
 use scripts::{
     already_promoted_script, daemons_script, ready_check_script, restart_libvirtd, KvmReport, DEVPTS_SCRIPT,
-    HIDE_SCRIPT, KVM_SCRIPT, OWN_POOL_SCRIPT, PRIVATE_DIRS_SCRIPT, PROBE_PIDS, ROOT_FS,
+    HIDE_SCRIPT, KVM_SCRIPT, ONE_EMULATOR_SCRIPT, OWN_POOL_SCRIPT, PRIVATE_DIRS_SCRIPT, PROBE_PIDS, ROOT_FS,
 };
 
 /// The guest's QEMU driver configuration, edited by [`start_libvirt`].
@@ -172,6 +172,7 @@ pub fn start_libvirt(client: &AgentClient, opts: &PromoteOptions) -> Result<Prom
             checked(client, "hiding the parent's libvirt objects", HIDE_SCRIPT)?;
         }
         checked(client, "giving the guest a storage pool directory of its own", OWN_POOL_SCRIPT)?;
+        checked(client, "removing the QEMU emulators its guests do not use", ONE_EMULATOR_SCRIPT)?;
     }
 
     // The parent's qemu.conf is root's 0600 file on Debian, which the guest cannot read through 9p

@@ -1,4 +1,5 @@
-//! `nestform report`: the benchmarks' results as the last apply recorded them.
+//! `nestform report`: the benchmarks' results as the last apply recorded them, as a table, as JSON,
+//! or with `-o DIR` as a page with charts and CSV and NDJSON files (`nestform_report`).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -9,11 +10,22 @@ use nestform_engine::workdir::Workdir;
 use nestform_state::State;
 use nestform_types::ResourceType;
 
-use super::report;
+use super::{error_report, report};
 use crate::args::ReportArgs;
 
 pub fn run(workdir: &Workdir, args: ReportArgs) -> Result<ExitCode, Report> {
     let state = workdir.state().map_err(report)?;
+    if let Some(dir) = &args.out {
+        nestform_report::write(&state, dir).map_err(|e| match e {
+            nestform_report::ReportError::NoResults => miette::miette!(
+                help = "add `benchmark` blocks to the configuration and run `nestform apply`",
+                "{e}"
+            ),
+            other => error_report(&other),
+        })?;
+        outln!("Report written to {} (and samples.ndjson, results.csv)", dir.join("index.html").display())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.json {
         let all: BTreeMap<String, serde_json::Value> = state
             .resources

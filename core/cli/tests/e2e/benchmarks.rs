@@ -78,3 +78,64 @@ fn the_quickstart_lab_measures_every_level_and_keeps_every_run() {
     );
     drop(cleanup);
 }
+
+/// A lab guest powered off by hand (`virsh destroy`) while a benchmark runs in it: the apply fails
+/// naming the benchmark, the target and why, the benchmark is recorded tainted, and the next apply
+/// starts the guest again and measures it anew.
+#[test]
+fn a_guest_powered_off_mid_benchmark_fails_it_clearly_and_the_next_apply_repairs_it() {
+    let _turn = take_turn();
+    let ws = crate::support::Workspace::new();
+    ws.write(
+        "main.nf.hcl",
+        r#"
+kvm_host "l0" {
+  uri = "qemu:///system"
+}
+
+nested_guest "g" {
+  host   = kvm_host.l0
+  name   = "nfbench-off"
+  vcpus  = 1
+  memory = "256MiB"
+  lab {}
+}
+
+benchmark "loop" {
+  kind       = "shell_loop"
+  targets    = [nested_guest.g]
+  iterations = 3000000
+  warmup     = 0
+  repeat     = 1
+}
+"#,
+    );
+    let cleanup = DestroyOnDrop(&ws);
+    let mut powered_off = None;
+    let (code, lines, stderr) = crate::nesting::run_watched(&ws, &["apply", "-auto-approve"], |line| {
+        if powered_off.is_none() && line.text.starts_with("benchmark.loop: Measuring...") {
+            // Once the loop runs in the guest.
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            powered_off = Some(crate::lab::virsh(&["destroy", "nfbench-off"]));
+        }
+    });
+    let text = crate::nesting::all_text(&lines);
+    assert!(powered_off.is_some(), "the benchmark never started:\n{text}\n{stderr}");
+    assert_eq!(code, 1, "the apply did not fail:\n{text}\n{stderr}");
+    assert!(stderr.contains("benchmark.loop"), "the error names no benchmark:\n{stderr}");
+    assert!(stderr.contains("on `nested_guest.g`"), "the error names no target:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let all = report(&ws);
+    assert_eq!(all["benchmark.loop"]["tainted"], true, "{all}");
+
+    let r = ws.run(&["plan"]);
+    assert!(r.stdout.contains("nested_guest.g") && r.stdout.contains("benchmark.loop"), "{}", r.stdout);
+    let r = ws.run(&["apply", "-auto-approve"]);
+    r.success();
+    let all = report(&ws);
+    assert_eq!(all["benchmark.loop"]["tainted"], false, "{all}");
+    assert_eq!(all["benchmark.loop"]["results"]["nested_guest.g"]["n"], 1, "{all}");
+    let r = ws.run(&["plan", "-detailed-exitcode"]);
+    assert_eq!(r.code, 0, "the plan after the repair is not empty:\n{}\n{}", r.stdout, r.stderr);
+    drop(cleanup);
+}

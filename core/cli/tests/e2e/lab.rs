@@ -82,7 +82,7 @@ pub(crate) fn virsh(args: &[&str]) -> String {
 
 /// Nothing of the test's own is left in libvirt or on disk: no domain, network or volume named
 /// with its tag, and no nestform pool unless there was one when its turn began.
-fn assert_nothing_left(tag: &str, turn: &Turn) {
+pub(crate) fn assert_nothing_left(tag: &str, turn: &Turn) {
     let domains = virsh(&["list", "--all", "--name"]);
     assert!(!domains.contains(tag), "domains left: {domains}");
     let networks = virsh(&["net-list", "--all", "--name"]);
@@ -229,10 +229,7 @@ fn an_agent_that_never_answers_is_a_timeout_with_the_console() {
     assert_nothing_left(tag, &turn);
 }
 
-/// Two levels in one apply: a lab guest promoted to a hypervisor, with a NAT network and a guest of its
-/// own inside it, reached through the agents; exec at level 2; a no-op re-plan that refreshes through
-/// the promoted host; destroy from the deepest level up, leaving nothing at level 0.
-/// A lab guest promoted to a host (with `host_extra` in its `kvm_host`), holding a NAT network
+/// Two levels in one apply (`promoted.rs` applies it): a lab guest promoted to a host (with `host_extra` in its `kvm_host`), holding a NAT network
 /// (`10.213.NET.0/24`) and a lab guest of its own on it (with `guest2_extra`).
 pub(crate) fn two_levels(tag: &str, net: u8, host_extra: &str, guest2_extra: &str) -> String {
     format!(
@@ -276,66 +273,4 @@ nested_guest "guest2" {{
 }}
 "#
     )
-}
-
-#[test]
-fn a_guest_promoted_to_a_host_holds_a_guest_of_its_own() {
-    let turn = take_turn();
-    let tag = "nfe2n";
-    let ws = Workspace::new();
-    ws.write("main.nf.hcl", &two_levels(tag, 21, "", ""));
-    let cleanup = DestroyOnDrop(&ws);
-
-    let r = ws.run(&["apply", "-auto-approve"]);
-    r.success();
-    assert!(r.stdout.contains("nested_guest.guest2: Creation complete"), "{}", r.stdout);
-    // Level 0 holds only guest1: guest2 and its network live inside it.
-    let domains = virsh(&["list", "--all", "--name"]);
-    assert!(domains.contains(&format!("{tag}-g1")) && !domains.contains(&format!("{tag}-g2")), "{domains}");
-
-    // Through two agents: guest2 knows its level and has an address on the network inside guest1.
-    let r = ws.run(&[
-        "exec",
-        "nested_guest.guest2",
-        "--",
-        "sh",
-        "-c",
-        "grep -o 'nestform.level=[0-9]' /proc/cmdline; for i in $(seq 75); do ip -4 -o addr show eth0 | grep -q 10.213.21. && break; sleep 0.2; done; ip -4 -o addr show eth0",
-    ]);
-    r.success();
-    assert!(r.stdout.contains("nestform.level=2"), "{}", r.stdout);
-    assert!(r.stdout.contains("10.213.21."), "no address on the network inside guest1: {}", r.stdout);
-
-    // Two commands reach each level side by side, each on an agent channel of its own: the second
-    // takes no channel from the first (which, when channels were taken over, ended its session).
-    for guest in ["nested_guest.guest1", "nested_guest.guest2"] {
-        let first = {
-            let dir = ws.path().to_path_buf();
-            let guest = guest.to_string();
-            std::thread::spawn(move || {
-                crate::support::run_in(&dir, &["exec", &guest, "--", "sh", "-c", "sleep 8; echo first"])
-            })
-        };
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        let second = ws.run(&["exec", guest, "--", "echo", "second"]);
-        second.success();
-        assert_eq!(second.stdout.trim(), "second", "{guest}");
-        let first = first.join().unwrap();
-        first.success();
-        assert_eq!(first.stdout.trim(), "first", "{guest}: the first command lost its session");
-    }
-
-    // The plan refreshes through the promoted host and finds nothing to do.
-    let r = ws.run(&["plan", "-detailed-exitcode"]);
-    r.code(0);
-    assert!(r.stdout.contains("kvm_host.guest1: QEMU"), "the promoted host was refreshed: {}", r.stdout);
-
-    let r = ws.run(&["destroy", "-auto-approve"]);
-    r.success();
-    // Deleting guest1 takes what ran inside it along; nothing is asked of level 2.
-    assert!(r.stdout.contains("nested_guest.guest1: Destruction complete"), "{}", r.stdout);
-    let swept = "nested_guest.guest2: Removed with `nested_guest.guest1`, which it ran inside";
-    assert!(r.stdout.contains(swept), "no `{swept}`:\n{}", r.stdout);
-    drop(cleanup);
-    assert_nothing_left(tag, &turn);
 }

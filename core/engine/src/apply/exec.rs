@@ -62,6 +62,8 @@ pub(crate) struct Context {
     /// How long a booted guest's agent gets to answer.
     pub agent_wait: nestform_provider::AgentWait,
     pub index: ChangeIndex,
+    /// What every benchmark sample of this apply carries as `run_id`: one per apply.
+    pub run_id: String,
 }
 
 impl Context {

@@ -36,8 +36,7 @@ impl Context {
         now: &State,
     ) -> Result<StateUpdate, (StateUpdate, ApplyError)> {
         let view = View::with_index(&self.plan, now, &self.index);
-        let run_id =
-            format!("{}-{}", &self.plan.lineage[..self.plan.lineage.len().min(8)], unix_now() as u64);
+        let run_id = self.run_id.clone();
         let mut samples: Vec<Sample> = Vec::new();
         let mut failed: Vec<String> = Vec::new();
         for target in &spec.targets {
@@ -255,6 +254,12 @@ fn below(view: &View<'_>, target: &ResourceAddr) -> Vec<ResourceAddr> {
         machine.push(g);
     }
     machine
+}
+
+/// The run id of an apply that starts now: its lineage's first characters and the time.
+pub(crate) fn run_id(lineage: &str) -> String {
+    let prefix: String = lineage.chars().take(8).collect();
+    format!("{prefix}-{}", unix_now() as u64)
 }
 
 fn unix_now() -> f64 {

@@ -225,6 +225,7 @@ pub async fn apply(
         hosts: hosts.clone(),
         stop_timeout: opts.stop_timeout,
         agent_wait: opts.agent_wait,
+        run_id: measure::run_id(&plan.lineage),
     });
     let journal = Arc::new(Journal::start(state, sink));
     // The walk stops starting operations on Ctrl-C, and when a state save fails. Both are asked

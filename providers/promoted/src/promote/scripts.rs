@@ -114,6 +114,20 @@ done
 rm -rf /var/lib/libvirt/qemu/domain-* /var/lib/libvirt/dnsmasq/* 2>/dev/null || true
 "#;
 
+/// Removes, in the guest's overlay only, every QEMU system emulator but `qemu-system-x86_64`, the
+/// only one nestform's guests run on (their domains say `arch="x86_64"`): libvirtd probes each
+/// emulator it finds when it starts, and answers nothing until it is done. The parent's root has
+/// `qemu-system-i386` too, whose probe took as long as x86_64's (the parent's capability cache holds
+/// one file for each), and a probe takes minutes in an emulated level 2. Prints each one removed.
+pub(super) const ONE_EMULATOR_SCRIPT: &str = r#"
+for b in /usr/bin/qemu-system-* /usr/libexec/qemu-kvm; do
+  [ -e "$b" ] || continue
+  case "$b" in */qemu-system-x86_64) continue ;; esac
+  rm -f "$b" && echo "$b"
+done
+exit 0
+"#;
+
 /// Puts an empty tmpfs over nestform's storage pool directory (the libvirt provider's
 /// `DEFAULT_POOL_DIR`): the guest would otherwise see the parent's pool, which holds the parent's
 /// guests' disks and is root's 0711 directory the guest cannot list through 9p (seen: "build storage

@@ -117,6 +117,14 @@ async fn benchmarks_run_after_everything_else_one_at_a_time_and_keep_every_run()
         inner["metadata"]["hosts"].as_array().unwrap().iter().map(|h| h["host"].as_str().unwrap()).collect();
     assert_eq!(chain, ["kvm_host.l1", "kvm_host.l0"], "the host chain down to level 0");
 
+    // One apply, one run id, across every benchmark it ran.
+    let run_ids: std::collections::BTreeSet<String> = ["benchmark.loop", "benchmark.boot"]
+        .iter()
+        .flat_map(|b| state.resources[&addr(b)].attributes["samples"].as_array().unwrap().clone())
+        .map(|s| s["metadata"]["run_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(run_ids.len(), 1, "{run_ids:?}");
+
     let res = results(state, "benchmark.loop");
     for target in targets {
         let s = &res[target];
