@@ -200,7 +200,14 @@ fn connect_answering(
             CONNECT_PATIENCE.as_secs()
         )),
         None => {
-            tracing::warn!(uri, "libvirtd in the guest does not answer a new connection; restarting it");
+            // Where the connection's bytes are (each agent stream: sent, received, credit), and what
+            // libvirtd in the guest is doing, before the restart makes it all go away.
+            tracing::warn!(
+                uri,
+                streams = %nestform_agent::mux::describe_all(),
+                libvirtd = %promote::libvirtd_now(client),
+                "libvirtd in the guest does not answer a new connection; restarting it"
+            );
             step("restarting its libvirtd (a new connection got no answer)");
             promote::restart_libvirt(client, options)
                 .map_err(|e| format!("restarting libvirtd in the guest: {e}"))?;
