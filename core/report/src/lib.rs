@@ -13,6 +13,7 @@
 //! - [`html`]: the page around them.
 //! - [`files`]: the CSV and NDJSON files, and writing each file whole.
 //! - [`article`]: the figures the nested-KVM article published, shown beside the measured ones.
+//! - [`table`]: the text table `apply` ends with and `nestform report` prints.
 //! - [`text`]: numbers, ratios and times as the page writes them, and its escaping.
 
 pub mod article;
@@ -20,11 +21,13 @@ pub mod chart;
 pub mod files;
 pub mod html;
 pub mod results;
+pub mod table;
 pub mod text;
 
 use std::path::{Path, PathBuf};
 
 use nestform_state::State;
+pub use table::table;
 
 /// What [`write()`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use miette::Report;
-use nestform_engine::render::benchmarks;
 use nestform_engine::workdir::Workdir;
 use nestform_state::State;
 use nestform_types::ResourceType;
@@ -45,7 +44,7 @@ pub fn run(workdir: &Workdir, args: ReportArgs) -> Result<ExitCode, Report> {
         super::write_json(&all)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let table = benchmarks::table(&state);
+    let table = nestform_report::table(&state);
     if table.is_empty() {
         eprintln!(
             "No benchmark results in the state. Add `benchmark` blocks to the configuration and apply it."
@@ -58,7 +57,7 @@ pub fn run(workdir: &Workdir, args: ReportArgs) -> Result<ExitCode, Report> {
 
 /// The table `apply` ends with, when it ran benchmarks.
 pub fn after_apply(state: &State) -> String {
-    let table = benchmarks::table(state);
+    let table = nestform_report::table(state);
     if table.is_empty() {
         table
     } else {

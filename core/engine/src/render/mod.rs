@@ -2,11 +2,9 @@
 //!
 //! - [`human`]: the Terraform-like text `nestform plan` prints: each changed resource with its symbol,
 //!   level and host, each attribute change with its effect and why, the domain XML diff, the summary.
-//! - [`benchmarks`]: the table of benchmark results `apply` ends with and `nestform report` prints.
 //! - [`json`]: `nestform show -json`, in the shape of Terraform's JSON plan representation (format
 //!   `1.2`) so existing tools read it, with a `nestform` field per change for levels and effects.
 
-pub mod benchmarks;
 pub mod human;
 pub mod json;
 
